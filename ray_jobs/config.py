@@ -1,0 +1,226 @@
+"""Typed configuration of every stage, defined once.
+
+One YAML file holds a section per stage. Loading is strict: an unknown or duplicate key is an error
+naming it and the nearest valid key, values are type-checked and range-checked, and every default
+lives here. ``key.sub=value`` overrides (values parsed as YAML) apply on top of the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad config: the message is one line naming the key."""
+
+
+def knob(default: Any, help: str, *, ge=None, gt=None, le=None, lt=None, choices=None) -> Any:
+    """A config field with help text and range checks that ``validate`` enforces."""
+    meta = {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ModelsConfig:
+    tokenizer: str = knob("builtin", "tokenizer: 'builtin' or an HF tokenizer directory / hub id")
+    teacher: str = knob("builtin:teacher", "teacher base: 'builtin:NAME', 'tiny:NAME' or an HF model dir / hub id")
+    student: str = knob("builtin:student", "student base: 'builtin:NAME', 'tiny:NAME' or an HF model dir / hub id")
+    trust_remote_code: bool = knob(False, "let transformers run model code from the model directory (opt-in)")
+    save_dtype: str = knob("float32", "dtype of saved models (bfloat16 halves the bytes of big models)",
+                           choices=("float32", "bfloat16"))
+
+
+@dataclass
+class DataConfig:
+    train: str = knob("builtin:train", "labeled training data: 'builtin:SPLIT' or a JSONL/Parquet/CSV path or URI")
+    eval: str = knob("builtin:eval", "held-out data scored during/after training")
+    test: str = knob("builtin:test", "held-out data for the final report")
+    unlabeled: str = knob("builtin:unlabeled", "unlabeled data for distillation (text, or prompts only)")
+    text_field: str = knob("text", "field holding plain text (causal LM) or the input (classification)")
+    prompt_field: str = knob("prompt", "field holding a prompt (causal LM; loss on the completion only)")
+    completion_field: str = knob("completion", "field holding a prompt's completion")
+    label_field: str = knob("label", "integer class label field (sequence classification)")
+    num_labels: int = knob(3, "number of classes (sequence classification)", ge=2)
+    max_seq_len: int = knob(32, "tokens per example after truncation", ge=4)
+    max_new_tokens: int = knob(12, "tokens generated when scoring a completion", ge=1)
+    eval_examples: int = knob(200, "examples scored per evaluation", ge=1)
+
+
+@dataclass
+class TrainConfig:
+    """Knobs shared by the training jobs (fine-tune and distil)."""
+
+    workers: int = knob(1, "Ray Train workers", ge=1)
+    cpus_per_worker: float = knob(1.0, "CPUs per worker (fractions fit small machines)", gt=0)
+    gpus_per_worker: float = knob(0.0, "GPUs per worker (0 = CPU training)", ge=0)
+    sharding: str = knob("none", "fsdp (FSDP2 per decoder block), ddp or none", choices=("fsdp", "ddp", "none"))
+    steps: int = knob(100, "optimizer steps", ge=1)
+    batch_size: int = knob(16, "examples per worker per micro-batch", ge=1)
+    grad_accum: int = knob(1, "micro-batches per optimizer step", ge=1)
+    lr: float = knob(1e-3, "peak learning rate (linear warm-up, cosine decay)", gt=0)
+    weight_decay: float = knob(0.0, "AdamW weight decay", ge=0)
+    warmup_steps: int = knob(10, "linear warm-up steps", ge=0)
+    bf16: str = knob("auto", "bf16 autocast: auto (on where it is faster: CUDA), on, off", choices=("auto", "on", "off"))
+    checkpoint_every: int = knob(25, "steps between checkpoints", ge=1)
+    max_failures: int = knob(2, "worker-group restarts before the run fails", ge=0)
+    log_every: int = knob(10, "steps between progress reports", ge=1)
+    run_name: str = knob("", "Ray Train run name (default: the stage); re-using one resumes it")
+
+
+@dataclass
+class FinetuneConfig(TrainConfig):
+    method: str = knob("lora", "lora (peft adapters) or full", choices=("lora", "full"))
+    lora_r: int = knob(16, "LoRA rank", ge=1)
+    lora_alpha: float = knob(32.0, "LoRA scaling numerator", gt=0)
+    lora_dropout: float = knob(0.05, "LoRA dropout", ge=0, lt=1)
+    lora_targets: list[str] = knob(["q_proj", "v_proj"], "module names that get LoRA adapters")
+
+
+@dataclass
+class DistillConfig(TrainConfig):
+    alpha: float = knob(0.5, "weight of the soft (KD) loss; 1 = unlabeled distillation", ge=0, le=1)
+    temperature: float = knob(2.0, "softmax temperature of the KD loss", gt=0)
+
+
+@dataclass
+class RaykdConfig:
+    run_dir: str = knob("runs/demo", "where every stage writes RUN/<stage>/ (made absolute)")
+    task: str = knob("causal_lm", "causal_lm or sequence_classification", choices=("causal_lm", "sequence_classification"))
+    seed: int = knob(0, "random seed")
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+    def stage_dir(self, stage: str) -> Path:
+        """``RUN/<stage>`` (absolute)."""
+        return Path(self.run_dir) / stage
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys instead of keeping the last one."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"duplicate key '{key}' (line {key_node.start_mark.line + 1})")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _nearest(name: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(name, options, n=1, cutoff=0.0)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check ``value`` against a field's type hint; ints are accepted where floats are."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(hint):
+            return None
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"'{key}' must be a mapping, got {value!r}")
+        return _build(hint, value, key + ".")
+    if origin is list:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"'{key}' must be a list of strings, got {value!r}")
+        return value
+    if hint is float and not isinstance(value, bool) and isinstance(value, (int, str)):
+        try:  # YAML 1.1 reads "1e-4" as a string; a float field accepts it
+            return float(value)
+        except ValueError:
+            pass
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ConfigError(f"'{key}' must be {hint.__name__}, got {value!r}")
+    return value
+
+
+def _build(cls: type, data: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise ConfigError(f"unknown key '{prefix}{key}'{_nearest(str(key), [prefix + n for n in names])}")
+        kwargs[key] = _coerce(value, hints[key], prefix + key)
+    return cls(**kwargs)
+
+
+def validate(cfg: Any, prefix: str = "") -> None:
+    """Range-check every field from its ``knob`` metadata; raise ConfigError naming the key."""
+    for f in dataclasses.fields(cfg):
+        value, key, m = getattr(cfg, f.name), prefix + f.name, f.metadata
+        if dataclasses.is_dataclass(value):
+            validate(value, key + ".")
+            continue
+        bounds = [("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
+                  ("le", lambda v, b: v <= b, "<="), ("lt", lambda v, b: v < b, "<")]
+        for name, ok, sign in bounds:
+            if m.get(name) is not None and not ok(value, m[name]):
+                raise ConfigError(f"'{key}' = {value} is out of range: it must be {sign} {m[name]}")
+        if m.get("choices") and value not in m["choices"]:
+            raise ConfigError(f"'{key}' = {value!r} is not one of: {', '.join(m['choices'])}")
+
+
+def apply_override(data: dict, override: str) -> None:
+    """Apply one ``a.b.c=value`` override (value parsed as YAML) to a nested dict in place."""
+    if "=" not in override:
+        raise ConfigError(f"override '{override}' is not of the form key.sub=value")
+    dotted, raw = override.split("=", 1)
+    parts = dotted.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '{dotted}': '{part}' is not a section")
+    try:
+        node[parts[-1]] = yaml.load(raw, Loader=_StrictLoader) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override '{dotted}': value is not valid YAML ({e.problem})") from None
+
+
+def from_dict(data: dict) -> RaykdConfig:
+    """Build and validate a config from a plain dict (as inside Ray workers)."""
+    cfg = _build(RaykdConfig, data)
+    validate(cfg)
+    cfg.run_dir = os.path.abspath(os.path.expanduser(cfg.run_dir))
+    return cfg
+
+
+def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> RaykdConfig:
+    """Load a YAML config (or only defaults when ``path`` is None) with overrides applied."""
+    data: dict = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as e:
+            raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
+        try:
+            data = yaml.load(text, Loader=_StrictLoader) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: invalid YAML: {e}".replace("\n", " ")) from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    for override in overrides:
+        apply_override(data, override)
+    return from_dict(data)

@@ -1,0 +1,159 @@
+"""Datasets through Ray Data: built-in splits, JSONL, Parquet and CSV (local paths or pyarrow URIs).
+
+Causal LM rows hold ``text``, or ``prompt`` + ``completion`` (loss on the completion only).
+Sequence classification rows hold ``text`` + an integer ``label`` in ``[0, num_labels)``.
+Field names come from ``DataConfig``. Bad data fails early with a ``DataError`` naming the file
+and the field, before any training starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+
+import numpy as np
+import pyarrow as pa
+import ray
+import ray.data
+
+from ray_jobs.builtin_data import SPLITS, generate_split
+from ray_jobs.config import ConfigError, DataConfig
+
+IGNORE_INDEX = -100  # label value that losses skip (padding and prompt tokens)
+READERS = {".jsonl": "read_json", ".json": "read_json", ".parquet": "read_parquet", ".csv": "read_csv"}
+
+
+class DataError(ConfigError):
+    """Bad input data: the message names the file and the field."""
+
+
+def _reader(spec: str):
+    suffix = next((s for s in READERS if spec.rstrip("/").endswith(s)), None)
+    if suffix is None:
+        if "://" not in spec and os.path.isdir(spec):
+            return ray.data.read_parquet  # a directory of shards, as our own jobs write
+        raise DataError(f"{spec}: unknown format; use .jsonl, .json, .parquet or .csv (or a Parquet directory)")
+    return getattr(ray.data, READERS[suffix])
+
+
+def read_dataset(spec: str) -> ray.data.Dataset:
+    """A dataset from ``builtin:SPLIT`` or a file / directory / URI; raises DataError if unreadable or empty."""
+    if spec.startswith("builtin:"):
+        name = spec.split(":", 1)[1]
+        if name not in SPLITS:
+            raise DataError(f"{spec}: unknown built-in split; choose one of {', '.join(SPLITS)}")
+        return ray.data.from_items(generate_split(name))
+    if "://" not in spec and not os.path.exists(spec):
+        raise DataError(f"{spec}: file not found")
+    try:
+        ds = _reader(spec)(spec)
+        empty = ds.count() == 0
+    except DataError:
+        raise
+    except Exception as e:  # Ray wraps parser errors in its own types; keep the first line
+        raise DataError(f"{spec}: cannot read: {str(e).strip().splitlines()[0][:200]}") from None
+    if empty:
+        raise DataError(f"{spec}: no rows")
+    return ds
+
+
+def _require(spec: str, names: list[str], fields: list[str]) -> None:
+    for f in fields:
+        if f not in names:
+            raise DataError(f"{spec}: missing field '{f}' (fields present: {', '.join(names)})")
+
+
+def check_fields(ds: ray.data.Dataset, spec: str, cfg: DataConfig, task: str, labeled: bool) -> str:
+    """Check a dataset's fields for the task; return its kind: 'text', 'prompt' or 'classification'."""
+    schema = ds.schema()
+    names = list(schema.names)
+    if task == "sequence_classification":
+        _require(spec, names, [cfg.text_field] + ([cfg.label_field] if labeled else []))
+        if labeled:
+            _check_labels(ds, spec, cfg, schema.types[names.index(cfg.label_field)])
+        return "classification"
+    if cfg.prompt_field in names:
+        if labeled:
+            _require(spec, names, [cfg.completion_field])
+        return "prompt"
+    if cfg.text_field in names:
+        return "text"
+    raise DataError(f"{spec}: missing field '{cfg.text_field}' or '{cfg.prompt_field}' "
+                    f"(fields present: {', '.join(names)})")
+
+
+def _check_labels(ds: ray.data.Dataset, spec: str, cfg: DataConfig, arrow_type) -> None:
+    if arrow_type is not None and not pa.types.is_integer(arrow_type):
+        raise DataError(f"{spec}: field '{cfg.label_field}' must hold integers, found {arrow_type}")
+    low, high = ds.min(cfg.label_field), ds.max(cfg.label_field)
+    if low is None or low < 0 or high >= cfg.num_labels:
+        raise DataError(f"{spec}: field '{cfg.label_field}' has values in [{low}, {high}], "
+                        f"outside [0, {cfg.num_labels - 1}] (data.num_labels={cfg.num_labels})")
+
+
+@functools.lru_cache(maxsize=4)
+def cached_tokenizer(path: str, trust_remote_code: bool = False):
+    """A tokenizer loaded once per process (Ray Data tasks call this per batch)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+
+
+def encode_lm_row(tokenizer, prompt: str, completion: str | None, max_len: int) -> tuple[list[int], list[int]]:
+    """Token ids and labels of one causal-LM example.
+
+    ``<s> prompt completion </s>`` with labels only on ``completion </s>``; a text row is passed as
+    ``prompt=""`` and ``completion=text`` so every token is learned. Truncated to ``max_len``.
+    """
+    prompt_ids = [tokenizer.bos_token_id] + (tokenizer(prompt).input_ids if prompt else [])
+    target_ids = tokenizer(completion).input_ids + [tokenizer.eos_token_id] if completion is not None else []
+    ids = (prompt_ids + target_ids)[:max_len]
+    labels = ([IGNORE_INDEX] * len(prompt_ids) + target_ids)[:max_len]
+    return ids, labels
+
+
+def _pad(rows: list[list[int]], value: int, width: int) -> np.ndarray:
+    out = np.full((len(rows), width), value, dtype=np.int64)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out
+
+
+def tokenize_batch(batch: dict, tokenizer_path: str, cfg: dict, task: str, kind: str) -> dict:
+    """Ray Data batch fn: rows → right-padded ``input_ids``, ``attention_mask``, ``labels``.
+
+    Returns arrays of shape ``(rows, max_seq_len)`` (``labels`` is ``(rows,)`` for classification).
+    """
+    data = DataConfig(**cfg)
+    tok = cached_tokenizer(tokenizer_path)
+    width = data.max_seq_len
+    if kind == "classification":
+        enc = [[tok.bos_token_id] + tok(str(t)).input_ids[: width - 1] for t in batch[data.text_field]]
+        out = {"input_ids": _pad(enc, tok.pad_token_id, width),
+               "attention_mask": _pad([[1] * len(e) for e in enc], 0, width)}
+        if data.label_field in batch:
+            out["labels"] = np.asarray(batch[data.label_field], dtype=np.int64)
+        return out
+    if kind == "prompt":
+        prompts = [str(p) for p in batch[data.prompt_field]]
+        completions = batch.get(data.completion_field)
+        pairs = [(p, None if completions is None else str(c)) for p, c in
+                 zip(prompts, completions if completions is not None else [None] * len(prompts))]
+    else:
+        pairs = [("", str(t)) for t in batch[data.text_field]]
+    encoded = [encode_lm_row(tok, p, c, width) for p, c in pairs]
+    return {"input_ids": _pad([e[0] for e in encoded], tok.pad_token_id, width),
+            "attention_mask": _pad([[1] * len(e[0]) for e in encoded], 0, width),
+            "labels": _pad([e[1] for e in encoded], IGNORE_INDEX, width)}
+
+
+def tokenized_dataset(spec: str, cfg: DataConfig, task: str, tokenizer_path: str,
+                      labeled: bool = True) -> ray.data.Dataset:
+    """Read, check and tokenize a dataset; materialised so that every epoch reuses it."""
+    ds = read_dataset(spec)
+    kind = check_fields(ds, spec, cfg, task, labeled)
+    return ds.map_batches(
+        tokenize_batch, batch_format="numpy", batch_size=256,
+        fn_kwargs={"tokenizer_path": tokenizer_path, "cfg": dataclasses.asdict(cfg), "task": task, "kind": kind},
+    ).materialize()

@@ -1,0 +1,154 @@
+"""Stage 1: fine-tune the teacher as a Ray Train ``TorchTrainer`` job (LoRA or full; FSDP2, DDP or none).
+
+    raykd finetune --config configs/demo.yaml finetune.workers=2 finetune.sharding=fsdp
+    python -m ray_jobs.finetune_teacher --config configs/demo.yaml
+    ray job submit --working-dir . -- python -m ray_jobs.finetune_teacher --config configs/llama70b_to_7b.yaml
+
+Writes ``RUN/teacher/`` (HF directory, LoRA merged, adapter kept in ``adapter/``) and
+``RUN/teacher/metrics.json``. Checkpoints go to ``RUN/checkpoints/<run name>``; running again with
+the same run name resumes from the latest one, as does a worker-group restart after a failure.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+
+import ray
+import ray.train
+import torch
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer, get_device
+
+from ray_jobs.config import RaykdConfig, TrainConfig, from_dict
+from ray_jobs.data import cached_tokenizer, check_fields, read_dataset, tokenized_dataset
+from ray_jobs.launch import parse_stage_args, run_stage, write_metrics
+from ray_jobs.models import add_lora, count_params, load_model, resolve_tokenizer, save_model, shard_model
+from ray_jobs.scoring import score_model
+from ray_jobs.training import load_trainable, make_optimizer, micro_batches, restore_checkpoint, run_steps
+
+
+def build_model(cfg: RaykdConfig, checkpoint_dir: str | None = None) -> torch.nn.Module:
+    """The teacher as trained: base (+ LoRA), with the checkpoint's trainable weights if given."""
+    torch.manual_seed(cfg.seed)  # same LoRA / head initialisation on every rank and in the export
+    model = load_model(cfg.models.teacher, cfg.task, cfg.data.num_labels, cfg.models.trust_remote_code)
+    if cfg.finetune.method == "lora":
+        model = add_lora(model, cfg.finetune, cfg.task)
+    if checkpoint_dir is not None:
+        missing = set(load_trainable(checkpoint_dir)) - set(model.state_dict())
+        if missing:
+            raise ValueError(f"checkpoint has weights the model lacks: {sorted(missing)[:3]}")
+        model.load_state_dict(load_trainable(checkpoint_dir), strict=False)
+    return model
+
+
+def task_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """HF loss of a batch: mean CE over label tokens (causal LM) or examples (classification)."""
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+    labels = batch["labels"]
+    return out.loss, int((labels != -100).sum()) if labels.dim() > 1 else int(batch["attention_mask"].sum())
+
+
+def train_loop(config: dict) -> dict:
+    """Per-worker loop: build, restore, shard, train to ``finetune.steps``, checkpointing."""
+    cfg = from_dict(config["cfg"])
+    ctx = ray.train.get_context()
+    device = get_device()
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        model = build_model(cfg)
+    else:
+        with checkpoint.as_directory() as d:
+            model = build_model(cfg, d)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    model = shard_model(model, cfg.finetune.sharding, device, ctx.get_world_size())
+    optimizer, scheduler = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg.finetune)
+    state = restore_checkpoint(model, optimizer)
+    if state.step and ctx.get_world_rank() == 0:
+        print(f"[finetune] resumed from checkpoint at step {state.step}", flush=True)
+    state = run_steps(model, optimizer, scheduler, micro_batches("train", cfg.finetune.batch_size), task_loss,
+                      cfg.finetune, state, trainable, device, "finetune")
+    return state.__dict__
+
+
+def trainer_for(cfg: RaykdConfig, stage: TrainConfig, name: str, loop, datasets: dict) -> TorchTrainer:
+    """A TorchTrainer sized by the stage's config, checkpointing under ``RUN/checkpoints/<name>``."""
+    use_gpu = stage.gpus_per_worker > 0
+    resources = {"CPU": stage.cpus_per_worker} | ({"GPU": stage.gpus_per_worker} if use_gpu else {})
+    return TorchTrainer(
+        loop,
+        train_loop_config={"cfg": cfg.to_dict()},
+        scaling_config=ScalingConfig(num_workers=stage.workers, use_gpu=use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=stage.run_name or name,
+            storage_path=str(cfg.stage_dir("checkpoints")),
+            failure_config=FailureConfig(max_failures=stage.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+        datasets=datasets,
+    )
+
+
+@ray.remote
+def score_task(cfg_dict: dict, model_spec: str, tokenizer_path: str, rows: list[dict], kind: str) -> dict:
+    """Score a model (HF directory or base spec) on held-out rows, in its own Ray worker."""
+    cfg = from_dict(cfg_dict)
+    torch.manual_seed(cfg.seed)  # a classifier base gets the same fresh head as training starts from
+    model = load_model(model_spec, cfg.task, cfg.data.num_labels, cfg.models.trust_remote_code)
+    return score_model(model, cached_tokenizer(tokenizer_path), rows, cfg.data, cfg.task, kind)
+
+
+@ray.remote
+def export_task(cfg_dict: dict, checkpoint: ray.train.Checkpoint, out_dir: str) -> int:
+    """Rebuild the trained teacher from a checkpoint, save it as an HF directory; returns its params."""
+    cfg = from_dict(cfg_dict)
+    with checkpoint.as_directory() as d:
+        model = build_model(cfg, d)
+    return save_model(model, resolve_tokenizer(cfg.models), out_dir, cfg.models.save_dtype,
+                      cfg.models.trust_remote_code)
+
+
+def eval_rows(cfg: RaykdConfig) -> tuple[list[dict], str]:
+    """Held-out rows scored before and after training, and their kind."""
+    ds = read_dataset(cfg.data.eval)
+    kind = check_fields(ds, cfg.data.eval, cfg.data, cfg.task, labeled=True)
+    return ds.take(cfg.data.eval_examples), kind
+
+
+def run(cfg: RaykdConfig) -> dict:
+    """Fine-tune the teacher and write ``RUN/teacher``; returns the metrics."""
+    started = time.time()
+    out = cfg.stage_dir("teacher")
+    tokenizer = resolve_tokenizer(cfg.models)
+    train = tokenized_dataset(cfg.data.train, cfg.data, cfg.task, tokenizer)
+    rows, kind = eval_rows(cfg)
+    cfg_dict = cfg.to_dict()
+    base = score_task.remote(cfg_dict, cfg.models.teacher, tokenizer, rows, kind)
+    result = trainer_for(cfg, cfg.finetune, "finetune", train_loop, {"train": train}).fit()
+    loop = result.return_value
+    params = ray.get(export_task.remote(cfg_dict, result.checkpoint, str(out)))
+    final = ray.get(score_task.remote(cfg_dict, str(out), str(out), rows, kind))
+    base = ray.get(base)
+    losses = loop["losses"]
+    metrics = {
+        "steps": loop["step"], "resumed_from_step": loop["resumed_from"],
+        "train_loss_first": losses[0], "train_loss_last": losses[-1],
+        "base_eval_loss": base["loss"], "base_eval_score": base["score"],
+        "eval_loss": final["loss"], "eval_score": final["score"],
+        "params": params, "tokens_per_s": loop["tokens"] / max(1e-9, loop["seconds"]),
+        "workers": cfg.finetune.workers, "sharding": cfg.finetune.sharding, "method": cfg.finetune.method,
+        "wall_s": time.time() - started,
+    }
+    write_metrics(out, metrics)
+    print(f"[finetune] eval loss {base['loss']:.3f} -> {final['loss']:.3f}, "
+          f"score {base['score']} -> {final['score']}; teacher saved to {out}")
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = parse_stage_args(argv, __doc__.splitlines()[0])
+    run_stage(run, cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""The shared entrypoint of every stage: arguments, config, Ray, exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from ray_jobs.config import ConfigError, RaykdConfig, load_config
+
+EXIT_BAD_INPUT = 2
+
+
+def parse_stage_args(argv: list[str] | None, description: str) -> RaykdConfig:
+    """``--config FILE [key=value ...]`` → a validated config; a bad one exits 2 with one line."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", help="YAML config (default: built-in defaults)")
+    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. finetune.workers=2")
+    args = parser.parse_args(argv)
+    try:
+        return load_config(args.config, args.overrides)
+    except ConfigError as e:
+        fail(e)
+
+
+def fail(error: Exception) -> None:
+    print(f"raykd: error: {error}", file=sys.stderr)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def init_ray() -> None:
+    """Connect to the cluster in ``RAY_ADDRESS`` (as under ``ray job submit``) or start a local one."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=True)
+
+
+def run_stage(stage: Callable[[RaykdConfig], dict], cfg: RaykdConfig) -> dict:
+    """Run one stage under Ray; bad input data exits 2 with one line."""
+    init_ray()
+    try:
+        return stage(cfg)
+    except ConfigError as e:
+        fail(e)
+
+
+def write_metrics(directory: Path, metrics: dict) -> Path:
+    """Write ``metrics.json`` (the stage's machine-readable figures) and return its path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "metrics.json"
+    path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    return path

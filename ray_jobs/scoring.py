@@ -1,0 +1,70 @@
+"""Held-out quality of a model: loss and task score (exact match of greedy completions for a causal
+LM, accuracy for a classifier). Plain functions on an unsharded model; jobs run them in Ray tasks."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+
+from ray_jobs.config import DataConfig
+from ray_jobs.data import IGNORE_INDEX, encode_lm_row, tokenize_batch
+
+
+def _columns(rows: list[dict]) -> dict[str, list]:
+    return {k: [r.get(k) for r in rows] for k in rows[0]} if rows else {}
+
+
+@torch.no_grad()
+def mean_loss(model, batch: dict[str, torch.Tensor], task: str) -> tuple[float, int]:
+    """Summed CE and count over valid targets: label tokens (causal LM, shifted) or examples."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+    if task == "sequence_classification":
+        return F.cross_entropy(logits, batch["labels"], reduction="sum").item(), len(batch["labels"])
+    labels = batch["labels"][:, 1:]
+    loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), labels.reshape(-1),
+                           ignore_index=IGNORE_INDEX, reduction="sum")
+    return loss.item(), int((labels != IGNORE_INDEX).sum())
+
+
+@torch.no_grad()
+def greedy_completions(model, tokenizer, prompts: list[str], max_new_tokens: int, max_len: int,
+                       batch_size: int = 64) -> list[str]:
+    """Greedy completions of ``prompts`` (left-padded batches), decoded without special tokens."""
+    out: list[str] = []
+    for i in range(0, len(prompts), batch_size):
+        encoded = [encode_lm_row(tokenizer, p, None, max_len)[0] for p in prompts[i : i + batch_size]]
+        width = max(len(e) for e in encoded)
+        ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(e)) + e for e in encoded])
+        mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
+        gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        out += tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True)
+    return out
+
+
+def score_model(model, tokenizer, rows: list[dict], data: DataConfig, task: str, kind: str,
+                batch_size: int = 64) -> dict[str, float | None]:
+    """``{"loss", "score"}`` of ``model`` on ``rows``. Score: accuracy (classification), exact match of
+    the stripped greedy completion (prompt/completion data), None for plain text (loss only)."""
+    model.eval()
+    cfg = dataclasses.asdict(data)
+    total, count, correct = 0.0, 0, 0
+    for i in range(0, len(rows), batch_size):
+        chunk = rows[i : i + batch_size]
+        arrays = tokenize_batch(_columns(chunk), tokenizer.name_or_path, cfg, task, kind)
+        batch = {k: torch.as_tensor(v) for k, v in arrays.items()}
+        loss_sum, n = mean_loss(model, batch, task)
+        total, count = total + loss_sum, count + n
+        if task == "sequence_classification":
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            correct += int((logits.argmax(-1) == batch["labels"]).sum())
+    score = None
+    if task == "sequence_classification":
+        score = correct / len(rows)
+    elif kind == "prompt":
+        preds = greedy_completions(model, tokenizer, [r[data.prompt_field] for r in rows],
+                                   data.max_new_tokens, data.max_seq_len, batch_size)
+        score = sum(p.strip() == r[data.completion_field].strip() for p, r in zip(preds, rows)) / len(rows)
+    return {"loss": total / max(1, count), "score": score}

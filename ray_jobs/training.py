@@ -1,0 +1,144 @@
+"""Leaf pieces shared by the training jobs (fine-tune and distil): device, precision, optimizer,
+checkpoints through ``ray.train.report`` and the step loop with gradient accumulation and resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import ray.train
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                     get_optimizer_state_dict, set_optimizer_state_dict)
+
+from ray_jobs.config import TrainConfig
+
+WEIGHTS_FILE, OPTIMIZER_FILE, STATE_FILE = "trainable.safetensors", "optimizer.pt", "state.json"
+_FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether to autocast to bf16. 'auto' means CUDA with bf16 support: on CPUs without AMX we
+    measured bf16 autocast *slower* than fp32 (see bench/finetune_throughput.py)."""
+    if cfg.bf16 == "auto":
+        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return cfg.bf16 == "on"
+
+
+def make_optimizer(params, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW with linear warm-up then cosine decay to 10% of the peak over ``cfg.steps``."""
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+@dataclass
+class LoopState:
+    """What a checkpoint carries besides weights, so a resumed run continues its record."""
+
+    step: int = 0
+    losses: list[float] = field(default_factory=list)  # one per logged step
+    resumed_from: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+
+
+def save_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, trainable: set[str],
+                    state: LoopState, metrics: dict) -> None:
+    """Gather trainable weights and optimizer state (collective), write them on rank 0, report."""
+    weights = {k: v.contiguous() for k, v in get_model_state_dict(model, options=_FULL).items() if k in trainable}
+    optim = get_optimizer_state_dict(model, optimizer, options=_FULL)
+    if ray.train.get_context().get_world_rank() != 0:
+        ray.train.report(metrics, checkpoint=None)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        save_file(weights, os.path.join(tmp, WEIGHTS_FILE))
+        torch.save(optim, os.path.join(tmp, OPTIMIZER_FILE))
+        with open(os.path.join(tmp, STATE_FILE), "w") as f:
+            json.dump(state.__dict__, f)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def load_trainable(checkpoint_dir: str) -> dict[str, torch.Tensor]:
+    """The trainable weights a checkpoint holds (full, unsharded names)."""
+    return load_file(os.path.join(checkpoint_dir, WEIGHTS_FILE))
+
+
+def restore_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer) -> LoopState:
+    """Load the optimizer state of ``ray.train.get_checkpoint()`` (if any) and return its loop state.
+
+    Weights are loaded before sharding (``load_trainable``), so only the optimizer is restored here.
+    """
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return LoopState()
+    with checkpoint.as_directory() as d:
+        optim = torch.load(os.path.join(d, OPTIMIZER_FILE), weights_only=True)
+        set_optimizer_state_dict(model, optimizer, optim, options=StateDictOptions(full_state_dict=True))
+        with open(os.path.join(d, STATE_FILE)) as f:
+            state = LoopState(**json.load(f))
+    state.resumed_from = state.step
+    return state
+
+
+def micro_batches(dataset_name: str, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless micro-batches from this worker's shard, epoch after epoch."""
+    shard = ray.train.get_dataset_shard(dataset_name)
+    while True:
+        yield from shard.iter_torch_batches(batch_size=batch_size, drop_last=True)
+
+
+LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, int]]
+
+
+def run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, batches: Iterator[dict],
+              loss_fn: LossFn, cfg: TrainConfig, state: LoopState, trainable: set[str], device: torch.device,
+              tag: str) -> LoopState:
+    """Train from ``state.step`` to ``cfg.steps``: accumulation, clipping, progress, checkpoints.
+
+    ``loss_fn(model, batch) -> (mean loss, tokens counted)``. Every rank runs the same number of
+    steps, so collectives (FSDP, DDP, checkpoint gathers) line up.
+    """
+    rank, world = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
+    for _ in range(state.step):
+        scheduler.step()  # the schedule is a function of the step: replay it instead of storing it
+    bf16 = use_bf16(cfg, device)
+    start, window_tokens, window_start = time.time(), 0, time.time()
+    while state.step < cfg.steps:
+        model.train()
+        total = 0.0
+        for _ in range(cfg.grad_accum):
+            batch = {k: v.to(device) for k, v in next(batches).items()}
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss, tokens = loss_fn(model, batch)
+            (loss / cfg.grad_accum).backward()
+            total += loss.item() / cfg.grad_accum
+            window_tokens += tokens * world
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step(), scheduler.step(), optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        if state.step % cfg.log_every == 0 or state.step == 1 or state.step == cfg.steps:
+            rate = window_tokens / max(1e-9, time.time() - window_start)
+            state.losses.append(total)
+            state.tokens += window_tokens
+            state.seconds += time.time() - window_start
+            if rank == 0:
+                print(f"[{tag}] step {state.step}/{cfg.steps} loss {total:.4f} tokens/s {rate:.0f} "
+                      f"lr {scheduler.get_last_lr()[0]:.2e}", flush=True)
+            window_tokens, window_start = 0, time.time()
+        if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
+            save_checkpoint(model, optimizer, trainable, state, {"step": state.step, "loss": total})
+    return state

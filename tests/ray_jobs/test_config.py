@@ -1,0 +1,68 @@
+import pytest
+
+from ray_jobs.config import ConfigError, load_config
+from tests.conftest import DEMO, raykd
+
+
+def test_demo_config_loads_with_absolute_run_dir():
+    cfg = load_config(DEMO)
+    assert cfg.run_dir.startswith("/")
+    assert cfg.finetune.method == "lora" and cfg.finetune.lora_targets == ["q_proj", "v_proj"]
+
+
+def test_defaults_without_a_file():
+    cfg = load_config(None)
+    assert cfg.distill.alpha == 0.5 and cfg.distill.temperature == 2.0
+
+
+def test_override_sets_nested_typed_value():
+    cfg = load_config(DEMO, ["finetune.workers=2", "finetune.lr=1e-4", "finetune.lora_targets=[q_proj]"])
+    assert cfg.finetune.workers == 2 and cfg.finetune.lr == pytest.approx(1e-4)
+    assert cfg.finetune.lora_targets == ["q_proj"]
+
+
+@pytest.mark.parametrize("override, words", [
+    ("distill.alpha=1.5", ["distill.alpha", "<= 1"]),
+    ("distill.alpha=-0.1", ["distill.alpha", ">= 0"]),
+    ("distill.temperature=0", ["distill.temperature", "> 0"]),
+    ("finetune.workers=0", ["finetune.workers", ">= 1"]),
+    ("finetune.lora_r=0", ["finetune.lora_r"]),
+    ("finetune.lr=0", ["finetune.lr"]),
+    ("finetune.sharding=zero3", ["finetune.sharding", "fsdp"]),
+    ("finetune.workers=two", ["finetune.workers", "int"]),
+    ("finetune.workers=1.5", ["finetune.workers", "int"]),
+    ("finetune.no_such_knob=1", ["unknown key 'finetune.no_such_knob'", "did you mean"]),
+    ("finetun.workers=1", ["unknown key 'finetun'", "'finetune'"]),
+    ("finetune=3", ["'finetune' must be a mapping"]),
+])
+def test_bad_values_name_the_key(override, words):
+    with pytest.raises(ConfigError) as err:
+        load_config(DEMO, [override])
+    message = str(err.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message
+
+
+def test_duplicate_key_is_refused(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("finetune:\n  steps: 3\n  steps: 4\n")
+    with pytest.raises(ConfigError, match="duplicate key 'steps'"):
+        load_config(path)
+
+
+def test_unreadable_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("finetune: [unclosed\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(bad)
+
+
+@pytest.mark.parametrize("override", ["distill.alpha=1.5", "finetune.no_such_knob=1"])
+def test_cli_exits_2_with_one_line(override):
+    proc = raykd("finetune", "--config", str(DEMO), override, check=False, timeout=120)
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and override.split("=")[0] in lines[0]
