@@ -1,0 +1,70 @@
+"""The fine-tune job run as a user runs it: a real process, a real local Ray, real checkpoints."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from tests.conftest import DEMO, REPO, raykd, read_metrics
+
+
+def train_worker_pids(root_pid: int) -> list[int]:
+    """Ray Train worker processes started under ``root_pid`` (Ray titles them ``ray::RayTrainWorker``)."""
+    pids = []
+    for child in psutil.Process(root_pid).children(recursive=True):
+        try:
+            if "RayTrainWorker" in " ".join(child.cmdline()):
+                pids.append(child.pid)
+        except psutil.Error:
+            continue
+    return pids
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_fsdp_lora_survives_sigkill_of_a_worker_and_beats_its_base(tmp_path):
+    run = tmp_path / "run"
+    args = ["finetune", "--config", str(DEMO), f"run_dir={run}", "finetune.workers=2", "finetune.sharding=fsdp",
+            "finetune.method=lora", "finetune.steps=40", "finetune.checkpoint_every=10", "finetune.log_every=5"]
+    log = open(tmp_path / "finetune.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "ray_jobs.cli", *args], cwd=REPO, stdout=log,
+                            stderr=subprocess.STDOUT)
+    try:
+        checkpoints = run / "checkpoints" / "finetune"
+        wait_for(lambda: checkpoints.exists() and any(checkpoints.glob("checkpoint_*")), 600, "a first checkpoint")
+        victim = wait_for(lambda: train_worker_pids(proc.pid), 60, "a train worker")[0]
+        os.kill(victim, signal.SIGKILL)
+        assert proc.wait(timeout=900) == 0, (tmp_path / "finetune.log").read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    metrics = read_metrics(run, "teacher")
+    assert metrics["steps"] == 40
+    assert 10 <= metrics["resumed_from_step"] < 40  # it restarted from a checkpoint, not from scratch
+    assert metrics["eval_loss"] < metrics["base_eval_loss"]
+    assert metrics["eval_score"] > metrics["base_eval_score"]
+    tokenizer = AutoTokenizer.from_pretrained(run / "teacher")
+    model = AutoModelForCausalLM.from_pretrained(run / "teacher")
+    ids = tokenizer("reverse: fox cat\nanswer:", return_tensors="pt").input_ids
+    out = model.generate(ids, max_new_tokens=4, do_sample=False)
+    assert out.shape[1] > ids.shape[1]
+    assert (run / "teacher" / "adapter" / "adapter_config.json").exists()
+
+
+def test_classifier_beats_chance_with_ddp_full_finetune(tmp_path):
+    raykd("finetune", "--config", str(REPO / "configs" / "classification.yaml"), f"run_dir={tmp_path}",
+          "finetune.workers=2", "finetune.sharding=ddp", "finetune.method=full", "finetune.lr=5e-4")
+    metrics = read_metrics(tmp_path, "teacher")
+    assert metrics["steps"] == 60 and metrics["eval_score"] > 0.6  # chance is 1/3
