@@ -6,6 +6,9 @@ import sys
 
 COMMANDS = {
     "finetune": "ray_jobs.finetune_teacher",
+    "cache": "ray_jobs.cache_teacher_logits",
+    "distill": "ray_jobs.distill_student",
+    "evaluate": "ray_jobs.evaluate",
 }
 
 

@@ -35,7 +35,8 @@ def knob(default: Any, help: str, *, ge=None, gt=None, le=None, lt=None, choices
 class ModelsConfig:
     tokenizer: str = knob("builtin", "tokenizer: 'builtin' or an HF tokenizer directory / hub id")
     teacher: str = knob("builtin:teacher", "teacher base: 'builtin:NAME', 'tiny:NAME' or an HF model dir / hub id")
-    student: str = knob("builtin:student", "student base: 'builtin:NAME', 'tiny:NAME' or an HF model dir / hub id")
+    student: str = knob("builtin:student", "student base: 'builtin:NAME', 'tiny:NAME', 'teacher-layers:0,2,4' "
+                        "(blocks of the fine-tuned teacher) or an HF model dir / hub id")
     trust_remote_code: bool = knob(False, "let transformers run model code from the model directory (opt-in)")
     save_dtype: str = knob("float32", "dtype of saved models (bfloat16 halves the bytes of big models)",
                            choices=("float32", "bfloat16"))
@@ -71,7 +72,8 @@ class TrainConfig:
     lr: float = knob(1e-3, "peak learning rate (linear warm-up, cosine decay)", gt=0)
     weight_decay: float = knob(0.0, "AdamW weight decay", ge=0)
     warmup_steps: int = knob(10, "linear warm-up steps", ge=0)
-    bf16: str = knob("auto", "bf16 autocast: auto (on where it is faster: CUDA), on, off", choices=("auto", "on", "off"))
+    bf16: str = knob("auto", "bf16 autocast: auto (on where it is faster: CUDA), on, off",
+                     choices=("auto", "on", "off"))
     checkpoint_every: int = knob(25, "steps between checkpoints", ge=1)
     max_failures: int = knob(2, "worker-group restarts before the run fails", ge=0)
     log_every: int = knob(10, "steps between progress reports", ge=1)
@@ -88,19 +90,40 @@ class FinetuneConfig(TrainConfig):
 
 
 @dataclass
+class CacheConfig:
+    teacher: str = knob("", "teacher HF directory to cache (default: RUN/teacher from `raykd finetune`)")
+    top_k: int = knob(16, "teacher logits kept per token", ge=1)
+    include_train: bool = knob(True, "cache the labeled training split")
+    include_unlabeled: bool = knob(True, "cache the unlabeled split (prompts are completed by the teacher)")
+    actors: int = knob(1, "teacher actors scoring in parallel (Ray Data actor pool)", ge=1)
+    batch_size: int = knob(64, "rows per teacher forward pass", ge=1)
+    cpus_per_actor: float = knob(1.0, "CPUs per teacher actor", gt=0)
+    gpus_per_actor: float = knob(0.0, "GPUs per teacher actor", ge=0)
+    do_sample: bool = knob(False, "sample teacher completions of unlabeled prompts (default greedy)")
+    sample_temperature: float = knob(1.0, "temperature when sampling completions", gt=0)
+
+
+@dataclass
 class DistillConfig(TrainConfig):
     alpha: float = knob(0.5, "weight of the soft (KD) loss; 1 = unlabeled distillation", ge=0, le=1)
     temperature: float = knob(2.0, "softmax temperature of the KD loss", gt=0)
+    teacher_source: str = knob("cache", "cache (read RUN/teacher_cache), online (teacher forward in every step) "
+                               "or none (hard labels of data.train only; needs alpha=0)",
+                               choices=("cache", "online", "none"))
+    chunk_tokens: int = knob(1024, "tokens per chunk of the loss (bounds full-vocabulary temporaries)", ge=1)
+    output: str = knob("student", "output directory name under RUN/")
 
 
 @dataclass
 class RaykdConfig:
     run_dir: str = knob("runs/demo", "where every stage writes RUN/<stage>/ (made absolute)")
-    task: str = knob("causal_lm", "causal_lm or sequence_classification", choices=("causal_lm", "sequence_classification"))
+    task: str = knob("causal_lm", "causal_lm or sequence_classification",
+                     choices=("causal_lm", "sequence_classification"))
     seed: int = knob(0, "random seed")
     models: ModelsConfig = field(default_factory=ModelsConfig)
     data: DataConfig = field(default_factory=DataConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
 
     def stage_dir(self, stage: str) -> Path:
@@ -203,6 +226,9 @@ def from_dict(data: dict) -> RaykdConfig:
     """Build and validate a config from a plain dict (as inside Ray workers)."""
     cfg = _build(RaykdConfig, data)
     validate(cfg)
+    if cfg.distill.teacher_source == "none" and cfg.distill.alpha != 0:
+        raise ConfigError(f"'distill.alpha' = {cfg.distill.alpha} needs a teacher; with distill.teacher_source=none "
+                          "it must be 0 (hard labels only)")
     cfg.run_dir = os.path.abspath(os.path.expanduser(cfg.run_dir))
     return cfg
 

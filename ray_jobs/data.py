@@ -113,7 +113,7 @@ def encode_lm_row(tokenizer, prompt: str, completion: str | None, max_len: int) 
     return ids, labels
 
 
-def _pad(rows: list[list[int]], value: int, width: int) -> np.ndarray:
+def pad_rows(rows: list[list[int]], value: int, width: int) -> np.ndarray:
     out = np.full((len(rows), width), value, dtype=np.int64)
     for i, r in enumerate(rows):
         out[i, : len(r)] = r
@@ -130,8 +130,8 @@ def tokenize_batch(batch: dict, tokenizer_path: str, cfg: dict, task: str, kind:
     width = data.max_seq_len
     if kind == "classification":
         enc = [[tok.bos_token_id] + tok(str(t)).input_ids[: width - 1] for t in batch[data.text_field]]
-        out = {"input_ids": _pad(enc, tok.pad_token_id, width),
-               "attention_mask": _pad([[1] * len(e) for e in enc], 0, width)}
+        out = {"input_ids": pad_rows(enc, tok.pad_token_id, width),
+               "attention_mask": pad_rows([[1] * len(e) for e in enc], 0, width)}
         if data.label_field in batch:
             out["labels"] = np.asarray(batch[data.label_field], dtype=np.int64)
         return out
@@ -143,9 +143,9 @@ def tokenize_batch(batch: dict, tokenizer_path: str, cfg: dict, task: str, kind:
     else:
         pairs = [("", str(t)) for t in batch[data.text_field]]
     encoded = [encode_lm_row(tok, p, c, width) for p, c in pairs]
-    return {"input_ids": _pad([e[0] for e in encoded], tok.pad_token_id, width),
-            "attention_mask": _pad([[1] * len(e[0]) for e in encoded], 0, width),
-            "labels": _pad([e[1] for e in encoded], IGNORE_INDEX, width)}
+    return {"input_ids": pad_rows([e[0] for e in encoded], tok.pad_token_id, width),
+            "attention_mask": pad_rows([[1] * len(e[0]) for e in encoded], 0, width),
+            "labels": pad_rows([e[1] for e in encoded], IGNORE_INDEX, width)}
 
 
 def tokenized_dataset(spec: str, cfg: DataConfig, task: str, tokenizer_path: str,

@@ -12,20 +12,18 @@ the same run name resumes from the latest one, as does a worker-group restart af
 from __future__ import annotations
 
 import time
-from functools import partial
 
 import ray
 import ray.train
 import torch
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-from ray.train.torch import TorchTrainer, get_device
+from ray.train.torch import get_device
 
-from ray_jobs.config import RaykdConfig, TrainConfig, from_dict
-from ray_jobs.data import cached_tokenizer, check_fields, read_dataset, tokenized_dataset
+from ray_jobs.config import RaykdConfig, from_dict
+from ray_jobs.data import check_fields, read_dataset, tokenized_dataset
 from ray_jobs.launch import parse_stage_args, run_stage, write_metrics
-from ray_jobs.models import add_lora, count_params, load_model, resolve_tokenizer, save_model, shard_model
-from ray_jobs.scoring import score_model
-from ray_jobs.training import load_trainable, make_optimizer, micro_batches, restore_checkpoint, run_steps
+from ray_jobs.models import add_lora, load_model, resolve_tokenizer, save_model, shard_model
+from ray_jobs.scoring import score_task
+from ray_jobs.training import load_trainable, make_optimizer, micro_batches, restore_checkpoint, run_steps, trainer_for
 
 
 def build_model(cfg: RaykdConfig, checkpoint_dir: str | None = None) -> torch.nn.Module:
@@ -69,33 +67,6 @@ def train_loop(config: dict) -> dict:
     state = run_steps(model, optimizer, scheduler, micro_batches("train", cfg.finetune.batch_size), task_loss,
                       cfg.finetune, state, trainable, device, "finetune")
     return state.__dict__
-
-
-def trainer_for(cfg: RaykdConfig, stage: TrainConfig, name: str, loop, datasets: dict) -> TorchTrainer:
-    """A TorchTrainer sized by the stage's config, checkpointing under ``RUN/checkpoints/<name>``."""
-    use_gpu = stage.gpus_per_worker > 0
-    resources = {"CPU": stage.cpus_per_worker} | ({"GPU": stage.gpus_per_worker} if use_gpu else {})
-    return TorchTrainer(
-        loop,
-        train_loop_config={"cfg": cfg.to_dict()},
-        scaling_config=ScalingConfig(num_workers=stage.workers, use_gpu=use_gpu, resources_per_worker=resources),
-        run_config=RunConfig(
-            name=stage.run_name or name,
-            storage_path=str(cfg.stage_dir("checkpoints")),
-            failure_config=FailureConfig(max_failures=stage.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
-        ),
-        datasets=datasets,
-    )
-
-
-@ray.remote
-def score_task(cfg_dict: dict, model_spec: str, tokenizer_path: str, rows: list[dict], kind: str) -> dict:
-    """Score a model (HF directory or base spec) on held-out rows, in its own Ray worker."""
-    cfg = from_dict(cfg_dict)
-    torch.manual_seed(cfg.seed)  # a classifier base gets the same fresh head as training starts from
-    model = load_model(model_spec, cfg.task, cfg.data.num_labels, cfg.models.trust_remote_code)
-    return score_model(model, cached_tokenizer(tokenizer_path), rows, cfg.data, cfg.task, kind)
 
 
 @ray.remote

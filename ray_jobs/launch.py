@@ -36,7 +36,7 @@ def init_ray() -> None:
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=True)
+        ray.init(address=os.environ.get("RAY_ADDRESS") or None, namespace="raykd")
 
 
 def run_stage(stage: Callable[[RaykdConfig], dict], cfg: RaykdConfig) -> dict:

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification, LlamaForCausalLM,
-                          LlamaForSequenceClassification, PreTrainedModel)
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    LlamaForCausalLM,
+    LlamaForSequenceClassification,
+    PreTrainedModel,
+)
 
 from ray_jobs.config import FinetuneConfig, ModelsConfig
 from ray_jobs.presets import TOKENIZER_DIR, builtin_model_dir, preset_config
@@ -104,3 +109,20 @@ def save_model(model: nn.Module, tokenizer_path: str, out_dir: str, dtype: str,
     model.to(getattr(torch, dtype)).save_pretrained(out_dir)
     AutoTokenizer.from_pretrained(tokenizer_path, trust_remote_code=trust_remote_code).save_pretrained(out_dir)
     return count_params(model)
+
+
+def keep_layers(model: PreTrainedModel, layer_ids: list[int]) -> PreTrainedModel:
+    """Shrink ``model`` to the given decoder blocks (a student initialised from its teacher)."""
+    blocks = decoder_layers(model)
+    if not layer_ids or any(not 0 <= i < len(blocks) for i in layer_ids):
+        raise ValueError(f"layer ids {layer_ids} must be within [0, {len(blocks) - 1}]")
+    kept = nn.ModuleList(blocks[i] for i in layer_ids)
+    for new_index, block in enumerate(kept):
+        if hasattr(getattr(block, "self_attn", None), "layer_idx"):
+            block.self_attn.layer_idx = new_index  # the KV cache is indexed by position in the stack
+    parent_name, attribute = next(n for n, m in model.named_modules() if m is blocks).rsplit(".", 1)
+    setattr(model.get_submodule(parent_name), attribute, kept)
+    model.config.num_hidden_layers = len(layer_ids)
+    if getattr(model.config, "layer_types", None):
+        model.config.layer_types = [model.config.layer_types[i] for i in layer_ids]
+    return model

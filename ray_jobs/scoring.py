@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 
+import ray
 import torch
 import torch.nn.functional as F
 
-from ray_jobs.config import DataConfig
-from ray_jobs.data import IGNORE_INDEX, encode_lm_row, tokenize_batch
+from ray_jobs.config import DataConfig, from_dict
+from ray_jobs.data import IGNORE_INDEX, cached_tokenizer, encode_lm_row, tokenize_batch
+from ray_jobs.models import load_model
 
 
 def _columns(rows: list[dict]) -> dict[str, list]:
@@ -29,17 +31,20 @@ def mean_loss(model, batch: dict[str, torch.Tensor], task: str) -> tuple[float, 
 
 
 @torch.no_grad()
-def greedy_completions(model, tokenizer, prompts: list[str], max_new_tokens: int, max_len: int,
-                       batch_size: int = 64) -> list[str]:
-    """Greedy completions of ``prompts`` (left-padded batches), decoded without special tokens."""
+def generate_completions(model, tokenizer, prompts: list[str], max_new_tokens: int, max_len: int,
+                         batch_size: int = 64, do_sample: bool = False, temperature: float = 1.0) -> list[str]:
+    """Completions of ``prompts`` (greedy unless ``do_sample``; left-padded batches), decoded
+    without special tokens."""
     out: list[str] = []
     for i in range(0, len(prompts), batch_size):
         encoded = [encode_lm_row(tokenizer, p, None, max_len)[0] for p in prompts[i : i + batch_size]]
         width = max(len(e) for e in encoded)
         ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(e)) + e for e in encoded])
         mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
-        gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        device = next(model.parameters()).device
+        sampling = {"do_sample": True, "temperature": temperature, "top_k": 0} if do_sample else {"do_sample": False}
+        gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **sampling)
         out += tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True)
     return out
 
@@ -64,7 +69,16 @@ def score_model(model, tokenizer, rows: list[dict], data: DataConfig, task: str,
     if task == "sequence_classification":
         score = correct / len(rows)
     elif kind == "prompt":
-        preds = greedy_completions(model, tokenizer, [r[data.prompt_field] for r in rows],
+        preds = generate_completions(model, tokenizer, [r[data.prompt_field] for r in rows],
                                    data.max_new_tokens, data.max_seq_len, batch_size)
         score = sum(p.strip() == r[data.completion_field].strip() for p, r in zip(preds, rows)) / len(rows)
     return {"loss": total / max(1, count), "score": score}
+
+
+@ray.remote
+def score_task(cfg_dict: dict, model_spec: str, tokenizer_path: str, rows: list[dict], kind: str) -> dict:
+    """Score a model (HF directory or base spec) on held-out rows, in its own Ray worker."""
+    cfg = from_dict(cfg_dict)
+    torch.manual_seed(cfg.seed)  # a classifier base gets the same fresh head as training starts from
+    model = load_model(model_spec, cfg.task, cfg.data.num_labels, cfg.models.trust_remote_code)
+    return score_model(model, cached_tokenizer(tokenizer_path), rows, cfg.data, cfg.task, kind)

@@ -13,12 +13,18 @@ from dataclasses import dataclass, field
 
 import ray.train
 import torch
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                     get_optimizer_state_dict, set_optimizer_state_dict)
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+)
 
-from ray_jobs.config import TrainConfig
+from ray_jobs.config import RaykdConfig, TrainConfig
 
 WEIGHTS_FILE, OPTIMIZER_FILE, STATE_FILE = "trainable.safetensors", "optimizer.pt", "state.json"
 _FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -116,7 +122,7 @@ def run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, bat
     for _ in range(state.step):
         scheduler.step()  # the schedule is a function of the step: replay it instead of storing it
     bf16 = use_bf16(cfg, device)
-    start, window_tokens, window_start = time.time(), 0, time.time()
+    window_tokens, window_start = 0, time.time()
     while state.step < cfg.steps:
         model.train()
         total = 0.0
@@ -142,3 +148,22 @@ def run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, bat
         if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
             save_checkpoint(model, optimizer, trainable, state, {"step": state.step, "loss": total})
     return state
+
+
+def trainer_for(cfg: RaykdConfig, stage: TrainConfig, name: str, loop, datasets: dict,
+                extra: dict | None = None) -> TorchTrainer:
+    """A TorchTrainer sized by the stage's config, checkpointing under ``RUN/checkpoints/<name>``."""
+    use_gpu = stage.gpus_per_worker > 0
+    resources = {"CPU": stage.cpus_per_worker} | ({"GPU": stage.gpus_per_worker} if use_gpu else {})
+    return TorchTrainer(
+        loop,
+        train_loop_config={"cfg": cfg.to_dict()} | (extra or {}),
+        scaling_config=ScalingConfig(num_workers=stage.workers, use_gpu=use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=stage.run_name or name,
+            storage_path=str(cfg.stage_dir("checkpoints")),
+            failure_config=FailureConfig(max_failures=stage.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+        datasets=datasets,
+    )

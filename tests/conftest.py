@@ -32,7 +32,8 @@ def raykd(*args: str, timeout: float = 900, check: bool = True) -> subprocess.Co
     cmd = [sys.executable, "-m", "ray_jobs.cli", *args]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        tail = (proc.stdout[-3000:], proc.stderr[-3000:])
+        raise AssertionError(f"{' '.join(args)} exited {proc.returncode}:\n{tail[0]}\n{tail[1]}")
     return proc
 
 
