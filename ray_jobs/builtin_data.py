@@ -3,16 +3,16 @@
 It is shaped like a real project's data:
 
 * ``corpus``: plain sentences (``text``) the built-in base models are pre-trained on;
-* ``train`` / ``eval`` / ``test``: a labeled task (``prompt`` + ``completion``), reversing a list of
-  words, scored by exact match on held-out examples;
+* ``train`` / ``eval`` / ``test``: a labeled task (``prompt`` + ``completion``): say what kind of
+  thing each of two words is ("question: what are fox and red?" -> "an animal and a color"), scored
+  by exact match on held-out examples (pairs of words unseen in training are common);
 * ``unlabeled``: many more task prompts with no completion, for distillation;
 * ``cls_train`` / ``cls_eval`` / ``cls_test``: sequence classification (``text`` + ``label``):
   which word category is the majority in a sentence (3 classes, chance 1/3).
 
-The corpus shows lists read backwards in another surface form ("to reverse a b c, read it backwards:
-c b a."),
-so a pre-trained base has the latent skill but not the task's prompt format, as with a real base
-model; fine-tuning teaches the format.
+The corpus states which words are colors, animals and objects ("the box is an object.") and asks
+other questions in the same "question: ...\nanswer:" form, so a pre-trained base has the knowledge
+but not the task, as with a real base model; fine-tuning teaches the task.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ WORDS = COLORS + ANIMALS + OBJECTS
 
 SPLIT_SIZES = {
     "corpus": 12000,
-    "train": 400,
+    "train": 200,
     "eval": 200,
     "test": 300,
     "unlabeled": 4000,
@@ -43,32 +43,44 @@ SPLITS = tuple(SPLIT_SIZES)
 _SPLIT_SEEDS = {name: 1000 + i for i, name in enumerate(SPLITS)}
 
 
-def task_prompt(words: list[str]) -> str:
-    """The task's prompt for a list of words."""
-    return f"reverse: {' '.join(words)}\nanswer:"
+def category_phrase(word: str) -> str:
+    """``"an animal"`` / ``"a color"`` / ``"an object"``: what the corpus says a word is."""
+    name = CATEGORY_NAMES[next(i for i, c in enumerate(CATEGORIES) if word in c)]
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
-def task_completion(words: list[str]) -> str:
+def task_prompt(first: str, second: str) -> str:
+    """The task's prompt: what kinds of thing two words are."""
+    return f"question: what are {first} and {second}?\nanswer:"
+
+
+def task_completion(first: str, second: str) -> str:
     """The correct completion (leading space, as a tokenizer sees a continuation)."""
-    return " " + " ".join(reversed(words))
+    return f" {category_phrase(first)} and {category_phrase(second)}"
 
 
-def _word_list(rng: random.Random) -> list[str]:
-    return rng.sample(WORDS, rng.randint(2, 5))
+def _task_example(rng: random.Random) -> tuple[str, str]:
+    first, second = rng.sample(WORDS, 2)
+    return task_prompt(first, second), task_completion(first, second)
+
+
+def _fact(rng: random.Random) -> str:
+    word = rng.choice(WORDS)
+    subject = word if word in COLORS else f"the {word}"
+    return f"{subject} is {category_phrase(word)}."
 
 
 def _sentence(rng: random.Random) -> str:
     kind = rng.random()
-    if kind < 0.35:
+    if kind < 0.3:
         return (f"the {rng.choice(ADJECTIVES)} {rng.choice(ANIMALS)} {rng.choice(VERBS)} "
                 f"the {rng.choice(COLORS)} {rng.choice(OBJECTS)}.")
     if kind < 0.5:
         obj = rng.choice(OBJECTS)
         return f"question: what is the {rng.choice(COLORS)} {obj}?\nanswer: it is a {obj}."
-    words = _word_list(rng)
     if kind < 0.8:
-        return f"to reverse {' '.join(words)}, read it backwards:{task_completion(words)}."
-    return f"a list: {', '.join(words)}."
+        return _fact(rng)
+    return f"a list: {', '.join(rng.sample(WORDS, rng.randint(2, 5)))}."
 
 
 def _classification_row(rng: random.Random) -> dict:
@@ -96,9 +108,6 @@ def generate_split(name: str, size: int | None = None) -> list[dict]:
         return [_classification_row(rng) for _ in range(n)]
     rows = []
     for _ in range(n):
-        words = _word_list(rng)
-        row = {"prompt": task_prompt(words)}
-        if name != "unlabeled":
-            row["completion"] = task_completion(words)
-        rows.append(row)
+        prompt, completion = _task_example(rng)
+        rows.append({"prompt": prompt} if name == "unlabeled" else {"prompt": prompt, "completion": completion})
     return rows

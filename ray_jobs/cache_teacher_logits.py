@@ -13,6 +13,7 @@ publishes the cache to the object store under a detached actor (see ``ray_jobs.t
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from pathlib import Path
 
@@ -153,6 +154,7 @@ def run(cfg: RaykdConfig) -> dict:
         num_cpus=cfg.cache.cpus_per_actor, num_gpus=cfg.cache.gpus_per_actor or None,
         fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "model_dir": model_dir},
     )
+    shutil.rmtree(out / SHARDS_DIR, ignore_errors=True)  # a re-run replaces the cache, never appends to it
     scored.write_parquet(str(out / SHARDS_DIR))
     forward_s = time.time() - started
     shards = list((out / SHARDS_DIR).glob("*.parquet"))

@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
+# command -> (module, function): each stage is also ``python -m <module>``.
 COMMANDS = {
-    "finetune": "ray_jobs.finetune_teacher",
-    "cache": "ray_jobs.cache_teacher_logits",
-    "distill": "ray_jobs.distill_student",
-    "evaluate": "ray_jobs.evaluate",
+    "demo": ("ray_jobs.pipeline", "demo"),
+    "pipeline": ("ray_jobs.pipeline", "main"),
+    "finetune": ("ray_jobs.finetune_teacher", "main"),
+    "cache": ("ray_jobs.cache_teacher_logits", "main"),
+    "distill": ("ray_jobs.distill_student", "main"),
+    "evaluate": ("ray_jobs.evaluate", "main"),
 }
+USAGE = "usage: raykd {" + ",".join(COMMANDS) + "} [--config FILE] [key=value ...]   (raykd COMMAND -h for help)"
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print("usage: raykd {" + ",".join(COMMANDS) + "} [--config FILE] [key=value ...]", file=sys.stderr)
-        if argv and argv[0] not in ("-h", "--help"):
-            print(f"raykd: error: unknown command {argv[0]!r}", file=sys.stderr)
-        sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
-    import importlib
-
-    importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        sys.exit(0 if argv else 2)
+    if argv[0] not in COMMANDS:
+        print(f"{USAGE}\nraykd: error: unknown command {argv[0]!r}", file=sys.stderr)
+        sys.exit(2)
+    module, function = COMMANDS[argv[0]]
+    getattr(importlib.import_module(module), function)(argv[1:])
 
 
 if __name__ == "__main__":

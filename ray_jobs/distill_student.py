@@ -18,7 +18,6 @@ import time
 import ray
 import ray.train
 import torch
-from ray.train.torch import get_device
 
 from ray_jobs import teacher_cache
 from ray_jobs.config import ConfigError, RaykdConfig, from_dict
@@ -28,7 +27,15 @@ from ray_jobs.launch import parse_stage_args, run_stage, write_metrics
 from ray_jobs.losses import distillation_loss
 from ray_jobs.models import keep_layers, load_model, save_model, shard_model
 from ray_jobs.scoring import score_task
-from ray_jobs.training import load_trainable, make_optimizer, micro_batches, restore_checkpoint, run_steps, trainer_for
+from ray_jobs.training import (
+    load_trainable,
+    make_optimizer,
+    micro_batches,
+    restore_checkpoint,
+    run_steps,
+    trainer_for,
+    worker_device,
+)
 
 TEACHER_COLUMNS = ("values", "indices", "lse")
 
@@ -63,7 +70,7 @@ def student_positions(logits: torch.Tensor, batch: dict, task: str) -> tuple[tor
 
 
 def make_loss_fn(cfg: RaykdConfig, vocab: int, teacher: torch.nn.Module | None):
-    """``loss_fn(model, batch) -> (loss, tokens)`` for the configured teacher source."""
+    """``loss_fn(model, batch) -> loss`` for the configured teacher source."""
     d = cfg.distill
 
     def loss_fn(model, batch):
@@ -75,9 +82,8 @@ def make_loss_fn(cfg: RaykdConfig, vocab: int, teacher: torch.nn.Module | None):
             signal = {"logits": student_positions(t, batch, cfg.task)[0]}
         else:
             signal = {k: flat[k] for k in TEACHER_COLUMNS if k in flat}
-        out = distillation_loss(flat_logits, flat["labels"], signal, d.alpha if signal else 0.0, d.temperature,
-                                d.chunk_tokens)
-        return out["loss"], int(out["tokens"])
+        return distillation_loss(flat_logits, flat["labels"], signal, d.alpha if signal else 0.0, d.temperature,
+                                 d.chunk_tokens)["loss"]
 
     return loss_fn
 
@@ -86,7 +92,7 @@ def train_loop(config: dict) -> dict:
     """Per-worker loop: student, optional online teacher, resume, shard, train."""
     cfg = from_dict(config["cfg"])
     ctx = ray.train.get_context()
-    device = get_device()
+    device = worker_device(cfg.distill)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         model = build_student(cfg)
@@ -131,18 +137,30 @@ def training_data(cfg: RaykdConfig) -> tuple[ray.data.Dataset, int, str, str]:
     return ds, manifest.vocab_size, teacher_path(cfg), source
 
 
-def check_student_vocab(cfg: RaykdConfig, vocab: int) -> None:
-    """A student vocabulary may be padded beyond the tokenizer's, never smaller."""
-    if cfg.task != "causal_lm" or cfg.models.student.startswith(("tiny:", "teacher-layers:")):
-        return
+def check_student(cfg: RaykdConfig, vocab: int) -> None:
+    """Refuse, before any training, a student spec that cannot load or cannot share the teacher's
+    tokenizer (a student vocabulary may be padded beyond the tokenizer's, never smaller)."""
     from transformers import AutoConfig
 
     from ray_jobs.models import resolve_model
+    from ray_jobs.presets import preset_config
 
-    size = AutoConfig.from_pretrained(resolve_model(cfg.models.student)).vocab_size
-    if size < vocab:
-        raise ConfigError(f"student {cfg.models.student} has vocab_size {size} < the teacher's tokenizer ({vocab}): "
-                          "teacher and student must share a tokenizer")
+    spec = cfg.models.student
+    try:
+        if spec.startswith("tiny:"):
+            config = preset_config(spec.split(":", 1)[1])
+        elif spec.startswith("teacher-layers:"):
+            config = AutoConfig.from_pretrained(teacher_path(cfg))
+            ids = [int(i) for i in spec.split(":", 1)[1].split(",")]
+            if not ids or not all(0 <= i < config.num_hidden_layers for i in ids):
+                raise ValueError(f"layer ids must be within [0, {config.num_hidden_layers - 1}]")
+        else:
+            config = AutoConfig.from_pretrained(resolve_model(spec), trust_remote_code=cfg.models.trust_remote_code)
+    except (ValueError, OSError) as e:
+        raise ConfigError(f"models.student={spec}: {str(e).splitlines()[0]}") from None
+    if cfg.task == "causal_lm" and config.vocab_size < vocab:
+        raise ConfigError(f"models.student={spec} has vocab_size {config.vocab_size} < the teacher's tokenizer "
+                          f"({vocab}): teacher and student must share a tokenizer")
 
 
 def run(cfg: RaykdConfig) -> dict:
@@ -150,7 +168,7 @@ def run(cfg: RaykdConfig) -> dict:
     started = time.time()
     out = cfg.stage_dir(cfg.distill.output)
     ds, vocab, tokenizer_dir, source = training_data(cfg)
-    check_student_vocab(cfg, vocab)
+    check_student(cfg, vocab)
     rows, kind = eval_rows(cfg)
     print(f"[distill] {ds.count()} rows from {source}; teacher source {cfg.distill.teacher_source}, "
           f"alpha {cfg.distill.alpha}, T {cfg.distill.temperature}")

@@ -16,14 +16,21 @@ import time
 import ray
 import ray.train
 import torch
-from ray.train.torch import get_device
 
 from ray_jobs.config import RaykdConfig, from_dict
 from ray_jobs.data import check_fields, read_dataset, tokenized_dataset
 from ray_jobs.launch import parse_stage_args, run_stage, write_metrics
 from ray_jobs.models import add_lora, load_model, resolve_tokenizer, save_model, shard_model
 from ray_jobs.scoring import score_task
-from ray_jobs.training import load_trainable, make_optimizer, micro_batches, restore_checkpoint, run_steps, trainer_for
+from ray_jobs.training import (
+    load_trainable,
+    make_optimizer,
+    micro_batches,
+    restore_checkpoint,
+    run_steps,
+    trainer_for,
+    worker_device,
+)
 
 
 def build_model(cfg: RaykdConfig, checkpoint_dir: str | None = None) -> torch.nn.Module:
@@ -40,18 +47,16 @@ def build_model(cfg: RaykdConfig, checkpoint_dir: str | None = None) -> torch.nn
     return model
 
 
-def task_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+def task_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """HF loss of a batch: mean CE over label tokens (causal LM) or examples (classification)."""
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
-    labels = batch["labels"]
-    return out.loss, int((labels != -100).sum()) if labels.dim() > 1 else int(batch["attention_mask"].sum())
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
 
 
 def train_loop(config: dict) -> dict:
     """Per-worker loop: build, restore, shard, train to ``finetune.steps``, checkpointing."""
     cfg = from_dict(config["cfg"])
     ctx = ray.train.get_context()
-    device = get_device()
+    device = worker_device(cfg.finetune)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         model = build_model(cfg)

@@ -30,6 +30,15 @@ WEIGHTS_FILE, OPTIMIZER_FILE, STATE_FILE = "trainable.safetensors", "optimizer.p
 _FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
+def worker_device(cfg: TrainConfig) -> torch.device:
+    """This worker's device; on CPU, torch gets one thread per whole CPU the worker was given
+    (Ray sets OMP_NUM_THREADS to 1 for fractional asks, which would idle a 2-CPU worker's second core)."""
+    from ray.train.torch import get_device
+
+    torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
+    return get_device()
+
+
 def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
     """Whether to autocast to bf16. 'auto' means CUDA with bf16 support: on CPUs without AMX we
     measured bf16 autocast *slower* than fp32 (see bench/finetune_throughput.py)."""
@@ -107,7 +116,7 @@ def micro_batches(dataset_name: str, batch_size: int) -> Iterator[dict[str, torc
         yield from shard.iter_torch_batches(batch_size=batch_size, drop_last=True)
 
 
-LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, int]]
+LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]
 
 
 def run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, batches: Iterator[dict],
@@ -115,8 +124,8 @@ def run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, bat
               tag: str) -> LoopState:
     """Train from ``state.step`` to ``cfg.steps``: accumulation, clipping, progress, checkpoints.
 
-    ``loss_fn(model, batch) -> (mean loss, tokens counted)``. Every rank runs the same number of
-    steps, so collectives (FSDP, DDP, checkpoint gathers) line up.
+    ``loss_fn(model, batch) -> mean loss``; throughput counts non-padding input tokens. Every rank
+    runs the same number of steps, so collectives (FSDP, DDP, checkpoint gathers) line up.
     """
     rank, world = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
     for _ in range(state.step):
@@ -129,10 +138,10 @@ def run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, bat
         for _ in range(cfg.grad_accum):
             batch = {k: v.to(device) for k, v in next(batches).items()}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss, tokens = loss_fn(model, batch)
+                loss = loss_fn(model, batch)
             (loss / cfg.grad_accum).backward()
             total += loss.item() / cfg.grad_accum
-            window_tokens += tokens * world
+            window_tokens += int(batch["attention_mask"].sum()) * world
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step(), scheduler.step(), optimizer.zero_grad(set_to_none=True)
         state.step += 1

@@ -1,6 +1,6 @@
 """Regenerate the built-in tokenizer and pre-trained base models under ray_jobs/builtin/.
 
-    python scripts/build_builtin.py [--teacher-steps 800] [--student-steps 1500]
+    python scripts/build_builtin.py [--teacher-steps 600] [--student-steps 1200]
 
 Deterministic (seeded data, seeded init, single process). The bases are pre-trained on the built-in
 corpus with packed 64-token windows, then saved in bf16 as standard Hugging Face directories.
@@ -58,8 +58,8 @@ def pretrain(name: str, data: torch.Tensor, steps: int, lr: float, batch: int) -
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--teacher-steps", type=int, default=1000)
-    ap.add_argument("--student-steps", type=int, default=1500)
+    ap.add_argument("--teacher-steps", type=int, default=600)
+    ap.add_argument("--student-steps", type=int, default=1200)
     args = ap.parse_args()
     tokenizer = train_tokenizer(all_text(), VOCAB_SIZE)
     tokenizer.save_pretrained(TOKENIZER_DIR)

@@ -39,3 +39,23 @@ def raykd(*args: str, timeout: float = 900, check: bool = True) -> subprocess.Co
 
 def read_metrics(run_dir: Path, stage: str) -> dict:
     return json.loads((run_dir / stage / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def small_unlabeled(tmp_path_factory) -> Path:
+    """500 unlabeled built-in prompts as a JSONL file (a user's own data, and a faster cache)."""
+    from ray_jobs.builtin_data import generate_split
+
+    path = tmp_path_factory.mktemp("data") / "unlabeled.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in generate_split("unlabeled", 500)))
+    return path
+
+
+@pytest.fixture(scope="session")
+def teacher_run(tmp_path_factory, small_unlabeled) -> tuple[Path, list[str]]:
+    """A run directory with a fine-tuned demo teacher and its logit cache, and the overrides used."""
+    run = tmp_path_factory.mktemp("run")
+    overrides = [f"run_dir={run}", f"data.unlabeled={small_unlabeled}", "finetune.steps=80", "distill.steps=60"]
+    raykd("finetune", "--config", str(DEMO), *overrides)
+    raykd("cache", "--config", str(DEMO), *overrides)
+    return run, overrides

@@ -1,4 +1,4 @@
-from ray_jobs.builtin_data import SPLIT_SIZES, generate_split, task_completion, task_prompt
+from ray_jobs.builtin_data import SPLIT_SIZES, category_phrase, generate_split
 
 
 def test_splits_are_deterministic_and_sized():
@@ -8,11 +8,17 @@ def test_splits_are_deterministic_and_sized():
         assert rows[:20] == generate_split(name, 20)
 
 
-def test_task_rows_are_correct_reversals():
-    for row in generate_split("train"):
-        words = row["prompt"].removeprefix("reverse: ").removesuffix("\nanswer:").split()
-        assert row["prompt"] == task_prompt(words)
-        assert row["completion"] == task_completion(words) == " " + " ".join(words[::-1])
+def test_task_answers_name_each_words_category():
+    assert category_phrase("fox") == "an animal" and category_phrase("red") == "a color"
+    for row in generate_split("train") + generate_split("test"):
+        first, second = row["prompt"].removeprefix("question: what are ").removesuffix("?\nanswer:").split(" and ")
+        assert row["completion"] == f" {category_phrase(first)} and {category_phrase(second)}"
+
+
+def test_held_out_pairs_are_mostly_unseen_in_training():
+    train = {r["prompt"] for r in generate_split("train")}
+    test = [r["prompt"] for r in generate_split("test")]
+    assert sum(p not in train for p in test) / len(test) > 0.8
 
 
 def test_unlabeled_has_prompts_only_and_classes_are_balanced():

@@ -1,0 +1,57 @@
+"""The cache job: schema, manifest, refusal of a foreign teacher, object store and Parquet copies."""
+
+import json
+import shutil
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from ray_jobs import teacher_cache
+from ray_jobs.teacher_cache import CacheManifest, CacheMismatchError, check_compatible
+from tests.conftest import read_metrics
+
+
+def test_manifest_and_shards_follow_the_schema(teacher_run):
+    run, _ = teacher_run
+    manifest = CacheManifest.read(run / "teacher_cache")
+    assert manifest.rows == 200 + 500 and manifest.k == 16
+    assert manifest.values_dtype == "float16" and manifest.indices_dtype == "int16"
+    table = pq.read_table(run / "teacher_cache" / "shards")
+    assert table.num_rows == manifest.rows
+    assert set(table.column_names) >= {"input_ids", "labels", "attention_mask", "values", "indices", "lse"}
+    metrics = read_metrics(run, "teacher_cache")
+    assert metrics["bytes_per_token"] < metrics["full_fp32_bytes_per_token"]
+
+
+def test_unlabeled_prompts_get_teacher_completions_as_targets(teacher_run):
+    run, _ = teacher_run
+    rows = pq.read_table(run / "teacher_cache" / "shards").to_pandas()
+    # every row, labeled or not, has targets (unlabeled ones: the teacher's own completion)
+    targets = rows["labels"].map(lambda labels: int((np.asarray(labels) != -100).sum()))
+    assert (targets > 0).all()
+    # the top-1 cached token at a target position is usually the target itself for a fine-tuned teacher
+    first = rows.iloc[0]
+    labels, indices = np.asarray(first["labels"]), np.stack(first["indices"])
+    valid = labels != -100
+    assert (indices[valid, 0] == labels[valid]).mean() > 0.5
+
+
+def test_a_cache_from_another_teacher_is_refused(teacher_run, tmp_path):
+    run, _ = teacher_run
+    manifest = CacheManifest.read(run / "teacher_cache")
+    other = tmp_path / "other_teacher"
+    shutil.copytree(run / "teacher", other)
+    config = json.loads((other / "config.json").read_text())
+    config["rms_norm_eps"] = 1e-5
+    (other / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CacheMismatchError, match="another teacher"):
+        check_compatible(manifest, str(other), str(other), run / "teacher_cache")
+    check_compatible(manifest, str(run / "teacher"), str(run / "teacher"), run / "teacher_cache")
+
+
+def test_loader_falls_back_to_parquet_without_the_actor(teacher_run, local_ray):
+    run, _ = teacher_run
+    ds, manifest, source = teacher_cache.load(run / "teacher_cache")
+    assert source == "parquet"  # this Ray cluster never held the cache
+    assert ds.count() == manifest.rows

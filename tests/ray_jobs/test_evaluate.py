@@ -1,0 +1,27 @@
+"""The report: real measurements of teacher, student and a no-teacher baseline."""
+
+import json
+
+from tests.conftest import DEMO, raykd
+
+
+def test_report_compares_teacher_student_and_baseline(teacher_run):
+    run, overrides = teacher_run
+    if not (run / "student" / "config.json").exists():
+        raykd("distill", "--config", str(DEMO), *overrides)
+    raykd("evaluate", "--config", str(DEMO), *overrides)
+    report = json.loads((run / "report" / "report.json").read_text())
+    for key in ("teacher_score", "student_score", "baseline_score", "retention", "params_ratio", "size_ratio",
+                "latency_speedup"):
+        assert key in report
+    assert report["params_ratio"] < 0.25 and report["size_ratio"] < 0.25
+    assert report["latency_speedup"] > 1  # measured side by side in one worker
+    assert report["arms"]["baseline"]["params"] == report["arms"]["student"]["params"]
+    assert (run / "baseline" / "metrics.json").exists()
+    assert (run / "report" / "report.png").stat().st_size > 1000
+    assert "student keeps" in (run / "report" / "report.md").read_text()
+
+
+def test_evaluate_without_a_student_says_what_to_run(tmp_path):
+    proc = raykd("evaluate", "--config", str(DEMO), f"run_dir={tmp_path}", check=False, timeout=300)
+    assert proc.returncode == 2 and "run `raykd finetune` first" in proc.stderr
