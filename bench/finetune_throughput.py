@@ -1,6 +1,7 @@
 """Fine-tune step throughput: fp32 vs bf16 autocast, LoRA vs full, and model FLOP utilisation.
 
-    python bench/finetune_throughput.py [--steps 8] [--batch 16] [--seq 32] [--out bench/results/finetune_throughput.json]
+    python bench/finetune_throughput.py [--steps 8] [--batch 16] [--seq 32]
+                                        [--out bench/results/finetune_throughput.json]
 
 Every configuration runs in this one process, interleaved round-robin, so machine noise hits them
 alike; the matmul rate (the MFU denominator) is measured in the same run for fp32 and bf16.
@@ -62,7 +63,7 @@ def main() -> None:
     configs = {f"{m}-{p}": make_step(m, p == "bf16", args.batch, args.seq) for m in ("lora", "full")
                for p in ("fp32", "bf16")}
     times = {name: [] for name in configs}
-    for name, (step, _) in configs.items():
+    for step, _ in configs.values():
         step()  # warm-up
     for _ in range(args.steps):
         for name, (step, _) in configs.items():

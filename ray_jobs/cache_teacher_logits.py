@@ -67,8 +67,13 @@ class TeacherScorer:
         from ray_jobs.config import from_dict
 
         self.cfg = from_dict(cfg_dict)
-        self.device = torch.device("cuda" if torch.cuda.is_available() and self.cfg.cache.gpus_per_actor else "cpu")
-        self.model = load_model(model_dir, self.cfg.task, self.cfg.data.num_labels).to(self.device).eval()
+        gpus = self.cfg.cache.gpus_per_actor if torch.cuda.is_available() else 0
+        self.device = torch.device("cuda" if gpus else "cpu")
+        # A teacher too big for one GPU (gpus_per_actor > 1) is spread over the actor's GPUs, in bf16.
+        big = {"dtype": torch.bfloat16, "device_map": "auto"} if gpus > 1 else {}
+        self.model = load_model(model_dir, self.cfg.task, self.cfg.data.num_labels, **big).eval()
+        if not big:
+            self.model.to(self.device)
         self.tokenizer = cached_tokenizer(model_dir)
         self.vocab = len(self.tokenizer) if self.cfg.task == "causal_lm" else self.cfg.data.num_labels
         self.index_dtype = np.int16 if self.vocab <= np.iinfo(np.int16).max else np.int32

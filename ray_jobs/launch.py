@@ -32,11 +32,15 @@ def fail(error: Exception) -> None:
 
 
 def init_ray() -> None:
-    """Connect to the cluster in ``RAY_ADDRESS`` (as under ``ray job submit``) or start a local one."""
+    """Connect to the cluster in ``RAY_ADDRESS`` (set by ``ray job submit``) or start a local one.
+
+    Without RAY_ADDRESS we ask for a new local cluster explicitly: a bare ``ray.init()`` would join
+    whatever cluster ``/tmp/ray/ray_current_cluster`` names, even a dead one (seen: a hang).
+    """
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS") or None, namespace="raykd")
+        ray.init(address=os.environ.get("RAY_ADDRESS") or "local", namespace="raykd")
 
 
 def run_stage(stage: Callable[[RaykdConfig], dict], cfg: RaykdConfig) -> dict:

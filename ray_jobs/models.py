@@ -29,10 +29,11 @@ def resolve_tokenizer(models: ModelsConfig) -> str:
 
 
 def load_model(spec: str, task: str, num_labels: int, trust_remote_code: bool = False,
-               dtype: torch.dtype = torch.float32) -> PreTrainedModel:
+               dtype: torch.dtype = torch.float32, device_map: str | None = None) -> PreTrainedModel:
     """A causal LM or sequence classifier from a preset (``tiny:NAME``), ``builtin:NAME`` or HF dir.
 
     A classifier loaded from a causal-LM base keeps the backbone and gets a fresh ``score`` head.
+    ``device_map="auto"`` spreads an inference-only model over the GPUs a process was given.
     """
     if spec.startswith("tiny:"):
         config = preset_config(spec.split(":", 1)[1])
@@ -43,8 +44,9 @@ def load_model(spec: str, task: str, num_labels: int, trust_remote_code: bool = 
     path = resolve_model(spec)
     if task == "sequence_classification":
         return AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=num_labels, dtype=dtype, trust_remote_code=trust_remote_code)
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
+            path, num_labels=num_labels, dtype=dtype, trust_remote_code=trust_remote_code, device_map=device_map)
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code,
+                                                device_map=device_map)
 
 
 def add_lora(model: PreTrainedModel, ft: FinetuneConfig, task: str) -> nn.Module:

@@ -22,7 +22,7 @@ def local_ray():
     """A 2-CPU local Ray for the module, always shut down."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 

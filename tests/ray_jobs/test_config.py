@@ -66,3 +66,9 @@ def test_cli_exits_2_with_one_line(override):
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and override.split("=")[0] in lines[0]
+
+
+def test_shipped_configs_load():
+    for name in ("demo", "classification", "llama70b_to_7b"):
+        cfg = load_config(DEMO.parent / f"{name}.yaml")
+        assert cfg.run_dir.startswith("/")

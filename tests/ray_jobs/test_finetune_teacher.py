@@ -37,13 +37,15 @@ def wait_for(predicate, timeout: float, what: str):
 def test_fsdp_lora_survives_sigkill_of_a_worker_and_beats_its_base(tmp_path):
     run = tmp_path / "run"
     args = ["finetune", "--config", str(DEMO), f"run_dir={run}", "finetune.workers=2", "finetune.sharding=fsdp",
-            "finetune.method=lora", "finetune.steps=40", "finetune.checkpoint_every=10", "finetune.log_every=5"]
+            "finetune.method=lora", "finetune.steps=60", "finetune.checkpoint_every=15", "finetune.log_every=5"]
     log = open(tmp_path / "finetune.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "ray_jobs.cli", *args], cwd=REPO, stdout=log,
                             stderr=subprocess.STDOUT)
     try:
-        checkpoints = run / "checkpoints" / "finetune"
-        wait_for(lambda: checkpoints.exists() and any(checkpoints.glob("checkpoint_*")), 600, "a first checkpoint")
+        # The controller writes this snapshot once it has *registered* a reported checkpoint; a checkpoint
+        # directory alone may not be registered yet, and a restart would then begin from step 0.
+        snapshot = run / "checkpoints" / "finetune" / "checkpoint_manager_snapshot.json"
+        wait_for(snapshot.exists, 600, "a registered checkpoint")
         victim = wait_for(lambda: train_worker_pids(proc.pid), 60, "a train worker")[0]
         os.kill(victim, signal.SIGKILL)
         assert proc.wait(timeout=900) == 0, (tmp_path / "finetune.log").read_text()[-3000:]
@@ -51,8 +53,8 @@ def test_fsdp_lora_survives_sigkill_of_a_worker_and_beats_its_base(tmp_path):
         if proc.poll() is None:
             proc.kill()
     metrics = read_metrics(run, "teacher")
-    assert metrics["steps"] == 40
-    assert 10 <= metrics["resumed_from_step"] < 40  # it restarted from a checkpoint, not from scratch
+    assert metrics["steps"] == 60
+    assert 15 <= metrics["resumed_from_step"] < 60  # it restarted from a checkpoint, not from scratch
     assert metrics["eval_loss"] < metrics["base_eval_loss"]
     assert metrics["eval_score"] > metrics["base_eval_score"]
     tokenizer = AutoTokenizer.from_pretrained(run / "teacher")
@@ -65,6 +67,7 @@ def test_fsdp_lora_survives_sigkill_of_a_worker_and_beats_its_base(tmp_path):
 
 def test_classifier_beats_chance_with_ddp_full_finetune(tmp_path):
     raykd("finetune", "--config", str(REPO / "configs" / "classification.yaml"), f"run_dir={tmp_path}",
-          "finetune.workers=2", "finetune.sharding=ddp", "finetune.method=full", "finetune.lr=5e-4")
+          "finetune.workers=2", "finetune.sharding=ddp", "finetune.method=full", "finetune.lr=5e-4",
+          "finetune.steps=40")
     metrics = read_metrics(tmp_path, "teacher")
-    assert metrics["steps"] == 60 and metrics["eval_score"] > 0.6  # chance is 1/3
+    assert metrics["steps"] == 40 and metrics["eval_score"] > 0.6  # chance is 1/3

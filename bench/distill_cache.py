@@ -1,0 +1,195 @@
+"""Distillation from the teacher-logit cache vs the teacher online, side by side in one run.
+
+    python bench/distill_cache.py --run-dir runs/demo [--rows 1024] [--quality-steps 150]
+                                  [--out bench/results/distill_cache.json]
+
+Needs a run directory with RUN/teacher and RUN/teacher_cache (``raykd demo`` or finetune + cache).
+Measures, with the project's own loss and model code:
+1. time per epoch of distillation steps: cached top-k vs online teacher forward (same rows, same student);
+2. cache bytes per target token vs full fp32 logits (this vocabulary and a 32k one);
+3. error of the top-k KL vs the full-logit KL on real teacher logits, at T = 1, 2, 4;
+4. student quality after the same steps trained from the top-k cache vs from full teacher logits;
+5. peak memory of the chunked top-k loss vs a naive loss that rebuilds full-vocabulary fp32 teacher
+   logits, at a 32k vocabulary (each in its own subprocess, peak RSS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ray_jobs.config import load_config
+from ray_jobs.distill_student import TEACHER_COLUMNS, build_student, make_loss_fn, student_positions
+from ray_jobs.losses import kd_full, kd_topk
+from ray_jobs.models import load_model
+from ray_jobs.scoring import score_model
+from ray_jobs.teacher_cache import SHARDS_DIR, CacheManifest
+from ray_jobs.training import make_optimizer
+
+MEMORY_PROBE = """
+import resource, sys, torch
+from ray_jobs.losses import distillation_loss, kd_full
+n, vocab, k, mode = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+torch.manual_seed(0)
+student = torch.randn(n, vocab, dtype=torch.bfloat16, requires_grad=True)
+teacher = torch.randn(n, vocab)
+values, indices = teacher.topk(k, dim=-1)
+lse = torch.logsumexp(teacher, dim=-1)
+del teacher
+labels = torch.randint(0, vocab, (n,))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+if mode == "chunked":
+    cached = {"values": values, "indices": indices, "lse": lse}
+    loss = distillation_loss(student, labels, cached, 0.5, 2.0, 1024)["loss"]
+else:  # naive: rebuild a full fp32 teacher tensor for the batch (tail filled uniformly, as the cache implies)
+    full = torch.full((n, vocab), -1e4).scatter_(1, indices, values.float())
+    loss = 0.5 * kd_full(student, full, 2.0).mean() + 0.5 * torch.nn.functional.cross_entropy(student.float(), labels)
+loss.backward()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+"""
+
+
+def cache_rows(run: Path, rows: int, k: int) -> dict[str, torch.Tensor]:
+    """The first ``rows`` cache rows as tensors (plain pyarrow sees tensor columns flattened)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(run / "teacher_cache" / SHARDS_DIR).slice(0, rows).to_pandas()
+    out = {c: torch.as_tensor(np.stack([np.asarray(v) for v in table[c]])) for c in table.columns}
+    for c in ("values", "indices"):
+        out[c] = out[c].reshape(len(table), -1, k)
+    return out
+
+
+def batches(data: dict, size: int):
+    n = len(data["input_ids"])
+    for i in range(0, n - size + 1, size):
+        yield {k: v[i : i + size] for k, v in data.items()}
+
+
+def epoch_seconds(cfg, data, vocab, source: str) -> float:
+    cfg.distill.teacher_source = source
+    torch.manual_seed(0)
+    student = build_student(cfg)
+    teacher = load_model(str(cfg.stage_dir("teacher")), cfg.task, 2).eval().requires_grad_(False) \
+        if source == "online" else None
+    loss_fn = make_loss_fn(cfg, vocab, teacher)
+    opt, sched = make_optimizer(student.parameters(), cfg.distill)
+    start = time.perf_counter()
+    for batch in batches(data, cfg.distill.batch_size):
+        if source == "online":
+            batch = {k: v for k, v in batch.items() if k not in TEACHER_COLUMNS}
+        loss_fn(student, batch).backward()
+        opt.step(), sched.step(), opt.zero_grad()
+    return time.perf_counter() - start
+
+
+def topk_error(cfg, data, vocab, k_values=(4, 16)) -> dict:
+    teacher = load_model(str(cfg.stage_dir("teacher")), cfg.task, 2).eval()
+    student = build_student(cfg).eval()
+    batch = {key: v[:64] for key, v in data.items()}
+    with torch.no_grad():
+        t = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[..., :vocab]
+        s = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[..., :vocab]
+    s_flat, flat = student_positions(s, batch, cfg.task)
+    t_flat = student_positions(t, batch, cfg.task)[0]
+    valid = flat["labels"] != -100
+    s_flat, t_flat = s_flat[valid], t_flat[valid]
+    out = {}
+    for k in k_values:
+        values, indices = t_flat.topk(k, dim=-1)
+        lse = torch.logsumexp(t_flat, dim=-1)
+        for temperature in (1.0, 2.0, 4.0):
+            full = kd_full(s_flat, t_flat, temperature).mean().item()
+            approx = kd_topk(s_flat, values, indices, lse, temperature).mean().item()
+            out[f"k{k}_T{temperature:g}"] = {"full": full, "topk": approx, "rel_error": abs(approx - full) / full}
+    return out
+
+
+def quality(cfg, data, vocab, steps: int, source: str) -> dict:
+    """Eval score/loss of a student trained ``steps`` steps from the cache (top-k) or full logits (online)."""
+    from ray_jobs.data import cached_tokenizer
+    from ray_jobs.finetune_teacher import eval_rows
+
+    cfg.distill.teacher_source = source
+    torch.manual_seed(0)
+    student = build_student(cfg)
+    teacher = load_model(str(cfg.stage_dir("teacher")), cfg.task, 2).eval().requires_grad_(False) \
+        if source == "online" else None
+    loss_fn = make_loss_fn(cfg, vocab, teacher)
+    cfg.distill.steps = steps
+    opt, sched = make_optimizer(student.parameters(), cfg.distill)
+    it, done = batches(data, cfg.distill.batch_size), 0
+    while done < steps:
+        batch = next(it, None)
+        if batch is None:
+            it = batches(data, cfg.distill.batch_size)
+            continue
+        if source == "online":
+            batch = {k: v for k, v in batch.items() if k not in TEACHER_COLUMNS}
+        student.train()
+        loss_fn(student, batch).backward()
+        opt.step(), sched.step(), opt.zero_grad()
+        done += 1
+    rows, kind = eval_rows(cfg)
+    return score_model(student, cached_tokenizer(str(cfg.stage_dir("teacher"))), rows, cfg.data, cfg.task, kind)
+
+
+def peak_memory_mb(n: int, vocab: int, k: int, mode: str) -> float:
+    out = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(n), str(vocab), str(k), mode],
+                         capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run-dir", default="runs/demo")
+    ap.add_argument("--config", default="configs/demo.yaml")
+    ap.add_argument("--rows", type=int, default=1024)
+    ap.add_argument("--quality-steps", type=int, default=150)
+    ap.add_argument("--memory-tokens", type=int, default=8192)
+    ap.add_argument("--out", default="bench/results/distill_cache.json")
+    args = ap.parse_args()
+    import ray
+
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)  # eval_rows reads data through Ray Data
+    cfg = load_config(args.config, [f"run_dir={args.run_dir}"])
+    run = Path(cfg.run_dir)
+    manifest = CacheManifest.read(run / "teacher_cache")
+    vocab = manifest.vocab_size
+    data = cache_rows(run, args.rows, manifest.k)
+    for source in ("cache", "online"):  # warm-up: first epochs pay allocation and kernel selection
+        epoch_seconds(cfg, data, vocab, source)
+    seconds = {source: epoch_seconds(cfg, data, vocab, source) for source in ("cache", "online")}
+    result = {
+        "epoch_rows": len(data["input_ids"]),
+        "epoch_s": seconds,
+        "online_over_cached_epoch_time": seconds["online"] / seconds["cache"],
+        "bytes_per_target_token": manifest.bytes / manifest.tokens,
+        "full_fp32_bytes_per_token": 4 * vocab,
+        "stored_bytes_per_position": (2 + (2 if manifest.indices_dtype == "int16" else 4)) * manifest.k + 4,
+        "full_fp32_bytes_per_position_32k_vocab": 4 * 32000,
+        "topk_vs_full_kl": topk_error(cfg, data, vocab),
+        "quality": {s: quality(cfg, data, vocab, args.quality_steps, s) for s in ("cache", "online")},
+        "peak_memory_mb_32k_vocab": {m: peak_memory_mb(args.memory_tokens, 32000, manifest.k, m)
+                                     for m in ("chunked", "naive")},
+        "memory_tokens": args.memory_tokens,
+    }
+    mem = result["peak_memory_mb_32k_vocab"]
+    result["naive_over_chunked_memory"] = mem["naive"] / mem["chunked"]
+    ray.shutdown()
+    print(json.dumps({k: v for k, v in result.items() if k != "topk_vs_full_kl"}, indent=1))
+    errors = {k: round(v["rel_error"], 4) for k, v in result["topk_vs_full_kl"].items()}
+    print("top-k vs full KL relative error:", errors)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
