@@ -158,7 +158,7 @@ def main() -> None:
     args = ap.parse_args()
     import ray
 
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)  # eval_rows reads data through Ray Data
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)  # eval_rows uses Ray Data
     cfg = load_config(args.config, [f"run_dir={args.run_dir}"])
     run = Path(cfg.run_dir)
     manifest = CacheManifest.read(run / "teacher_cache")
