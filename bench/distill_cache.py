@@ -73,20 +73,32 @@ def batches(data: dict, size: int):
         yield {k: v[i : i + size] for k, v in data.items()}
 
 
-def epoch_seconds(cfg, data, vocab, source: str) -> float:
-    cfg.distill.teacher_source = source
+def trainee(cfg, vocab: int, source: str, steps: int):
+    """A fresh student, its loss for ``source`` (cache: top-k columns; online: teacher forward), and
+    its optimizer; plus a function that drops the cached columns from a batch for the online case."""
+    cfg.distill.teacher_source, cfg.distill.steps = source, steps
     torch.manual_seed(0)
     student = build_student(cfg)
     teacher = load_model(str(cfg.stage_dir("teacher")), cfg.task, 2).eval().requires_grad_(False) \
         if source == "online" else None
-    loss_fn = make_loss_fn(cfg, vocab, teacher)
     opt, sched = make_optimizer(student.parameters(), cfg.distill)
-    start = time.perf_counter()
-    for batch in batches(data, cfg.distill.batch_size):
+    loss_fn = make_loss_fn(cfg, vocab, teacher)
+
+    def step(batch: dict) -> None:
         if source == "online":
             batch = {k: v for k, v in batch.items() if k not in TEACHER_COLUMNS}
+        student.train()
         loss_fn(student, batch).backward()
         opt.step(), sched.step(), opt.zero_grad()
+
+    return student, step
+
+
+def epoch_seconds(cfg, data, vocab, source: str) -> float:
+    _, step = trainee(cfg, vocab, source, len(data["input_ids"]) // cfg.distill.batch_size)
+    start = time.perf_counter()
+    for batch in batches(data, cfg.distill.batch_size):
+        step(batch)
     return time.perf_counter() - start
 
 
@@ -117,26 +129,13 @@ def quality(cfg, data, vocab, steps: int, source: str) -> dict:
     from ray_jobs.data import cached_tokenizer
     from ray_jobs.finetune_teacher import eval_rows
 
-    cfg.distill.teacher_source = source
-    torch.manual_seed(0)
-    student = build_student(cfg)
-    teacher = load_model(str(cfg.stage_dir("teacher")), cfg.task, 2).eval().requires_grad_(False) \
-        if source == "online" else None
-    loss_fn = make_loss_fn(cfg, vocab, teacher)
-    cfg.distill.steps = steps
-    opt, sched = make_optimizer(student.parameters(), cfg.distill)
-    it, done = batches(data, cfg.distill.batch_size), 0
+    student, step = trainee(cfg, vocab, source, steps)
+    done = 0
     while done < steps:
-        batch = next(it, None)
-        if batch is None:
-            it = batches(data, cfg.distill.batch_size)
-            continue
-        if source == "online":
-            batch = {k: v for k, v in batch.items() if k not in TEACHER_COLUMNS}
-        student.train()
-        loss_fn(student, batch).backward()
-        opt.step(), sched.step(), opt.zero_grad()
-        done += 1
+        for batch in batches(data, cfg.distill.batch_size):
+            if done < steps:
+                step(batch)
+                done += 1
     rows, kind = eval_rows(cfg)
     return score_model(student, cached_tokenizer(str(cfg.stage_dir("teacher"))), rows, cfg.data, cfg.task, kind)
 
@@ -182,7 +181,7 @@ def main() -> None:
         "memory_tokens": args.memory_tokens,
     }
     mem = result["peak_memory_mb_32k_vocab"]
-    result["naive_over_chunked_memory"] = mem["naive"] / mem["chunked"]
+    result["naive_over_chunked_memory"] = mem["naive"] / mem["chunked"] if mem["chunked"] > 0 else None
     ray.shutdown()
     print(json.dumps({k: v for k, v in result.items() if k != "topk_vs_full_kl"}, indent=1))
     errors = {k: round(v["rel_error"], 4) for k, v in result["topk_vs_full_kl"].items()}
