@@ -28,6 +28,7 @@ from ray_jobs.losses import distillation_loss
 from ray_jobs.models import keep_layers, load_model, save_model, shard_model
 from ray_jobs.scoring import score_task
 from ray_jobs.training import (
+    build_from_latest,
     load_trainable,
     make_optimizer,
     micro_batches,
@@ -93,12 +94,7 @@ def train_loop(config: dict) -> dict:
     cfg = from_dict(config["cfg"])
     ctx = ray.train.get_context()
     device = worker_device(cfg.distill)
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        model = build_student(cfg)
-    else:
-        with checkpoint.as_directory() as d:
-            model = build_student(cfg, d)
+    model = build_from_latest(lambda checkpoint_dir: build_student(cfg, checkpoint_dir))
     teacher = None
     if cfg.distill.teacher_source == "online":
         teacher = load_model(teacher_path(cfg), cfg.task, cfg.data.num_labels).to(device).eval().requires_grad_(False)

@@ -23,6 +23,7 @@ from ray_jobs.launch import parse_stage_args, run_stage, write_metrics
 from ray_jobs.models import add_lora, load_model, resolve_tokenizer, save_model, shard_model
 from ray_jobs.scoring import score_task
 from ray_jobs.training import (
+    build_from_latest,
     load_trainable,
     make_optimizer,
     micro_batches,
@@ -57,12 +58,7 @@ def train_loop(config: dict) -> dict:
     cfg = from_dict(config["cfg"])
     ctx = ray.train.get_context()
     device = worker_device(cfg.finetune)
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        model = build_model(cfg)
-    else:
-        with checkpoint.as_directory() as d:
-            model = build_model(cfg, d)
+    model = build_from_latest(lambda checkpoint_dir: build_model(cfg, checkpoint_dir))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     model = shard_model(model, cfg.finetune.sharding, device, ctx.get_world_size())
     optimizer, scheduler = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg.finetune)

@@ -87,6 +87,15 @@ def save_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, trainabl
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
+def build_from_latest(build: Callable[[str | None], nn.Module]) -> nn.Module:
+    """``build(checkpoint_dir)`` with the run's latest checkpoint (``None`` on a fresh start)."""
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return build(None)
+    with checkpoint.as_directory() as d:
+        return build(d)
+
+
 def load_trainable(checkpoint_dir: str) -> dict[str, torch.Tensor]:
     """The trainable weights a checkpoint holds (full, unsharded names)."""
     return load_file(os.path.join(checkpoint_dir, WEIGHTS_FILE))
