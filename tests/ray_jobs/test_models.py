@@ -2,7 +2,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ray_jobs.config import FinetuneConfig
-from ray_jobs.models import add_lora, count_params, decoder_layers, load_model, save_model
+from ray_jobs.models import add_lora, count_params, decoder_layers, keep_layers, load_model, save_model
 from ray_jobs.presets import PRESETS, TOKENIZER_DIR
 
 
@@ -36,3 +36,14 @@ def test_lora_trains_only_adapters_and_saves_merged(tmp_path):
     assert params == count_params(loaded)
     assert torch.allclose(loaded(input_ids=ids).logits, expected, atol=1e-4)
     assert AutoTokenizer.from_pretrained(tmp_path).pad_token == "<pad>"
+
+
+def test_student_from_teacher_layers_keeps_the_chosen_blocks_and_generates():
+    teacher = load_model("builtin:teacher", "causal_lm", 2)
+    blocks = decoder_layers(teacher)
+    chosen = [blocks[0], blocks[5]]
+    student = keep_layers(teacher, [0, 5])
+    assert list(decoder_layers(student)) == chosen and student.config.num_hidden_layers == 2
+    out = student.generate(torch.tensor([[1, 5, 6]]), max_new_tokens=3, min_new_tokens=3, do_sample=False,
+                           pad_token_id=0)
+    assert out.shape == (1, 6)
