@@ -13,6 +13,7 @@ COMMANDS = {
     "cache": ("ray_jobs.cache_teacher_logits", "main"),
     "distill": ("ray_jobs.distill_student", "main"),
     "evaluate": ("ray_jobs.evaluate", "main"),
+    "tune": ("tuning.sweep", "main"),
 }
 USAGE = "usage: raykd {" + ",".join(COMMANDS) + "} [--config FILE] [key=value ...]   (raykd COMMAND -h for help)"
 

@@ -110,8 +110,29 @@ class DistillConfig(TrainConfig):
     teacher_source: str = knob("cache", "cache (read RUN/teacher_cache), online (teacher forward in every step) "
                                "or none (hard labels of data.train only; needs alpha=0)",
                                choices=("cache", "online", "none"))
+    top_k: int = knob(0, "use only the teacher's first k cached logits (0 = all the cache holds)", ge=0)
     chunk_tokens: int = knob(1024, "tokens per chunk of the loss (bounds full-vocabulary temporaries)", ge=1)
     output: str = knob("student", "output directory name under RUN/")
+
+
+@dataclass
+class TuneConfig:
+    """The Ray Tune sweep over the distillation knobs (``raykd tune``); trials read the teacher cache."""
+
+    num_samples: int = knob(8, "trials", ge=1)
+    temperature: list[float] = knob([1.0, 8.0], "temperature range [low, high], sampled log-uniformly")
+    alpha: list[float] = knob([0.0, 1.0], "alpha range [low, high], sampled uniformly")
+    lr: list[float] = knob([], "learning-rate range [low, high] (log-uniform); [] keeps distill.lr")
+    top_k: list[int] = knob([], "cached logits per token to try, e.g. [4, 8, 16]; [] uses them all")
+    steps: int = knob(100, "optimizer steps per trial (ASHA's max_t)", ge=1)
+    eval_every: int = knob(20, "steps between held-out evaluations (what ASHA compares)", ge=1)
+    grace_period: int = knob(20, "steps before ASHA may stop a trial", ge=1)
+    reduction_factor: float = knob(2.0, "ASHA keeps the best 1/reduction_factor at each rung", gt=1)
+    search: str = knob("random", "random, or optuna (needs the 'tune' extra)", choices=("random", "optuna"))
+    max_concurrent_trials: int = knob(2, "trials running at once", ge=1)
+    cpus_per_trial: float = knob(1.0, "CPUs per trial (a trial trains in one process)", gt=0)
+    gpus_per_trial: float = knob(0.0, "GPUs per trial", ge=0)
+    resume: bool = knob(True, "resume an interrupted sweep in RUN/tune; false deletes it and starts over")
 
 
 @dataclass
@@ -125,6 +146,7 @@ class RaykdConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
     def stage_dir(self, stage: str) -> Path:
         """``RUN/<stage>`` (absolute)."""
@@ -165,9 +187,10 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             raise ConfigError(f"'{key}' must be a mapping, got {value!r}")
         return _build(hint, value, key + ".")
     if origin is list:
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"'{key}' must be a list of strings, got {value!r}")
-        return value
+        item = typing.get_args(hint)[0]
+        if not isinstance(value, list):
+            raise ConfigError(f"'{key}' must be a list of {item.__name__}, got {value!r}")
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if hint is float and not isinstance(value, bool) and isinstance(value, (int, str)):
         try:  # YAML 1.1 reads "1e-4" as a string; a float field accepts it
             return float(value)
@@ -222,13 +245,35 @@ def apply_override(data: dict, override: str) -> None:
         raise ConfigError(f"override '{dotted}': value is not valid YAML ({e.problem})") from None
 
 
+def _check_range(key: str, bounds: list[float], low: float, high: float, low_open: bool = False) -> None:
+    """A ``[low, high]`` search range inside ``[low, high]`` of the knob it samples."""
+    if bounds and (len(bounds) != 2 or bounds[0] > bounds[1]):
+        raise ConfigError(f"'{key}' = {bounds} must be [low, high] with low <= high")
+    if bounds and (bounds[0] < low or (low_open and bounds[0] == low) or bounds[1] > high):
+        raise ConfigError(f"'{key}' = {bounds} must lie within {'(' if low_open else '['}{low}, {high}]")
+
+
+def _cross_check(cfg: RaykdConfig) -> None:
+    """Rules that involve more than one field."""
+    if cfg.distill.teacher_source == "none" and cfg.distill.alpha != 0:
+        raise ConfigError(f"'distill.alpha' = {cfg.distill.alpha} needs a teacher; with distill.teacher_source=none "
+                          "it must be 0 (hard labels only)")
+    t = cfg.tune
+    _check_range("tune.temperature", t.temperature, 0.0, float("inf"), low_open=True)
+    _check_range("tune.alpha", t.alpha, 0.0, 1.0)
+    _check_range("tune.lr", t.lr, 0.0, float("inf"), low_open=True)
+    for key in ("temperature", "alpha"):
+        if not getattr(t, key):
+            raise ConfigError(f"'tune.{key}' needs [low, high] (equal bounds fix the value)")
+    if any(k < 1 for k in t.top_k):
+        raise ConfigError(f"'tune.top_k' = {t.top_k}: every k must be >= 1")
+
+
 def from_dict(data: dict) -> RaykdConfig:
     """Build and validate a config from a plain dict (as inside Ray workers)."""
     cfg = _build(RaykdConfig, data)
     validate(cfg)
-    if cfg.distill.teacher_source == "none" and cfg.distill.alpha != 0:
-        raise ConfigError(f"'distill.alpha' = {cfg.distill.alpha} needs a teacher; with distill.teacher_source=none "
-                          "it must be 0 (hard labels only)")
+    _cross_check(cfg)
     cfg.run_dir = os.path.abspath(os.path.expanduser(cfg.run_dir))
     return cfg
 

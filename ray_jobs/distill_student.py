@@ -25,15 +25,18 @@ from ray_jobs.data import cached_tokenizer, tokenized_dataset
 from ray_jobs.finetune_teacher import eval_rows
 from ray_jobs.launch import parse_stage_args, run_stage, write_metrics
 from ray_jobs.losses import distillation_loss
-from ray_jobs.models import keep_layers, load_model, save_model, shard_model
+from ray_jobs.models import ForwardCounter, keep_layers, load_model, save_model, shard_model
 from ray_jobs.scoring import score_task
 from ray_jobs.training import (
+    EvalFn,
+    Session,
     build_from_latest,
     load_trainable,
     make_optimizer,
     micro_batches,
     restore_checkpoint,
     run_steps,
+    train_session,
     trainer_for,
     worker_device,
 )
@@ -70,8 +73,9 @@ def student_positions(logits: torch.Tensor, batch: dict, task: str) -> tuple[tor
     return logits.reshape(-1, logits.shape[-1]), flat
 
 
-def make_loss_fn(cfg: RaykdConfig, vocab: int, teacher: torch.nn.Module | None):
-    """``loss_fn(model, batch) -> loss`` for the configured teacher source."""
+def make_loss_fn(cfg: RaykdConfig, vocab: int, teacher: ForwardCounter | None):
+    """``loss_fn(model, batch) -> loss`` for the configured teacher source (``distill.top_k`` > 0 keeps
+    only the first k of the cached logits, which are sorted by value)."""
     d = cfg.distill
 
     def loss_fn(model, batch):
@@ -83,29 +87,48 @@ def make_loss_fn(cfg: RaykdConfig, vocab: int, teacher: torch.nn.Module | None):
             signal = {"logits": student_positions(t, batch, cfg.task)[0]}
         else:
             signal = {k: flat[k] for k in TEACHER_COLUMNS if k in flat}
+            if d.top_k and signal:
+                signal |= {k: signal[k][:, : d.top_k] for k in ("values", "indices")}
         return distillation_loss(flat_logits, flat["labels"], signal, d.alpha if signal else 0.0, d.temperature,
                                  d.chunk_tokens)["loss"]
 
     return loss_fn
 
 
-def train_loop(config: dict) -> dict:
-    """Per-worker loop: student, optional online teacher, resume, shard, train."""
-    cfg = from_dict(config["cfg"])
-    ctx = ray.train.get_context()
-    device = worker_device(cfg.distill)
-    model = build_from_latest(lambda checkpoint_dir: build_student(cfg, checkpoint_dir))
+def fit_student(cfg: RaykdConfig, vocab: int, data, session: Session, evaluate: EvalFn | None = None) -> dict:
+    """Distil a student from ``data`` (a Train shard or a whole dataset) under ``session``: build or
+    resume, shard, train to ``distill.steps``. Shared by the Train job and every Ray Tune trial.
+
+    Every report carries ``teacher_forward_passes`` (this process's count; 0 on the cache) and
+    ``evaluate``'s metrics. Returns the loop state plus that count.
+    """
+    device = worker_device(cfg.distill, session)
+    model = build_from_latest(lambda checkpoint_dir: build_student(cfg, checkpoint_dir), session)
     teacher = None
     if cfg.distill.teacher_source == "online":
-        teacher = load_model(teacher_path(cfg), cfg.task, cfg.data.num_labels).to(device).eval().requires_grad_(False)
+        frozen = load_model(teacher_path(cfg), cfg.task, cfg.data.num_labels).to(device).eval().requires_grad_(False)
+        teacher = ForwardCounter(frozen)
     trainable = {n for n, _ in model.named_parameters()}
-    model = shard_model(model, cfg.distill.sharding, device, ctx.get_world_size())
+    model = shard_model(model, cfg.distill.sharding, device, session.world)
     optimizer, scheduler = make_optimizer(model.parameters(), cfg.distill)
-    state = restore_checkpoint(model, optimizer)
-    loss_fn = make_loss_fn(cfg, config["vocab"], teacher)
-    state = run_steps(model, optimizer, scheduler, micro_batches("train", cfg.distill.batch_size), loss_fn,
-                      cfg.distill, state, trainable, device, "distill")
-    return state.__dict__
+    state = restore_checkpoint(model, optimizer, session)
+
+    def forwards() -> int:
+        return teacher.calls if teacher else 0
+
+    def report_extra(model, final: bool) -> dict:
+        return {"teacher_forward_passes": forwards()} | (evaluate(model, final) if evaluate else {})
+
+    state = run_steps(model, optimizer, scheduler, micro_batches(data, cfg.distill.batch_size),
+                      make_loss_fn(cfg, vocab, teacher), cfg.distill, state, trainable, device, "distill", session,
+                      report_extra)
+    return state.__dict__ | {"teacher_forward_passes": forwards()}
+
+
+def train_loop(config: dict) -> dict:
+    """Per-worker loop of the Train job."""
+    cfg = from_dict(config["cfg"])
+    return fit_student(cfg, config["vocab"], ray.train.get_dataset_shard("train"), train_session())
 
 
 @ray.remote
@@ -128,6 +151,9 @@ def training_data(cfg: RaykdConfig) -> tuple[ray.data.Dataset, int, str, str]:
     cache_dir = cfg.stage_dir("teacher_cache")
     ds, manifest, source = teacher_cache.load(cache_dir)
     teacher_cache.check_compatible(manifest, teacher_path(cfg), teacher_path(cfg), cache_dir)
+    if cfg.distill.top_k > manifest.k:
+        raise ConfigError(f"'distill.top_k' = {cfg.distill.top_k} but the cache in {cache_dir} holds only "
+                          f"{manifest.k} logits per token (re-run `raykd cache` with a larger cache.top_k)")
     if cfg.distill.teacher_source == "online":
         ds = ds.drop_columns(list(TEACHER_COLUMNS))
     return ds, manifest.vocab_size, teacher_path(cfg), source
@@ -181,6 +207,7 @@ def run(cfg: RaykdConfig) -> dict:
         "eval_loss": final["loss"], "eval_score": final["score"], "params": params,
         "tokens_per_s": loop["tokens"] / max(1e-9, loop["seconds"]), "train_s": loop["seconds"],
         "teacher_source": cfg.distill.teacher_source, "data_source": source,
+        "teacher_forward_passes": loop["teacher_forward_passes"],
         "alpha": cfg.distill.alpha, "temperature": cfg.distill.temperature, "wall_s": time.time() - started,
     }
     write_metrics(out, metrics)

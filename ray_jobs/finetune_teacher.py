@@ -29,6 +29,7 @@ from ray_jobs.training import (
     micro_batches,
     restore_checkpoint,
     run_steps,
+    train_session,
     trainer_for,
     worker_device,
 )
@@ -56,17 +57,18 @@ def task_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.T
 def train_loop(config: dict) -> dict:
     """Per-worker loop: build, restore, shard, train to ``finetune.steps``, checkpointing."""
     cfg = from_dict(config["cfg"])
-    ctx = ray.train.get_context()
-    device = worker_device(cfg.finetune)
-    model = build_from_latest(lambda checkpoint_dir: build_model(cfg, checkpoint_dir))
+    session = train_session()
+    device = worker_device(cfg.finetune, session)
+    model = build_from_latest(lambda checkpoint_dir: build_model(cfg, checkpoint_dir), session)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    model = shard_model(model, cfg.finetune.sharding, device, ctx.get_world_size())
+    model = shard_model(model, cfg.finetune.sharding, device, session.world)
     optimizer, scheduler = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg.finetune)
-    state = restore_checkpoint(model, optimizer)
-    if state.step and ctx.get_world_rank() == 0:
+    state = restore_checkpoint(model, optimizer, session)
+    if state.step and session.rank == 0:
         print(f"[finetune] resumed from checkpoint at step {state.step}", flush=True)
-    state = run_steps(model, optimizer, scheduler, micro_batches("train", cfg.finetune.batch_size), task_loss,
-                      cfg.finetune, state, trainable, device, "finetune")
+    batches = micro_batches(ray.train.get_dataset_shard("train"), cfg.finetune.batch_size)
+    state = run_steps(model, optimizer, scheduler, batches, task_loss, cfg.finetune, state, trainable, device,
+                      "finetune", session)
     return state.__dict__
 
 

@@ -90,6 +90,17 @@ def shard_model(model: nn.Module, strategy: str, device: torch.device, world_siz
     return model
 
 
+class ForwardCounter:
+    """Calls a frozen teacher and counts its forward passes (a sweep on the cache must make none)."""
+
+    def __init__(self, model: nn.Module):
+        self.model, self.calls = model, 0
+
+    def __call__(self, **inputs):
+        self.calls += 1
+        return self.model(**inputs)
+
+
 def count_params(model: nn.Module) -> int:
     """Parameters of a (non-sharded) model, tied weights counted once."""
     return sum(p.numel() for p in model.parameters())

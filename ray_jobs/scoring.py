@@ -50,9 +50,10 @@ def generate_completions(model, tokenizer, prompts: list[str], max_new_tokens: i
 
 
 def score_model(model, tokenizer, rows: list[dict], data: DataConfig, task: str, kind: str,
-                batch_size: int = 64) -> dict[str, float | None]:
+                batch_size: int = 64, generate: bool = True) -> dict[str, float | None]:
     """``{"loss", "score"}`` of ``model`` on ``rows``. Score: accuracy (classification), exact match of
-    the stripped greedy completion (prompt/completion data), None for plain text (loss only)."""
+    the stripped greedy completion (prompt/completion data; None unless ``generate``: generation is
+    the slow part), None for plain text (loss only)."""
     model.eval()
     cfg = dataclasses.asdict(data)
     total, count, correct = 0.0, 0, 0
@@ -68,7 +69,7 @@ def score_model(model, tokenizer, rows: list[dict], data: DataConfig, task: str,
     score = None
     if task == "sequence_classification":
         score = correct / len(rows)
-    elif kind == "prompt":
+    elif kind == "prompt" and generate:
         preds = generate_completions(model, tokenizer, [r[data.prompt_field] for r in rows],
                                    data.max_new_tokens, data.max_seq_len, batch_size)
         score = sum(p.strip() == r[data.completion_field].strip() for p, r in zip(preds, rows)) / len(rows)

@@ -1,5 +1,6 @@
-"""Leaf pieces shared by the training jobs (fine-tune and distil): device, precision, optimizer,
-checkpoints through ``ray.train.report`` and the step loop with gradient accumulation and resume."""
+"""Leaf pieces shared by the training loops (fine-tune, distil, Tune trials): device, precision,
+optimizer, checkpoints through a ``Session`` (Ray Train or Ray Tune) and the step loop with gradient
+accumulation, periodic evaluation and resume."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
+import ray
 import ray.train
 import torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -30,13 +33,48 @@ WEIGHTS_FILE, OPTIMIZER_FILE, STATE_FILE = "trainable.safetensors", "optimizer.p
 _FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
-def worker_device(cfg: TrainConfig) -> torch.device:
-    """This worker's device; on CPU, torch gets one thread per whole CPU the worker was given
-    (Ray sets OMP_NUM_THREADS to 1 for fractional asks, which would idle a 2-CPU worker's second core)."""
+@dataclass(frozen=True)
+class Session:
+    """Where a loop reports metrics and checkpoints: a Ray Train worker group or a Ray Tune trial.
+
+    The two libraries have their own ``report``/``get_checkpoint`` (Tune refuses ``ray.train.report``),
+    so loops take a session instead of calling either directly.
+    """
+
+    rank: int
+    world: int
+    device: torch.device
+    report_fn: Callable[..., None]
+    checkpoint_cls: type
+    latest: Any  # the checkpoint to resume from, or None
+
+    def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
+        checkpoint = self.checkpoint_cls.from_directory(checkpoint_dir) if checkpoint_dir else None
+        self.report_fn(metrics, checkpoint=checkpoint)
+
+
+def train_session() -> Session:
+    """The session of a Ray Train worker (inside a ``TorchTrainer`` loop)."""
     from ray.train.torch import get_device
 
+    ctx = ray.train.get_context()
+    return Session(ctx.get_world_rank(), ctx.get_world_size(), get_device(), ray.train.report, ray.train.Checkpoint,
+                   ray.train.get_checkpoint())
+
+
+def tune_session() -> Session:
+    """The session of a Ray Tune function trainable (one process, rank 0 of 1)."""
+    from ray import tune
+
+    device = torch.device("cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu")
+    return Session(0, 1, device, tune.report, tune.Checkpoint, tune.get_checkpoint())
+
+
+def worker_device(cfg: TrainConfig, session: Session) -> torch.device:
+    """This worker's device; on CPU, torch gets one thread per whole CPU the worker was given
+    (Ray sets OMP_NUM_THREADS to 1 for fractional asks, which would idle a 2-CPU worker's second core)."""
     torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
-    return get_device()
+    return session.device
 
 
 def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
@@ -72,27 +110,26 @@ class LoopState:
 
 
 def save_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, trainable: set[str],
-                    state: LoopState, metrics: dict) -> None:
+                    state: LoopState, metrics: dict, session: Session) -> None:
     """Gather trainable weights and optimizer state (collective), write them on rank 0, report."""
     weights = {k: v.contiguous() for k, v in get_model_state_dict(model, options=_FULL).items() if k in trainable}
     optim = get_optimizer_state_dict(model, optimizer, options=_FULL)
-    if ray.train.get_context().get_world_rank() != 0:
-        ray.train.report(metrics, checkpoint=None)
+    if session.rank != 0:
+        session.report(metrics)
         return
     with tempfile.TemporaryDirectory() as tmp:
         save_file(weights, os.path.join(tmp, WEIGHTS_FILE))
         torch.save(optim, os.path.join(tmp, OPTIMIZER_FILE))
         with open(os.path.join(tmp, STATE_FILE), "w") as f:
             json.dump(state.__dict__, f)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        session.report(metrics, tmp)
 
 
-def build_from_latest(build: Callable[[str | None], nn.Module]) -> nn.Module:
-    """``build(checkpoint_dir)`` with the run's latest checkpoint (``None`` on a fresh start)."""
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
+def build_from_latest(build: Callable[[str | None], nn.Module], session: Session) -> nn.Module:
+    """``build(checkpoint_dir)`` with the session's latest checkpoint (``None`` on a fresh start)."""
+    if session.latest is None:
         return build(None)
-    with checkpoint.as_directory() as d:
+    with session.latest.as_directory() as d:
         return build(d)
 
 
@@ -101,15 +138,14 @@ def load_trainable(checkpoint_dir: str) -> dict[str, torch.Tensor]:
     return load_file(os.path.join(checkpoint_dir, WEIGHTS_FILE))
 
 
-def restore_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer) -> LoopState:
-    """Load the optimizer state of ``ray.train.get_checkpoint()`` (if any) and return its loop state.
+def restore_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, session: Session) -> LoopState:
+    """Load the optimizer state of the session's latest checkpoint (if any) and return its loop state.
 
     Weights are loaded before sharding (``load_trainable``), so only the optimizer is restored here.
     """
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
+    if session.latest is None:
         return LoopState()
-    with checkpoint.as_directory() as d:
+    with session.latest.as_directory() as d:
         optim = torch.load(os.path.join(d, OPTIMIZER_FILE), weights_only=True)
         set_optimizer_state_dict(model, optimizer, optim, options=StateDictOptions(full_state_dict=True))
         with open(os.path.join(d, STATE_FILE)) as f:
@@ -118,25 +154,28 @@ def restore_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer) -> Lo
     return state
 
 
-def micro_batches(dataset_name: str, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless micro-batches from this worker's shard, epoch after epoch."""
-    shard = ray.train.get_dataset_shard(dataset_name)
+def micro_batches(data, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless micro-batches, epoch after epoch, from a Train worker's shard
+    (``ray.train.get_dataset_shard``) or a whole ``ray.data.Dataset`` (a Tune trial)."""
     while True:
-        yield from shard.iter_torch_batches(batch_size=batch_size, drop_last=True)
+        yield from data.iter_torch_batches(batch_size=batch_size, drop_last=True)
 
 
 LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]
+EvalFn = Callable[[nn.Module, bool], dict]  # (model, final) -> held-out metrics added to a report
 
 
 def run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, batches: Iterator[dict],
               loss_fn: LossFn, cfg: TrainConfig, state: LoopState, trainable: set[str], device: torch.device,
-              tag: str) -> LoopState:
+              tag: str, session: Session, evaluate: EvalFn | None = None) -> LoopState:
     """Train from ``state.step`` to ``cfg.steps``: accumulation, clipping, progress, checkpoints.
 
-    ``loss_fn(model, batch) -> mean loss``; throughput counts non-padding input tokens. Every rank
-    runs the same number of steps, so collectives (FSDP, DDP, checkpoint gathers) line up.
+    ``loss_fn(model, batch) -> mean loss``; throughput counts non-padding input tokens. Every
+    ``cfg.checkpoint_every`` steps (and at the end) the loop checkpoints and reports ``step``,
+    ``loss`` and, when given, ``evaluate(model, final)``'s held-out metrics. Every rank runs the same
+    number of steps, so collectives (FSDP, DDP, checkpoint gathers) line up.
     """
-    rank, world = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
+    rank, world = session.rank, session.world
     for _ in range(state.step):
         scheduler.step()  # the schedule is a function of the step: replay it instead of storing it
     bf16 = use_bf16(cfg, device)
@@ -164,7 +203,10 @@ def run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, bat
                       f"lr {scheduler.get_last_lr()[0]:.2e}", flush=True)
             window_tokens, window_start = 0, time.time()
         if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
-            save_checkpoint(model, optimizer, trainable, state, {"step": state.step, "loss": total})
+            metrics = {"step": state.step, "loss": total}
+            if evaluate is not None:
+                metrics |= evaluate(model, state.step == cfg.steps)
+            save_checkpoint(model, optimizer, trainable, state, metrics, session)
     return state
 
 

@@ -1,0 +1,93 @@
+"""What a finished sweep leaves under RUN/tune/: the trial table, the best config, a plot, metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from ray_jobs.config import RaykdConfig, from_dict
+from ray_jobs.launch import write_metrics
+from tuning.space import DIVERGED_LOSS, KNOBS
+
+COLUMNS = ("trial_id", *KNOBS, "eval_loss", "eval_score", "step", "training_iteration", "stopped_early",
+           "teacher_forward_passes", "data_source", "time_total_s")
+
+
+def trials_frame(df: pd.DataFrame, steps: int) -> pd.DataFrame:
+    """One row per trial from ``ResultGrid.get_dataframe()`` (its last report), sampled knobs without
+    their ``config/`` prefix, and ``stopped_early`` (ended before ``steps``: ASHA or an error)."""
+    df = df.rename(columns={c: c.removeprefix("config/") for c in df.columns})
+    df["stopped_early"] = df["step"] < steps
+    return df[[c for c in COLUMNS if c in df.columns]].reset_index(drop=True)
+
+
+def _plain(value):
+    """numpy scalars → Python numbers (for YAML and JSON)."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def best_config(cfg: RaykdConfig, best: pd.Series) -> dict:
+    """The run's config with the best trial's distill knobs: ``raykd distill --config`` takes it as is."""
+    data = cfg.to_dict()
+    for key, knob in KNOBS.items():
+        if key in best and not pd.isna(best[key]):
+            data["distill"][knob] = _plain(best[key])
+    from_dict(data)  # the file must load: validate before writing
+    return data
+
+
+def plot(frame: pd.DataFrame, path: Path, metric: str) -> None:
+    """Held-out loss over temperature × alpha; crosses are trials stopped early (at their last report)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    finite = frame[frame[metric] < DIVERGED_LOSS]
+    finite = frame if finite.empty else finite
+    for early, marker in ((False, "o"), (True, "X")):
+        part = finite[finite["stopped_early"] == early]
+        points = ax.scatter(part["temperature"], part["alpha"], c=part[metric], cmap="viridis_r", s=80,
+                            marker=marker, vmin=finite[metric].min(), vmax=finite[metric].max(), edgecolors="k",
+                            label="stopped early" if early else "finished")
+    fig.colorbar(points, ax=ax, label=metric)
+    ax.set_xscale("log")
+    ax.set(xlabel="temperature", ylabel="alpha", title=f"{metric} per trial ({len(frame)} trials)")
+    ax.legend(loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def summarize(grid, cfg: RaykdConfig, metric: str, mode: str, out: Path, wall_s: float) -> dict:
+    """Write results.parquet/.csv, best_config.yaml, sweep.png and metrics.json; returns the metrics."""
+    if grid.num_errors == len(grid):
+        raise RuntimeError(f"all {len(grid)} trials failed; the first: {grid.errors[0]}")
+    frame = trials_frame(grid.get_dataframe(), cfg.tune.steps)
+    frame.to_parquet(out / "results.parquet")
+    frame.to_csv(out / "results.csv", index=False)
+    ranked = frame.dropna(subset=[metric]).sort_values(metric, ascending=mode == "min")
+    if ranked.empty:
+        raise RuntimeError(f"no trial reported {metric}: see the trial errors under {out}")
+    best = ranked.iloc[0]
+    (out / "best_config.yaml").write_text(
+        "# The sweep's best distillation knobs: raykd distill --config " + str(out / "best_config.yaml") + "\n"
+        + yaml.safe_dump(best_config(cfg, best), sort_keys=False))
+    plot(frame, out / "sweep.png", metric)
+    score = best.get("eval_score")
+    metrics = {
+        "trials": len(frame), "finished": int((~frame["stopped_early"]).sum()),
+        "stopped_early": int(frame["stopped_early"].sum()), "errored": grid.num_errors,
+        "best_trial": best["trial_id"], "best_temperature": float(best["temperature"]),
+        "best_alpha": float(best["alpha"]), "best_eval_loss": float(best[metric]),
+        "best_score": None if score is None or pd.isna(score) else float(score),
+        "teacher_forward_passes": int(frame["teacher_forward_passes"].fillna(0).sum()),
+        "data_sources": sorted(frame["data_source"].dropna().unique().tolist()),
+        "best_config": str(out / "best_config.yaml"), "wall_s": round(wall_s, 1),
+    }
+    metrics |= {f"best_{k}": _plain(best[k]) for k in ("lr", "top_k") if k in best and not pd.isna(best[k])}
+    write_metrics(out, metrics)
+    return metrics

@@ -1,0 +1,46 @@
+"""The sweep's search space and what a sampled point means for a trial: pure functions of the config."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+from ray import tune
+
+from ray_jobs.config import TuneConfig
+
+# Sampled key -> the distill knob it sets.
+KNOBS = {"temperature": "temperature", "alpha": "alpha", "lr": "lr", "top_k": "top_k"}
+DIVERGED_LOSS = 1e9  # reported instead of NaN/inf: ASHA compares finite numbers only
+
+
+def _between(bounds: list[float], sampler):
+    low, high = bounds
+    return low if low == high else sampler(low, high)
+
+
+def search_space(t: TuneConfig) -> dict:
+    """Ray Tune ``param_space``: temperature log-uniform, alpha uniform, optional lr (log-uniform) and k."""
+    space = {"temperature": _between(t.temperature, tune.loguniform), "alpha": _between(t.alpha, tune.uniform)}
+    if t.lr:
+        space["lr"] = _between(t.lr, tune.loguniform)
+    if t.top_k:
+        space["top_k"] = tune.choice(t.top_k)
+    return space
+
+
+def trial_config(base: dict, sampled: dict, t: TuneConfig) -> dict:
+    """The full config dict of one trial: ``base`` with the sampled distill knobs and the trial's
+    budget (``tune.steps``, evaluated every ``tune.eval_every``) on one process of the trial's CPUs/GPUs."""
+    cfg = copy.deepcopy(base)
+    distill = cfg["distill"]
+    for key, value in sampled.items():
+        distill[KNOBS[key]] = value
+    distill |= {"steps": t.steps, "checkpoint_every": t.eval_every, "log_every": t.eval_every, "workers": 1,
+                "sharding": "none", "cpus_per_worker": t.cpus_per_trial, "gpus_per_worker": t.gpus_per_trial}
+    return cfg
+
+
+def finite_loss(loss: float) -> float:
+    """A diverged trial's loss as a large finite number, so the scheduler stops it rather than skip it."""
+    return loss if math.isfinite(loss) else DIVERGED_LOSS

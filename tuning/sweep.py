@@ -1,0 +1,137 @@
+"""Stage 5: search distillation temperature and alpha (optionally lr and k) with Ray Tune.
+
+    raykd tune --config configs/demo.yaml
+    raykd tune --config configs/demo.yaml tune.num_samples=16 tune.lr=[1e-4,1e-2] tune.top_k=[4,8,16]
+    python -m tuning.sweep --config configs/demo.yaml tune.search=optuna     # pip install -e ".[tune]"
+
+Every trial runs ``ray_jobs.distill_student.fit_student`` (the distillation job's own loop) in one
+process, reading the one teacher cache from the object store: the teacher's forward pass runs zero
+times (counted per trial and reported). ASHA compares the held-out loss every ``tune.eval_every``
+steps and stops the worst trials. Writes ``RUN/tune/`` (results.parquet/csv, best_config.yaml,
+sweep.png, metrics.json); re-running after an interruption resumes the experiment (Tuner.restore).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import ray.data
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.basic_variant import BasicVariantGenerator
+
+from ray_jobs import teacher_cache
+from ray_jobs.config import ConfigError, RaykdConfig, from_dict
+from ray_jobs.data import cached_tokenizer
+from ray_jobs.distill_student import check_student, fit_student, teacher_path, training_data
+from ray_jobs.finetune_teacher import eval_rows
+from ray_jobs.launch import parse_stage_args, run_stage
+from ray_jobs.scoring import score_model
+from ray_jobs.training import tune_session
+from tuning.results import summarize
+from tuning.space import finite_loss, search_space, trial_config
+
+METRIC, MODE = "eval_loss", "min"
+EXPERIMENT = "sweep"
+
+
+def trial(sampled: dict, base: dict, data, vocab: int, source: str, rows: list[dict], kind: str) -> None:
+    """One Tune trial: distil with the sampled knobs from ``data`` (the cache's blocks in the object
+    store), reporting the held-out loss every eval_every steps and the exact-match score at the end."""
+    cfg = from_dict(trial_config(base, sampled, from_dict(base).tune))
+    ray.data.DataContext.get_current().enable_progress_bars = False  # one bar per trial floods the log
+    tokenizer = cached_tokenizer(teacher_path(cfg))
+
+    def evaluate(model, final: bool) -> dict:
+        held_out = score_model(model, tokenizer, rows, cfg.data, cfg.task, kind, generate=final)
+        return {METRIC: finite_loss(held_out["loss"]), "data_source": source} | (
+            {"eval_score": held_out["score"]} if final else {})
+
+    fit_student(cfg, vocab, data, tune_session(), evaluate)
+
+
+def searcher(cfg: RaykdConfig):
+    """Random search (seeded by ``cfg.seed``), or Optuna's TPE when asked and installed; either runs at
+    most ``tune.max_concurrent_trials`` at once (Tune ignores that TuneConfig knob for random search)."""
+    limit = cfg.tune.max_concurrent_trials
+    if cfg.tune.search == "optuna":
+        try:
+            from ray.tune.search import ConcurrencyLimiter
+            from ray.tune.search.optuna import OptunaSearch
+
+            return ConcurrencyLimiter(OptunaSearch(seed=cfg.seed), max_concurrent=limit)
+        except (ImportError, AssertionError):
+            raise ConfigError("tune.search=optuna needs optuna: pip install -e '.[tune]'") from None
+    return BasicVariantGenerator(random_state=cfg.seed, max_concurrent=limit)
+
+
+def make_tuner(cfg: RaykdConfig, trainable) -> tune.Tuner:
+    t = cfg.tune
+    scheduler = ASHAScheduler(time_attr="step", max_t=t.steps, grace_period=min(t.grace_period, t.steps),
+                              reduction_factor=t.reduction_factor)
+    return tune.Tuner(
+        trainable,
+        param_space=search_space(t),
+        tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, num_samples=t.num_samples, scheduler=scheduler,
+                                    search_alg=searcher(cfg)),
+        run_config=tune.RunConfig(name=EXPERIMENT, storage_path=str(cfg.stage_dir("tune")),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                                  failure_config=tune.FailureConfig(max_failures=1)),
+    )
+
+
+def tuner_for(cfg: RaykdConfig, trainable) -> tune.Tuner:
+    """A restored Tuner when an interrupted sweep exists (and ``tune.resume``), else a new one."""
+    path = cfg.stage_dir("tune") / EXPERIMENT
+    if not cfg.tune.resume and path.exists():
+        print(f"[tune] tune.resume=false: deleting the previous sweep in {path}")
+        shutil.rmtree(path)
+    if path.exists() and tune.Tuner.can_restore(str(path)):
+        print(f"[tune] resuming the sweep in {path}: finished trials are kept, its saved search space is used "
+              "(tune.resume=false starts over)", flush=True)
+        return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    return make_tuner(cfg, trainable)
+
+
+def run(cfg: RaykdConfig) -> dict:
+    """Run (or resume) the sweep and write RUN/tune/; returns its metrics."""
+    started = time.time()
+    if cfg.distill.teacher_source == "none":
+        raise ConfigError("raykd tune searches the teacher's temperature and alpha: distill.teacher_source "
+                          "must be cache (or online, to measure what the cache saves)")
+    cache_dir = cfg.stage_dir("teacher_cache")
+    manifest = teacher_cache.CacheManifest.read(cache_dir)
+    if cfg.tune.top_k and max(cfg.tune.top_k) > manifest.k:
+        raise ConfigError(f"'tune.top_k' = {cfg.tune.top_k} but the cache in {cache_dir} holds {manifest.k} "
+                          "logits per token")
+    # Trials hold the CPUs, leaving none for Ray Data tasks (reading Parquet, even from_arrow_refs'
+    # metadata): publish the cache to the object store and build its dataset here, before any trial.
+    teacher_cache.publish(cache_dir, manifest)
+    data, vocab, _, source = training_data(cfg)  # also checks the cache's teacher and tokenizer
+    data = data.materialize()  # a no-op on the cache's blocks; runs teacher_source=online's column drop now
+    check_student(cfg, vocab)
+    rows, kind = eval_rows(cfg)
+    trainable = tune.with_resources(
+        tune.with_parameters(trial, base=cfg.to_dict(), data=data, vocab=vocab, source=source, rows=rows, kind=kind),
+        {"cpu": cfg.tune.cpus_per_trial, "gpu": cfg.tune.gpus_per_trial})
+    print(f"[tune] {cfg.tune.num_samples} trials of {cfg.tune.steps} steps, {cfg.tune.max_concurrent_trials} at "
+          f"a time, {cfg.tune.search} search, ASHA on {METRIC} every {cfg.tune.eval_every} steps", flush=True)
+    grid = tuner_for(cfg, trainable).fit()
+    metrics = summarize(grid, cfg, METRIC, MODE, Path(cfg.stage_dir("tune")), time.time() - started)
+    print(f"[tune] best of {metrics['trials']} trials: temperature {metrics['best_temperature']:.3g}, "
+          f"alpha {metrics['best_alpha']:.3g}, {METRIC} {metrics['best_eval_loss']:.4f}, score "
+          f"{metrics['best_score']}; {metrics['stopped_early']} stopped early; teacher forward passes "
+          f"{metrics['teacher_forward_passes']}\n[tune] best config: {metrics['best_config']}", flush=True)
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = parse_stage_args(argv, __doc__.splitlines()[0])
+    run_stage(run, cfg)
+
+
+if __name__ == "__main__":
+    main()
+
