@@ -14,6 +14,8 @@ COMMANDS = {
     "distill": ("ray_jobs.distill_student", "main"),
     "evaluate": ("ray_jobs.evaluate", "main"),
     "tune": ("tuning.sweep", "main"),
+    "serve": ("serving.app", "main"),
+    "compare": ("serving.compare", "main"),
 }
 USAGE = "usage: raykd {" + ",".join(COMMANDS) + "} [--config FILE] [key=value ...]   (raykd COMMAND -h for help)"
 

@@ -136,6 +136,42 @@ class TuneConfig:
 
 
 @dataclass
+class ServeConfig:
+    """Ray Serve: the teacher and the student behind one OpenAI-compatible API (``raykd serve``)."""
+
+    teacher_model: str = knob("", "teacher HF directory (default RUN/teacher) or a base spec like builtin:teacher")
+    student_model: str = knob("", "student HF directory (default RUN/<distill.output>) or a base spec")
+    teacher_name: str = knob("teacher", "model name of the teacher arm in the API")
+    student_name: str = knob("student", "model name of the student arm in the API")
+    ab_alias: str = knob("ab", "model name that routes by the weighted split")
+    student_weight: float = knob(0.5, "share of 'ab' traffic sent to the student", ge=0, le=1)
+    shadow: bool = knob(False, "answer 'ab' requests from the chosen arm and send a copy to the other one "
+                        "in the background, recording whether they agree")
+    engine: str = knob("auto", "auto (vLLM where CUDA and vllm exist), vllm or transformers",
+                       choices=("auto", "vllm", "transformers"))
+    host: str = knob("127.0.0.1", "HTTP bind address (0.0.0.0 exposes the API to the network)")
+    port: int = knob(8000, "HTTP port", ge=1, le=65535)
+    api_key_env: str = knob("", "environment variable holding the API key that /v1/* requires (Bearer); "
+                            "empty = no key")
+    max_tokens: int = knob(64, "largest max_tokens a request may ask for", ge=1)
+    max_n: int = knob(4, "largest n (choices per request)", ge=1)
+    max_body_bytes: int = knob(1_000_000, "largest request body (413 above it)", ge=1024)
+    min_replicas: int = knob(1, "autoscaling: replicas per arm at least", ge=0)
+    max_replicas: int = knob(1, "autoscaling: replicas per arm at most", ge=1)
+    target_ongoing_requests: float = knob(4.0, "autoscaling: ongoing requests per replica to aim for", gt=0)
+    max_ongoing_requests: int = knob(16, "requests a replica works on at once", ge=1)
+    max_queued_requests: int = knob(64, "requests waiting per deployment before 503s", ge=1)
+    cpus_per_replica: float = knob(0.5, "CPUs per model replica (fractions fit small machines)", gt=0)
+    gpus_per_replica: float = knob(0.0, "GPUs per model replica (vLLM: tensor_parallel_size GPUs)", ge=0)
+    tensor_parallel_size: int = knob(1, "vLLM tensor parallelism (GPUs per replica)", ge=1)
+    max_batch_size: int = knob(8, "transformers engine: requests decoded together", ge=1)
+    batch_wait_s: float = knob(0.01, "transformers engine: wait for a batch to fill", ge=0)
+    compare_concurrency: list[int] = knob([1, 4, 16], "raykd compare: concurrent clients per level")
+    compare_requests: int = knob(32, "raykd compare: requests per arm and level", ge=1)
+    compare_max_tokens: int = knob(12, "raykd compare: tokens generated per request", ge=1)
+
+
+@dataclass
 class RaykdConfig:
     run_dir: str = knob("runs/demo", "where every stage writes RUN/<stage>/ (made absolute)")
     task: str = knob("causal_lm", "causal_lm or sequence_classification",
@@ -147,6 +183,7 @@ class RaykdConfig:
     cache: CacheConfig = field(default_factory=CacheConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
     def stage_dir(self, stage: str) -> Path:
         """``RUN/<stage>`` (absolute)."""
@@ -267,6 +304,13 @@ def _cross_check(cfg: RaykdConfig) -> None:
             raise ConfigError(f"'tune.{key}' needs [low, high] (equal bounds fix the value)")
     if any(k < 1 for k in t.top_k):
         raise ConfigError(f"'tune.top_k' = {t.top_k}: every k must be >= 1")
+    s = cfg.serve
+    if s.min_replicas > s.max_replicas:
+        raise ConfigError(f"'serve.min_replicas' = {s.min_replicas} exceeds serve.max_replicas = {s.max_replicas}")
+    if len({s.teacher_name, s.student_name, s.ab_alias}) < 3:
+        raise ConfigError("serve.teacher_name, serve.student_name and serve.ab_alias must differ")
+    if not s.compare_concurrency or any(c < 1 for c in s.compare_concurrency):
+        raise ConfigError(f"'serve.compare_concurrency' = {s.compare_concurrency}: give levels >= 1")
 
 
 def from_dict(data: dict) -> RaykdConfig:

@@ -2,13 +2,8 @@
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-
-import pytest
 
 from tests.conftest import DEMO, REPO, raykd
 
@@ -26,36 +21,6 @@ rows = sorted(hashlib.sha1(r["input_ids"].tobytes() + r["values"].tobytes() + r[
               for r in ds.iter_rows())
 print("RESULT", source, len(rows), hashlib.sha1("".join(rows).encode()).hexdigest())
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def ray_head(tmp_path, monkeypatch):
-    """A real Ray head node for this test only, with token auth on, stopped by its own pid."""
-    subprocess.run(["ray", "get-auth-token", "--generate"], check=True, capture_output=True)
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # the head, `ray status` and every driver send the token
-    port = free_port()
-    proc = subprocess.Popen(["ray", "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
-                             "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
-                            stdout=open(tmp_path / "head.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
-    address = f"127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while subprocess.run(["ray", "status", f"--address={address}"], capture_output=True).returncode != 0:
-            assert time.time() < deadline and proc.poll() is None, (tmp_path / "head.log").read_text()[-2000:]
-            time.sleep(2)
-        yield address
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the head drains, then stops the processes it started
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def read_cache(address: str, cache_dir, mode: str) -> list[str]:

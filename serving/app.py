@@ -1,0 +1,115 @@
+"""Stage 6: the Serve application — teacher and student deployments behind the A/B router.
+
+    raykd serve --config configs/demo.yaml                      # blocks; prints the URL; Ctrl-C stops
+    raykd serve --config configs/demo.yaml serve.student_weight=0.3 serve.port=8001
+    serve deploy serving/serve_config.yaml                     # the same app on a running cluster
+    serve build serving.app:app -o my_serve_config.yaml
+
+Arms default to RUN/teacher and RUN/<distill.output>; any HF model directory (or a base spec such as
+``builtin:teacher``) can be given with ``serve.teacher_model`` / ``serve.student_model``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import time
+from pathlib import Path
+
+from ray import serve
+from ray.serve import Application
+
+from ray_jobs.config import ConfigError, RaykdConfig, load_config
+from ray_jobs.launch import parse_stage_args, run_stage
+from ray_jobs.models import resolve_model, resolve_tokenizer
+from serving.deployments import ModelServer, arm_options
+from serving.router import Router
+
+APP_NAME = "raykd"
+REPO = Path(__file__).resolve().parents[1]
+BUILTIN_ARMS = ["serve.teacher_model=builtin:teacher", "serve.student_model=builtin:student"]
+
+
+def arm_dirs(cfg: RaykdConfig) -> dict[str, str]:
+    """Arm name → model directory; a missing one is a config error naming the key to set."""
+    s = cfg.serve
+    wanted = {s.teacher_name: ("serve.teacher_model", s.teacher_model or str(cfg.stage_dir("teacher"))),
+              s.student_name: ("serve.student_model", s.student_model or str(cfg.stage_dir(cfg.distill.output)))}
+    dirs = {}
+    for name, (key, spec) in wanted.items():
+        path = resolve_model(spec)
+        if not (Path(path) / "config.json").exists():
+            raise ConfigError(f"'{key}' = {spec}: no HF model directory there (train it first, or point {key} "
+                              "at one, e.g. builtin:teacher)")
+        dirs[name] = path
+    return dirs
+
+
+def context_length(dirs: dict[str, str]) -> int:
+    """The shortest context of the arms: every request must fit both."""
+    from transformers import AutoConfig
+
+    return min(AutoConfig.from_pretrained(d).max_position_embeddings for d in dirs.values())
+
+
+def build_app(cfg: RaykdConfig) -> Application:
+    s = cfg.serve
+    dirs = arm_dirs(cfg)
+    tokenizer = resolve_tokenizer(cfg.models)
+    settings = dataclasses.asdict(s)
+    arms = {name: ModelServer.options(**arm_options(name, s)).bind(path, tokenizer, settings)
+            for name, path in dirs.items()}
+    weights = {s.teacher_name: 1 - s.student_weight, s.student_name: s.student_weight}
+    router = Router.options(name="router", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)
+    return router.bind(arms, weights, tokenizer, context_length(dirs), settings)
+
+
+def build(args: dict) -> Application:
+    """Application builder for ``serve run``/``serve deploy`` (see serving/serve_config.yaml):
+    ``args = {"config": path, "overrides": [...]}``; a relative config path is taken from the repo root."""
+    config = args.get("config")
+    if config and not Path(config).is_absolute() and not Path(config).exists():
+        config = REPO / config
+    return build_app(load_config(config, list(args.get("overrides", []))))
+
+
+def __getattr__(name: str) -> Application:
+    """``serving.app:app`` (for ``serve build``): the demo config with the built-in base models, built
+    on first access only, so importing this module never loads a config."""
+    if name == "app":
+        return build({"config": "configs/demo.yaml", "overrides": BUILTIN_ARMS})
+    raise AttributeError(name)
+
+
+def start(cfg: RaykdConfig) -> str:
+    """Deploy the app on this Ray cluster, bound to serve.host:serve.port; returns its base URL."""
+    serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
+    serve.run(build_app(cfg), name=APP_NAME, route_prefix="/")
+    return f"http://{cfg.serve.host}:{cfg.serve.port}"
+
+
+def run(cfg: RaykdConfig) -> dict:
+    """``raykd serve``: deploy, print the URL, serve until interrupted, then shut Serve down."""
+    url = start(cfg)
+    s = cfg.serve
+    print(f"[serve] OpenAI-compatible API at {url}/v1 (models: {s.teacher_name}, {s.student_name}, "
+          f"{s.ab_alias} = {1 - s.student_weight:.0%}/{s.student_weight:.0%}); stats at {url}/v1/ab/stats; "
+          "Ctrl-C stops", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("[serve] shutting down", flush=True)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the shutdown short
+        serve.shutdown()
+    return {"url": url}
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = parse_stage_args(argv, __doc__.splitlines()[0])
+    run_stage(run, cfg)
+
+
+if __name__ == "__main__":
+    main()

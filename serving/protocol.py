@@ -1,0 +1,146 @@
+"""The OpenAI wire format: request models, their checks (400s with OpenAI error objects), and the
+response and stream-chunk shapes. Pure: no Ray, no model."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+class ApiError(Exception):
+    """An error answered as ``{"error": {...}}`` with an HTTP status; never a stack trace."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, kind: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.message, self.param, self.kind = status, message, param, kind
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": None}}
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # OpenAI clients send fields we do not use (logit_bias, …)
+
+    model: str
+    max_tokens: int | None = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    n: int = 1
+    stream: bool = False
+    user: str | None = None
+    stream_options: dict | None = None
+
+
+class CompletionRequest(_Request):
+    prompt: str | list[str]
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str
+
+
+class ChatRequest(_Request):
+    max_completion_tokens: int | None = None
+    messages: list[Message]
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_tokens: int
+    max_n: int
+    default_max_tokens: int = 16
+
+
+def parse(cls: type[_Request], body: bytes) -> _Request:
+    """JSON body → request model; malformed JSON or fields are a 400 naming the field."""
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ApiError(400, f"request body is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise ApiError(400, f"'{field}': {first['msg']}", param=field) from None
+
+
+def check(request: _Request, limits: Limits) -> int:
+    """Range checks shared by both endpoints; returns the max_tokens to use."""
+    max_tokens = getattr(request, "max_completion_tokens", None) or request.max_tokens
+    max_tokens = limits.default_max_tokens if max_tokens is None else max_tokens
+    if not 1 <= max_tokens <= limits.max_tokens:
+        raise ApiError(400, f"max_tokens must be between 1 and {limits.max_tokens}, got {max_tokens}", "max_tokens")
+    if request.temperature < 0 or request.temperature > 2:
+        raise ApiError(400, f"temperature must be between 0 and 2, got {request.temperature}", "temperature")
+    if not 0 < request.top_p <= 1:
+        raise ApiError(400, f"top_p must be in (0, 1], got {request.top_p}", "top_p")
+    if not 1 <= request.n <= limits.max_n:
+        raise ApiError(400, f"n must be between 1 and {limits.max_n}, got {request.n}", "n")
+    if request.n > 1 and request.stream:
+        raise ApiError(400, "n > 1 is not supported with stream: true", "n")
+    if isinstance(request, ChatRequest) and not request.messages:
+        raise ApiError(400, "messages must not be empty", "messages")
+    if isinstance(request, CompletionRequest):
+        prompts = request.prompt if isinstance(request.prompt, list) else [request.prompt]
+        if len(prompts) != 1 or not prompts[0]:
+            raise ApiError(400, "prompt must be one non-empty string", "prompt")
+    return max_tokens
+
+
+def prompt_text(request: CompletionRequest) -> str:
+    return request.prompt[0] if isinstance(request.prompt, list) else request.prompt
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def new_id(chat: bool) -> str:
+    return ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
+
+
+def response(chat: bool, rid: str, model: str, choices: list[tuple[str, str | None]], use: dict) -> dict:
+    """A whole (non-streaming) answer; ``choices`` are ``(text, finish_reason)``."""
+    if chat:
+        shaped = [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+                  for i, (text, finish) in enumerate(choices)]
+    else:
+        shaped = [{"index": i, "text": text, "finish_reason": finish, "logprobs": None}
+                  for i, (text, finish) in enumerate(choices)]
+    return {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
+            "model": model, "choices": shaped, "usage": use}
+
+
+def stream_chunk(chat: bool, rid: str, model: str, text: str | None, finish: str | None,
+                 use: dict | None = None) -> str:
+    """One server-sent event; ``text=None`` on a chat stream's first chunk (the assistant role)."""
+    if chat:
+        delta = {"role": "assistant", "content": ""} if text is None else ({"content": text} if text else {})
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+    else:
+        choice = {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
+    body = {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion", "created": int(time.time()),
+            "model": model, "choices": [choice] if use is None else []}
+    if use is not None:
+        body["usage"] = use
+    return f"data: {json.dumps(body)}\n\n"
+
+
+def error_event(error: ApiError) -> str:
+    """An error inside a stream whose 200 headers are already sent."""
+    return f"data: {json.dumps(error.body())}\n\n"
+
+
+DONE = "data: [DONE]\n\n"

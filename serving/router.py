@@ -1,0 +1,205 @@
+"""The OpenAI-compatible ingress: validates requests, routes them to an arm (by name or by the
+weighted A/B split), streams or gathers the answer, and keeps per-arm statistics."""
+
+# No `from __future__ import annotations` here: FastAPI must see the real `Request` annotations
+# of the ingress methods, which Serve re-binds outside this module.
+import asyncio
+import hmac
+import os
+import random
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from ray import serve
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+from ray.serve.metrics import Counter, Histogram
+
+from ray_jobs.config import ServeConfig
+from ray_jobs.data import cached_tokenizer, encode_lm_row
+from serving import protocol
+from serving.protocol import ApiError, ChatRequest, CompletionRequest
+from serving.routing import ArmStats, ShadowStats, choose_arm
+
+api = FastAPI(title="raykd", docs_url=None, redoc_url=None)
+LATENCY_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+
+
+@api.exception_handler(ApiError)
+async def _api_error(_: Request, error: ApiError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status)
+
+
+@api.exception_handler(RequestValidationError)
+async def _invalid(_: Request, error: RequestValidationError) -> JSONResponse:  # FastAPI's 422, as an OpenAI 400
+    first = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request"}
+    field = ".".join(str(p) for p in first["loc"])
+    return JSONResponse(ApiError(400, f"'{field}': {first['msg']}", field).body(), 400)
+
+
+@api.exception_handler(Exception)
+async def _unexpected(_: Request, error: Exception) -> JSONResponse:  # never a stack trace on the wire
+    return JSONResponse(ApiError(500, f"internal error ({type(error).__name__})", kind="server_error").body(), 500)
+
+
+@serve.deployment
+@serve.ingress(api)
+class Router:
+    def __init__(self, arms: dict[str, DeploymentHandle], weights: dict[str, float], tokenizer_dir: str,
+                 context: int, settings: dict):
+        self.s = ServeConfig(**settings)
+        self.arms, self.weights = arms, weights
+        self.tokenizer = cached_tokenizer(tokenizer_dir)
+        self.context = context
+        self.limits = protocol.Limits(self.s.max_tokens, self.s.max_n)
+        self.api_key = os.environ.get(self.s.api_key_env, "") if self.s.api_key_env else ""
+        self.rng = random.Random()
+        self.stats = {name: ArmStats() for name in arms}
+        self.shadow = ShadowStats()
+        self.background: set[asyncio.Task] = set()
+        self.m_requests = Counter("raykd_requests", "requests answered per arm", tag_keys=("arm",))
+        self.m_latency = Histogram("raykd_latency_s", "request latency per arm", LATENCY_BUCKETS, tag_keys=("arm",))
+        self.m_ttft = Histogram("raykd_ttft_s", "time to first token per arm", LATENCY_BUCKETS, tag_keys=("arm",))
+
+    # -- requests -----------------------------------------------------------------------------------
+    async def _body(self, request: Request) -> bytes:
+        """Authorise (constant-time key check) and read the body, refusing one over the size limit."""
+        if self.api_key:
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {self.api_key}".encode()):
+                raise ApiError(401, "invalid or missing API key (Authorization: Bearer …)", kind="authentication_error")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.s.max_body_bytes:
+            raise ApiError(413, f"request body over {self.s.max_body_bytes} bytes")
+        body = b""
+        async for part in request.stream():
+            body += part
+            if len(body) > self.s.max_body_bytes:
+                raise ApiError(413, f"request body over {self.s.max_body_bytes} bytes")
+        return body
+
+    def _prompt_ids(self, request, max_tokens: int) -> list[int]:
+        if isinstance(request, ChatRequest):
+            if not self.tokenizer.chat_template:
+                raise ApiError(400, "this model's tokenizer has no chat template: use /v1/completions", "messages")
+            text = self.tokenizer.apply_chat_template([m.model_dump() for m in request.messages], tokenize=False,
+                                                      add_generation_prompt=True)
+        else:
+            text = protocol.prompt_text(request)
+        ids = encode_lm_row(self.tokenizer, text, None, 10**9)[0]
+        if len(ids) + max_tokens > self.context:
+            raise ApiError(400, f"prompt ({len(ids)} tokens) + max_tokens ({max_tokens}) exceeds the context of "
+                                f"{self.context} tokens", "messages" if isinstance(request, ChatRequest) else "prompt")
+        return ids
+
+    def _arm(self, request) -> str:
+        try:
+            return choose_arm(request.model, request.user, self.weights, self.s.ab_alias, self.rng)
+        except KeyError:
+            raise ApiError(404, f"model '{request.model}' does not exist; try one of "
+                                f"{[*self.arms, self.s.ab_alias]}", "model", kind="not_found_error") from None
+
+    async def _generate(self, arm: str, generation: dict) -> AsyncIterator[dict]:
+        """Chunks from the arm, timing the request into its statistics and metrics."""
+        started, first, tokens = time.perf_counter(), None, 0
+        try:
+            async for c in self.arms[arm].options(stream=True).stream.remote(generation):
+                first = first or time.perf_counter()
+                tokens += c["new_tokens"]
+                yield c
+        except BackPressureError:
+            self.stats[arm].errors += 1
+            raise ApiError(503, f"model '{arm}' is overloaded (queue full); retry later", kind="server_error") from None
+        latency = time.perf_counter() - started
+        ttft = (first or time.perf_counter()) - started
+        self.stats[arm].record(latency, ttft, tokens)
+        self.m_requests.inc(tags={"arm": arm})
+        self.m_latency.observe(latency, tags={"arm": arm})
+        self.m_ttft.observe(ttft, tags={"arm": arm})
+
+    async def _collect(self, arm: str, generation: dict) -> tuple[str, str | None, int]:
+        text, finish, tokens = "", None, 0
+        async for c in self._generate(arm, generation):
+            text, finish, tokens = text + c["text"], c["finish_reason"] or finish, tokens + c["new_tokens"]
+        return text, finish, tokens
+
+    def _shadow(self, arm: str, generation: dict, answer: str) -> None:
+        """Send the request to the other arm in the background and record whether it agrees."""
+        other = next(a for a in self.arms if a != arm)
+
+        async def compare() -> None:
+            text, _, _ = await self._collect(other, generation)
+            self.shadow.record(answer, text)
+
+        task = asyncio.create_task(compare())
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def _answer(self, http: Request, cls) -> JSONResponse | StreamingResponse:
+        request = protocol.parse(cls, await self._body(http))
+        max_tokens = protocol.check(request, self.limits)
+        arm = self._arm(request)
+        generation = {"prompt_ids": self._prompt_ids(request, max_tokens), "max_tokens": max_tokens,
+                      "temperature": request.temperature, "top_p": request.top_p}
+        chat, rid = cls is ChatRequest, protocol.new_id(cls is ChatRequest)
+        shadowing = self.s.shadow and request.model == self.s.ab_alias
+        headers = {"x-raykd-arm": arm}
+        if request.stream:
+            include_usage = bool((request.stream_options or {}).get("include_usage"))
+            events = self._events(chat, rid, arm, generation, include_usage, shadowing)
+            return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+        results = await asyncio.gather(*(self._collect(arm, generation) for _ in range(request.n)))
+        if shadowing:
+            self._shadow(arm, generation, results[0][0])
+        use = protocol.usage(len(generation["prompt_ids"]), sum(r[2] for r in results))
+        body = protocol.response(chat, rid, arm, [(text, finish) for text, finish, _ in results], use)
+        return JSONResponse(body, headers=headers)
+
+    async def _events(self, chat: bool, rid: str, arm: str, generation: dict, include_usage: bool,
+                      shadowing: bool) -> AsyncIterator[str]:
+        if chat:
+            yield protocol.stream_chunk(chat, rid, arm, None, None)
+        text, tokens = "", 0
+        try:
+            async for c in self._generate(arm, generation):
+                text, tokens = text + c["text"], tokens + c["new_tokens"]
+                if c["text"] or c["finish_reason"]:
+                    yield protocol.stream_chunk(chat, rid, arm, c["text"], c["finish_reason"])
+        except ApiError as e:  # headers are sent: report the error in the stream
+            yield protocol.error_event(e)
+        if include_usage:
+            use = protocol.usage(len(generation["prompt_ids"]), tokens)
+            yield protocol.stream_chunk(chat, rid, arm, None, None, use)
+        yield protocol.DONE
+        if shadowing:
+            self._shadow(arm, generation, text)
+
+    # -- routes -------------------------------------------------------------------------------------
+    @api.get("/healthz")
+    async def healthz(self) -> dict:
+        return {"status": "ok", "arms": list(self.arms)}
+
+    @api.get("/v1/models")
+    async def models(self, http: Request) -> dict:
+        await self._body(http)
+        created = int(time.time())
+        names = [*self.arms, self.s.ab_alias]
+        return {"object": "list", "data": [{"id": n, "object": "model", "created": created, "owned_by": "raykd"}
+                                           for n in names]}
+
+    @api.post("/v1/completions")
+    async def completions(self, http: Request):
+        return await self._answer(http, CompletionRequest)
+
+    @api.post("/v1/chat/completions")
+    async def chat_completions(self, http: Request):
+        return await self._answer(http, ChatRequest)
+
+    @api.get("/v1/ab/stats")
+    async def ab_stats(self, http: Request) -> dict:
+        await self._body(http)
+        return {"weights": self.weights, "arms": {a: s.summary() for a, s in self.stats.items()},
+                "shadow": self.shadow.summary() if self.s.shadow else None}

@@ -1,0 +1,68 @@
+"""The sweep's search space, per-trial config and result table: pure functions, no Ray cluster."""
+
+import math
+
+import pandas as pd
+import pytest
+import yaml
+from ray import tune
+
+from ray_jobs.config import ConfigError, from_dict, load_config
+from tests.conftest import DEMO
+from tuning.results import best_config, trials_frame
+from tuning.space import DIVERGED_LOSS, finite_loss, search_space, trial_config
+
+
+def test_default_space_samples_temperature_log_uniform_and_alpha_uniform():
+    space = search_space(load_config(DEMO).tune)
+    assert set(space) == {"temperature", "alpha"}
+    assert isinstance(space["temperature"].get_sampler(), tune.search.sample.LogUniform)
+    assert (space["temperature"].lower, space["temperature"].upper) == (1.0, 8.0)
+    assert (space["alpha"].lower, space["alpha"].upper) == (0.0, 1.0)
+
+
+def test_optional_lr_and_k_and_equal_bounds_fix_a_value():
+    t = load_config(DEMO, ["tune.lr=[1e-4, 1e-2]", "tune.top_k=[4, 8]", "tune.alpha=[0.5, 0.5]"]).tune
+    space = search_space(t)
+    assert space["alpha"] == 0.5
+    assert space["top_k"].categories == [4, 8]
+    assert isinstance(space["lr"].get_sampler(), tune.search.sample.LogUniform)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("tune.alpha=[0.2, 1.5]", "tune.alpha"), ("tune.temperature=[0, 4]", "tune.temperature"),
+    ("tune.temperature=[4, 2]", "low <= high"), ("tune.lr=[1e-3]", "tune.lr"), ("tune.top_k=[0, 4]", "tune.top_k"),
+    ("tune.temperature=[]", "tune.temperature"), ("tune.search=grid", "tune.search"),
+])
+def test_bad_search_space_is_refused_naming_the_key(override, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        load_config(DEMO, [override])
+
+
+def test_trial_config_sets_the_sampled_knobs_and_the_trial_budget():
+    cfg = load_config(DEMO, ["tune.steps=40", "tune.eval_every=10", "tune.cpus_per_trial=0.5"])
+    trial = from_dict(trial_config(cfg.to_dict(), {"temperature": 3.0, "alpha": 0.25, "top_k": 4}, cfg.tune))
+    d = trial.distill
+    assert (d.temperature, d.alpha, d.top_k, d.steps, d.checkpoint_every) == (3.0, 0.25, 4, 40, 10)
+    assert (d.workers, d.cpus_per_worker, d.sharding) == (1, 0.5, "none")
+    assert cfg.distill.temperature == 2.0  # the base is not modified
+
+
+def test_a_diverged_loss_is_reported_as_a_large_finite_number():
+    assert finite_loss(0.5) == 0.5
+    assert finite_loss(math.nan) == finite_loss(math.inf) == DIVERGED_LOSS
+
+
+def test_trials_frame_and_best_config_round_trip_through_the_distill_loader(tmp_path):
+    raw = pd.DataFrame({"trial_id": ["a", "b"], "config/temperature": [2.5, 6.0], "config/alpha": [0.3, 0.9],
+                        "eval_loss": [0.1, 0.4], "step": [40, 10], "training_iteration": [4, 1],
+                        "teacher_forward_passes": [0, 0], "date": ["x", "y"]})
+    frame = trials_frame(raw, steps=40)
+    assert list(frame.columns[:3]) == ["trial_id", "temperature", "alpha"] and "date" not in frame
+    assert frame["stopped_early"].tolist() == [False, True]
+    cfg = load_config(DEMO, [f"run_dir={tmp_path}"])
+    best = best_config(cfg, frame.iloc[0])
+    path = tmp_path / "best.yaml"
+    path.write_text(yaml.safe_dump(best))
+    loaded = load_config(path)
+    assert (loaded.distill.temperature, loaded.distill.alpha, loaded.distill.steps) == (2.5, 0.3, cfg.distill.steps)
