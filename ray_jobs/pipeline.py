@@ -1,4 +1,4 @@
-"""All stages in one driver: fine-tune → cache → distil → evaluate → tune.
+"""All stages in one driver: fine-tune → cache → distil → evaluate → tune → serve + compare.
 
     raykd pipeline --config configs/demo.yaml [key=value ...]
     raykd demo [--run-dir DIR]          # the same on the embedded default (configs/demo.yaml)
@@ -17,11 +17,13 @@ from pathlib import Path
 from ray_jobs import cache_teacher_logits, distill_student, evaluate, finetune_teacher
 from ray_jobs.config import ConfigError, RaykdConfig, load_config
 from ray_jobs.launch import fail, parse_stage_args, run_stage, write_metrics
+from serving import compare
 from tuning import sweep
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 STAGES = (("finetune", finetune_teacher.run), ("cache", cache_teacher_logits.run),
-          ("distill", distill_student.run), ("evaluate", evaluate.run), ("tune", sweep.run))
+          ("distill", distill_student.run), ("evaluate", evaluate.run), ("tune", sweep.run),
+          ("compare", compare.run))
 
 
 def run(cfg: RaykdConfig) -> dict:
@@ -36,7 +38,8 @@ def run(cfg: RaykdConfig) -> dict:
     tuned = results["tune"]
     print(f"\n=== done in {sum(times.values()):.0f}s ({times}) ===\n{evaluate.headline(results['evaluate'])}\n"
           f"best sweep trial: temperature {tuned['best_temperature']:.3g}, alpha {tuned['best_alpha']:.3g} "
-          f"(held-out loss {tuned['best_eval_loss']:.4f}) -> {tuned['best_config']}")
+          f"(held-out loss {tuned['best_eval_loss']:.4f}) -> {tuned['best_config']}\n"
+          f"served student vs teacher p50 speedup by concurrency: {results['compare']['speedup_p50']}")
     return results
 
 

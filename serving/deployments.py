@@ -41,6 +41,10 @@ class ModelServer:
         async for c in self.engine.stream(GenerationRequest(**request)):
             yield c
 
+    def engine_stats(self) -> dict:
+        """Which engine this replica runs, and its batching so far."""
+        return self.engine.stats()
+
     async def check_health(self) -> None:
         result = self.engine.check_health()
         if inspect.isawaitable(result):

@@ -41,6 +41,11 @@ class TransformersEngine:
         self.tokenizer = cached_tokenizer(tokenizer_dir)
         self._batched.set_max_batch_size(max_batch_size)
         self._batched.set_batch_wait_timeout_s(batch_wait_s)
+        self.batches, self.largest_batch = 0, 0
+
+    def stats(self) -> dict:
+        return {"engine": "transformers", "device": str(self.device), "batches": self.batches,
+                "largest_batch": self.largest_batch}
 
     def check_health(self) -> None:
         """Raise if the model cannot run a forward pass."""
@@ -87,6 +92,7 @@ class TransformersEngine:
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def _batched(self, requests: list[GenerationRequest]) -> AsyncIterator[list]:
+        self.batches, self.largest_batch = self.batches + 1, max(self.largest_batch, len(requests))
         steps = self.decode_steps(requests)
         # forward passes run in a thread so the replica keeps answering health checks meanwhile
         while (chunks := await asyncio.to_thread(next, steps, None)) is not None:

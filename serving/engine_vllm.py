@@ -22,6 +22,9 @@ class VLLMEngine:
                                distributed_executor_backend="ray" if tensor_parallel_size > 1 else None)
         self.engine = AsyncLLM.from_engine_args(args)
 
+    def stats(self) -> dict:
+        return {"engine": "vllm"}
+
     async def check_health(self) -> None:
         await self.engine.check_health()
 

@@ -201,5 +201,7 @@ class Router:
     @api.get("/v1/ab/stats")
     async def ab_stats(self, http: Request) -> dict:
         await self._body(http)
-        return {"weights": self.weights, "arms": {a: s.summary() for a, s in self.stats.items()},
+        engines = await asyncio.gather(*(handle.engine_stats.remote() for handle in self.arms.values()))
+        return {"weights": self.weights,
+                "arms": {a: s.summary() | {"replica": e} for (a, s), e in zip(self.stats.items(), engines)},
                 "shadow": self.shadow.summary() if self.s.shadow else None}

@@ -1,0 +1,160 @@
+"""`raykd serve` as a user runs it (a subprocess on a local 2-CPU Ray), called over real HTTP: the
+OpenAI client, raw streaming, the 70/30 A/B split, shadow mode, bad requests, `raykd compare`, Ctrl-C."""
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import DEMO, REPO, free_port, raykd
+
+KEY = "test-key-123"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+PROMPT = "question: what are fox and red?\nanswer:"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The demo teacher and student bases behind `raykd serve` (30% student, shadow on, API key)."""
+    run = tmp_path_factory.mktemp("serve")
+    port = free_port()
+    args = ["serve", "--config", str(DEMO), f"run_dir={run}", "serve.teacher_model=builtin:teacher",
+            "serve.student_model=builtin:student", "serve.student_weight=0.3", "serve.shadow=true",
+            f"serve.port={port}", "serve.api_key_env=RAYKD_TEST_KEY"]
+    log = open(run / "serve.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "ray_jobs.cli", *args], cwd=REPO, stdout=log,
+                            stderr=subprocess.STDOUT, env=dict(os.environ, RAYKD_TEST_KEY=KEY))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 240
+        while "OpenAI-compatible API at" not in (run / "serve.log").read_text():
+            assert proc.poll() is None and time.time() < deadline, (run / "serve.log").read_text()[-3000:]
+            time.sleep(1)
+        yield url, run
+    finally:
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C does
+        try:
+            code = proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert code == 0 and "shutting down" in (run / "serve.log").read_text()
+
+
+def test_openai_client_gets_completions_and_streamed_chat(server):
+    url, _ = server
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY)
+    assert {m.id for m in client.models.list()} == {"teacher", "student", "ab"}
+    done = client.completions.create(model="teacher", prompt=PROMPT, max_tokens=8, temperature=0)
+    assert done.model == "teacher" and done.choices[0].finish_reason in ("stop", "length")
+    assert done.usage.completion_tokens >= 1 and done.usage.prompt_tokens > 5
+    stream = client.chat.completions.create(model="student", messages=[{"role": "user", "content": "hi"}],
+                                            max_tokens=6, stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text and chunks[-1].usage.completion_tokens == 6
+    several = client.completions.create(model="student", prompt=PROMPT, max_tokens=4, n=3, temperature=1.0)
+    assert [c.index for c in several.choices] == [0, 1, 2]
+
+
+def test_raw_streaming_events_end_with_done(server):
+    url, _ = server
+    body = {"model": "student", "prompt": PROMPT, "max_tokens": 5, "stream": True, "temperature": 0}
+    with httpx.stream("POST", f"{url}/v1/completions", json=body, headers=AUTH, timeout=60) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    pieces = [json.loads(e)["choices"][0] for e in events[:-1]]
+    assert pieces[-1]["finish_reason"] in ("stop", "length")
+    whole = httpx.post(f"{url}/v1/completions", json=body | {"stream": False}, headers=AUTH, timeout=60).json()
+    assert "".join(p["text"] for p in pieces) == whole["choices"][0]["text"]  # greedy: same text either way
+
+
+def test_ab_split_is_70_30_sticky_per_user_with_shadow_and_batching(server):
+    url, _ = server
+
+    slots = asyncio.Semaphore(16)  # 16 clients at a time: within the replicas' ongoing + queued limits
+
+    async def send(client, user):
+        body = {"model": "ab", "prompt": PROMPT, "max_tokens": 1, "user": user}
+        async with slots:
+            response = await client.post(f"{url}/v1/completions", json=body)
+        assert response.status_code == 200, response.text
+        return response.headers["x-raykd-arm"], response.json()["model"]
+
+    async def burst():
+        async with httpx.AsyncClient(headers=AUTH, timeout=120) as client:
+            arms = await asyncio.gather(*(send(client, f"user-{i}") for i in range(200)))
+            again = await asyncio.gather(*(send(client, f"user-{i}") for i in range(20)))
+        return arms, again
+
+    arms, again = asyncio.run(burst())
+    assert all(header == model for header, model in arms)
+    share = Counter(a for a, _ in arms)["student"] / 200
+    assert abs(share - 0.3) < 0.05, share
+    assert again == arms[:20]  # the same user lands on the same arm
+    time.sleep(2)  # shadow copies finish in the background
+    stats = httpx.get(f"{url}/v1/ab/stats", headers=AUTH).json()
+    assert stats["weights"] == {"teacher": 0.7, "student": 0.3}
+    assert stats["shadow"]["compared"] >= 200
+    for arm in ("teacher", "student"):
+        assert stats["arms"][arm]["replica"]["engine"] == "transformers"
+        assert stats["arms"][arm]["latency_s"]["p50"] > 0
+    assert max(stats["arms"][a]["replica"]["largest_batch"] for a in ("teacher", "student")) > 1
+
+
+BAD = [
+    ("POST", "/v1/completions", {"model": "ab", "prompt": PROMPT, "max_tokens": 0}, 400),
+    ("POST", "/v1/completions", {"model": "ab", "prompt": PROMPT, "max_tokens": 10_000}, 400),
+    ("POST", "/v1/completions", {"model": "ab", "prompt": PROMPT, "temperature": -1}, 400),
+    ("POST", "/v1/completions", {"model": "ab", "prompt": PROMPT, "top_p": 0}, 400),
+    ("POST", "/v1/completions", {"model": "ab", "prompt": PROMPT, "n": 99}, 400),
+    ("POST", "/v1/completions", {"model": "ab", "prompt": "word " * 500}, 400),
+    ("POST", "/v1/completions", {"model": "gpt-4", "prompt": PROMPT}, 404),
+    ("POST", "/v1/completions", {"prompt": PROMPT}, 400),
+    ("POST", "/v1/chat/completions", {"model": "ab", "messages": []}, 400),
+    ("POST", "/v1/chat/completions", {"model": "ab", "messages": [{"content": "no role"}]}, 400),
+    ("POST", "/v1/chat/completions", {"model": "ab", "messages": "hello"}, 400),
+    ("POST", "/v1/chat/completions", b"{not json", 400),
+    ("POST", "/v1/chat/completions", b"x" * 2_000_000, 413),
+]
+
+
+def test_bad_requests_get_4xx_error_objects_and_the_server_stays_healthy(server):
+    url, _ = server
+    for method, path, body, status in BAD:
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        response = httpx.request(method, f"{url}{path}", content=content, headers=AUTH, timeout=60)
+        assert response.status_code == status, (body if isinstance(body, dict) else body[:20], response.text[:300])
+        error = response.json()["error"]
+        assert error["message"] and "Traceback" not in response.text
+    assert httpx.post(f"{url}/v1/completions", json={"model": "ab", "prompt": PROMPT}).status_code == 401
+    wrong = {"Authorization": "Bearer nope"}
+    assert httpx.get(f"{url}/v1/models", headers=wrong).status_code == 401
+    assert httpx.get(f"{url}/healthz").json()["status"] == "ok"
+    ok = httpx.post(f"{url}/v1/completions", json={"model": "ab", "prompt": PROMPT, "max_tokens": 2}, headers=AUTH,
+                    timeout=60)
+    assert ok.status_code == 200
+
+
+def test_compare_against_the_running_server_shows_the_student_faster(server, monkeypatch):
+    url, run = server
+    monkeypatch.setenv("RAYKD_TEST_KEY", KEY)
+    raykd("compare", "--config", str(DEMO), "--url", url, f"run_dir={run}", "serve.api_key_env=RAYKD_TEST_KEY",
+          "serve.compare_concurrency=[1,4]", "serve.compare_requests=12", "serve.compare_max_tokens=8")
+    report = json.loads((run / "serve_compare" / "compare.json").read_text())
+    assert set(report["arms"]) == {"teacher", "student"} and set(report["speedup_p50"]) == {"1", "4"}
+    for arm in report["arms"].values():
+        assert arm["1"]["requests"] == 12 and arm["1"]["ttft_s"]["p50"] <= arm["1"]["latency_s"]["p50"]
+    assert report["speedup_p50"]["1"] > 1.0
+    assert (run / "serve_compare" / "compare.png").stat().st_size > 0
+    assert "| student | 4 |" in (run / "serve_compare" / "compare.md").read_text()

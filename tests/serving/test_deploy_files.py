@@ -1,0 +1,38 @@
+"""serving/serve_config.yaml is a valid `serve deploy` file whose builder builds; `serve build` works."""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from ray.serve import Application
+from ray.serve.schema import ServeDeploySchema
+
+from ray_jobs.config import ConfigError
+from serving import app
+from tests.conftest import REPO
+
+CONFIG = REPO / "serving" / "serve_config.yaml"
+
+
+def test_serve_config_validates_and_its_builder_builds_the_app():
+    config = yaml.safe_load(CONFIG.read_text())
+    ServeDeploySchema.model_validate(config)
+    spec = config["applications"][0]
+    assert spec["import_path"] == "serving.app:build" and spec["route_prefix"] == "/"
+    assert isinstance(app.build(spec["args"]), Application)
+
+
+def test_missing_model_directory_is_a_config_error_naming_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="serve.teacher_model"):
+        app.build({"config": "configs/demo.yaml", "overrides": [f"run_dir={tmp_path}"]})
+
+
+def test_serve_build_writes_a_deployable_config(tmp_path):
+    out = Path(tmp_path) / "built.yaml"
+    subprocess.run(["serve", "build", "serving.app:app", "-o", str(out)], cwd=REPO, check=True, capture_output=True,
+                   timeout=120)
+    built = yaml.safe_load(out.read_text())
+    ServeDeploySchema.model_validate(built)
+    names = {d["name"] for d in built["applications"][0]["deployments"]}
+    assert names == {"router", "teacher", "student"}

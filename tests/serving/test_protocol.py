@@ -1,0 +1,65 @@
+"""OpenAI request parsing and checks, response and stream shapes."""
+
+import json
+
+import pytest
+
+from serving import protocol
+from serving.protocol import ApiError, ChatRequest, CompletionRequest, Limits
+
+LIMITS = Limits(max_tokens=64, max_n=4)
+
+
+def parse_check(cls, body: dict | bytes):
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return protocol.check(protocol.parse(cls, raw), LIMITS)
+
+
+@pytest.mark.parametrize("cls, body, param", [
+    (CompletionRequest, {"model": "ab", "prompt": "x", "max_tokens": 0}, "max_tokens"),
+    (CompletionRequest, {"model": "ab", "prompt": "x", "max_tokens": 65}, "max_tokens"),
+    (CompletionRequest, {"model": "ab", "prompt": "x", "temperature": -0.1}, "temperature"),
+    (CompletionRequest, {"model": "ab", "prompt": "x", "top_p": 0}, "top_p"),
+    (CompletionRequest, {"model": "ab", "prompt": "x", "top_p": 1.5}, "top_p"),
+    (CompletionRequest, {"model": "ab", "prompt": "x", "n": 5}, "n"),
+    (CompletionRequest, {"model": "ab", "prompt": ""}, "prompt"),
+    (CompletionRequest, {"model": "ab"}, "prompt"),
+    (CompletionRequest, {"model": "ab", "prompt": "x", "max_tokens": "many"}, "max_tokens"),
+    (ChatRequest, {"model": "ab", "messages": []}, "messages"),
+    (ChatRequest, {"model": "ab", "messages": [{"role": "user"}]}, "messages.0.content"),
+    (ChatRequest, {"model": "ab", "messages": [{"role": "wizard", "content": "x"}]}, "messages.0.role"),
+    (ChatRequest, {"model": "ab", "messages": "hello"}, "messages"),
+])
+def test_bad_fields_are_400s_naming_the_parameter(cls, body, param):
+    with pytest.raises(ApiError) as e:
+        parse_check(cls, body)
+    assert e.value.status == 400 and e.value.param == param
+    assert e.value.body()["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("raw", [b"{bad", b"[1, 2]", b"\xff\xfe"])
+def test_malformed_bodies_are_400s(raw):
+    with pytest.raises(ApiError) as e:
+        parse_check(CompletionRequest, raw)
+    assert e.value.status == 400
+
+
+def test_defaults_and_chat_max_completion_tokens():
+    assert parse_check(CompletionRequest, {"model": "ab", "prompt": "x"}) == 16
+    assert parse_check(ChatRequest, {"model": "ab", "messages": [{"role": "user", "content": "hi"}],
+                                     "max_completion_tokens": 7, "logit_bias": {}}) == 7
+
+
+def test_response_and_stream_shapes():
+    use = protocol.usage(3, 2)
+    chat = protocol.response(True, "chatcmpl-1", "student", [("hi", "stop")], use)
+    assert chat["object"] == "chat.completion" and chat["choices"][0]["message"] == {"role": "assistant",
+                                                                                     "content": "hi"}
+    assert chat["usage"] == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    text = protocol.response(False, "cmpl-1", "teacher", [("a", "length"), ("b", "stop")], use)
+    assert [c["text"] for c in text["choices"]] == ["a", "b"] and text["object"] == "text_completion"
+    event = protocol.stream_chunk(True, "chatcmpl-1", "student", " there", None)
+    assert event.startswith("data: ") and event.endswith("\n\n")
+    assert json.loads(event[6:])["choices"][0]["delta"] == {"content": " there"}
+    final = json.loads(protocol.stream_chunk(False, "cmpl-1", "student", None, None, use)[6:])
+    assert final["choices"] == [] and final["usage"]["total_tokens"] == 5
