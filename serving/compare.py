@@ -1,4 +1,4 @@
-"""Stage 7: the same prompts to the teacher and the student over HTTP at several concurrency levels.
+"""Stage 6, compare: the same prompts to the teacher and the student over HTTP at several concurrency levels.
 
     raykd compare --config configs/demo.yaml                    # deploys the app, measures, shuts it down
     raykd compare --config configs/demo.yaml --url http://127.0.0.1:8000   # against a running `raykd serve`

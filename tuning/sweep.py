@@ -1,4 +1,4 @@
-"""Stage 5: search distillation temperature and alpha (optionally lr and k) with Ray Tune.
+"""Stage 4: search distillation temperature and alpha (optionally lr and k) with Ray Tune.
 
     raykd tune --config configs/demo.yaml
     raykd tune --config configs/demo.yaml tune.num_samples=16 tune.lr=[1e-4,1e-2] tune.top_k=[4,8,16]

@@ -72,3 +72,22 @@ def test_shipped_configs_load():
     for name in ("demo", "classification", "llama70b_to_7b"):
         cfg = load_config(DEMO.parent / f"{name}.yaml")
         assert cfg.run_dir.startswith("/")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["serve.min_replicas=3", "serve.max_replicas=2"], "serve.min_replicas"),
+    (["serve.student_name=teacher"], "must differ"),
+    (["serve.compare_concurrency=[]"], "serve.compare_concurrency"),
+    (["serve.student_weight=1.2"], "serve.student_weight"),
+    (["serve.engine=tensorrt"], "serve.engine"),
+    (["distill.top_k=-1"], "distill.top_k"),
+])
+def test_serve_and_distill_cross_checks_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(DEMO, overrides)
+
+
+@pytest.mark.parametrize("command", ["tune", "serve", "compare"])
+def test_new_stages_exit_2_on_a_bad_key(command):
+    proc = raykd(command, "--config", str(DEMO), "tune.no_such_knob=1", check=False, timeout=120)
+    assert proc.returncode == 2 and "tune.no_such_knob" in proc.stderr
