@@ -10,7 +10,7 @@ def test_distill_from_cache_writes_a_student_that_learned_the_task(teacher_run):
     run, overrides = teacher_run
     raykd("distill", "--config", str(DEMO), *overrides)
     metrics = read_metrics(run, "student")
-    assert metrics["steps"] == 60 and metrics["teacher_source"] == "cache"
+    assert metrics["steps"] == 60 and metrics["teacher_source"] == "cache" and metrics["teacher_forward_passes"] == 0
     assert metrics["train_loss_last"] < metrics["train_loss_first"]
     assert metrics["eval_score"] > 0.5
     model = AutoModelForCausalLM.from_pretrained(run / "student")
@@ -23,11 +23,13 @@ def test_online_teacher_source_trains_the_same_way(teacher_run):
           "distill.output=student_online", "distill.run_name=online")
     metrics = read_metrics(run, "student_online")
     assert metrics["teacher_source"] == "online" and metrics["steps"] == 10
+    assert metrics["teacher_forward_passes"] == 10  # one per micro-batch, counted
 
 
 @pytest.mark.parametrize("override, message", [
     ("distill.teacher_source=none", "'distill.alpha' = 0.5 needs a teacher"),
     ("models.student=tiny:nope", "unknown model preset"),
+    ("distill.top_k=99", "holds only 16 logits per token"),
 ])
 def test_bad_distill_settings_fail_clearly(teacher_run, override, message):
     _, overrides = teacher_run
