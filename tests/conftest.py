@@ -70,20 +70,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def ray_head(tmp_path, monkeypatch):
-    """A real Ray head node for this test only, with token auth on, stopped by its own pid."""
+@pytest.fixture(scope="session")
+def ray_head(tmp_path_factory):
+    """A real Ray head node shared by the tests that need one, token auth on, stopped by its own pid."""
     subprocess.run(["ray", "get-auth-token", "--generate"], check=True, capture_output=True)
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # the head, `ray status` and every driver send the token
+    previous = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "token"  # the head, `ray status` and every driver send the token
+    log = tmp_path_factory.mktemp("head") / "head.log"
     port = free_port()
     proc = subprocess.Popen(["ray", "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
                              "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
-                            stdout=open(tmp_path / "head.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
     address = f"127.0.0.1:{port}"
     try:
         deadline = time.time() + 120
         while subprocess.run(["ray", "status", f"--address={address}"], capture_output=True).returncode != 0:
-            assert time.time() < deadline and proc.poll() is None, (tmp_path / "head.log").read_text()[-2000:]
+            assert time.time() < deadline and proc.poll() is None, log.read_text()[-2000:]
             time.sleep(2)
         yield address
     finally:
@@ -92,3 +94,7 @@ def ray_head(tmp_path, monkeypatch):
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+        if previous is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = previous
