@@ -66,3 +66,21 @@ def test_trials_frame_and_best_config_round_trip_through_the_distill_loader(tmp_
     path.write_text(yaml.safe_dump(best))
     loaded = load_config(path)
     assert (loaded.distill.temperature, loaded.distill.alpha, loaded.distill.steps) == (2.5, 0.3, cfg.distill.steps)
+
+
+def test_searchers_limit_concurrency_and_optuna_is_optional():
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    from tuning.sweep import searcher
+
+    random_search = searcher(load_config(DEMO, ["tune.max_concurrent_trials=3"]))
+    assert isinstance(random_search, BasicVariantGenerator) and random_search.max_concurrent == 3
+    optuna_cfg = load_config(DEMO, ["tune.search=optuna"])
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match="needs optuna"):
+            searcher(optuna_cfg)
+    else:
+        assert isinstance(searcher(optuna_cfg), ConcurrencyLimiter)
