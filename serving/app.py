@@ -57,7 +57,9 @@ def build_app(cfg: RaykdConfig) -> Application:
     dirs = arm_dirs(cfg)
     tokenizer = resolve_tokenizer(cfg.models)
     settings = dataclasses.asdict(s)
-    arms = {name: ModelServer.options(**arm_options(name, s)).bind(path, tokenizer, settings)
+    parallel = {s.teacher_name: s.teacher_tensor_parallel, s.student_name: s.student_tensor_parallel}
+    arms = {name: ModelServer.options(**arm_options(name, s, parallel[name])).bind(path, tokenizer, parallel[name],
+                                                                                   settings)
             for name, path in dirs.items()}
     weights = {s.teacher_name: 1 - s.student_weight, s.student_name: s.student_weight}
     router = Router.options(name="router", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)

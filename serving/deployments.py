@@ -25,13 +25,13 @@ def pick_engine(requested: str) -> str:
 class ModelServer:
     """A replica holding one model; ``stream`` yields ``{"text", "new_tokens", "finish_reason"}`` chunks."""
 
-    def __init__(self, model_dir: str, tokenizer_dir: str, settings: dict):
+    def __init__(self, model_dir: str, tokenizer_dir: str, tensor_parallel: int, settings: dict):
         s = ServeConfig(**settings)
         self.engine_name = pick_engine(s.engine)
         if self.engine_name == "vllm":
             from serving.engine_vllm import VLLMEngine
 
-            self.engine = VLLMEngine(model_dir, tokenizer_dir, s.tensor_parallel_size)
+            self.engine = VLLMEngine(model_dir, tokenizer_dir, tensor_parallel)
         else:
             from serving.engine_hf import TransformersEngine
 
@@ -51,8 +51,9 @@ class ModelServer:
             await result
 
 
-def arm_options(name: str, s: ServeConfig) -> dict:
-    """Deployment options of one arm: autoscaling, queue limits, health checks, CPU/GPU asks."""
+def arm_options(name: str, s: ServeConfig, tensor_parallel: int) -> dict:
+    """Deployment options of one arm: autoscaling, queue limits, health checks, CPU/GPU asks (with
+    tensor parallelism, a placement group: the replica's CPU bundle plus one GPU bundle per shard)."""
     options = {
         "name": name,
         "autoscaling_config": {"min_replicas": s.min_replicas, "initial_replicas": max(1, s.min_replicas),
@@ -61,7 +62,7 @@ def arm_options(name: str, s: ServeConfig) -> dict:
         "health_check_period_s": 10, "health_check_timeout_s": 60,
         "ray_actor_options": {"num_cpus": s.cpus_per_replica, "num_gpus": s.gpus_per_replica},
     }
-    if s.tensor_parallel_size > 1:  # vLLM's TP workers get their own GPU bundles in the replica's group
+    if tensor_parallel > 1:  # vLLM's TP workers get their own GPU bundles in the replica's group
         options["ray_actor_options"] = {"num_cpus": s.cpus_per_replica, "num_gpus": 0}
-        options["placement_group_bundles"] = [{"CPU": s.cpus_per_replica}] + [{"GPU": 1}] * s.tensor_parallel_size
+        options["placement_group_bundles"] = [{"CPU": s.cpus_per_replica}] + [{"GPU": 1}] * tensor_parallel
     return options
