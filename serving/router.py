@@ -17,6 +17,7 @@ from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter, Histogram
+from starlette.exceptions import HTTPException
 
 from ray_jobs.config import ServeConfig
 from ray_jobs.data import cached_tokenizer, encode_lm_row
@@ -38,6 +39,12 @@ async def _invalid(_: Request, error: RequestValidationError) -> JSONResponse:  
     first = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request"}
     field = ".".join(str(p) for p in first["loc"])
     return JSONResponse(ApiError(400, f"'{field}': {first['msg']}", field).body(), 400)
+
+
+@api.exception_handler(HTTPException)
+async def _http(_: Request, error: HTTPException) -> JSONResponse:  # unknown path (404), wrong method (405)
+    kind = "not_found_error" if error.status_code == 404 else "invalid_request_error"
+    return JSONResponse(ApiError(error.status_code, str(error.detail), kind=kind).body(), error.status_code)
 
 
 @api.exception_handler(Exception)

@@ -126,6 +126,7 @@ BAD = [
     ("POST", "/v1/chat/completions", {"model": "ab", "messages": "hello"}, 400),
     ("POST", "/v1/chat/completions", b"{not json", 400),
     ("POST", "/v1/chat/completions", b"x" * 2_000_000, 413),
+    ("GET", "/v1/completions", b"", 405),
 ]
 
 
