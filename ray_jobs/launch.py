@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ray_jobs.config import ConfigError, RaykdConfig, load_config
 
-EXIT_BAD_INPUT = 2
+EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
 
 
 def parse_stage_args(argv: list[str] | None, description: str) -> RaykdConfig:
@@ -44,12 +44,15 @@ def init_ray() -> None:
 
 
 def run_stage(stage: Callable[[RaykdConfig], dict], cfg: RaykdConfig) -> dict:
-    """Run one stage under Ray; bad input data exits 2 with one line."""
+    """Run one stage under Ray; bad input data exits 2 with one line, Ctrl-C exits 130 with one line."""
     init_ray()
     try:
         return stage(cfg)
     except ConfigError as e:
         fail(e)
+    except KeyboardInterrupt as e:
+        print(f"raykd: interrupted{': ' + str(e) if str(e) else ''}", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 def write_metrics(directory: Path, metrics: dict) -> Path:
