@@ -72,19 +72,22 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def ray_head(tmp_path_factory):
-    """A real Ray head node shared by the tests that need one, token auth on, stopped by its own pid."""
+    """A real Ray head node shared by the tests that need one, token auth on, stopped by its own pid.
+
+    Tests reach it with ``RAY_ADDRESS`` and ``RAY_AUTH_MODE=token`` set by monkeypatch (not for the
+    session: this process's Ray reads the auth mode once, and local clusters must not inherit it).
+    """
     subprocess.run(["ray", "get-auth-token", "--generate"], check=True, capture_output=True)
-    previous = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = "token"  # the head, `ray status` and every driver send the token
+    env = dict(os.environ, RAY_AUTH_MODE="token")
     log = tmp_path_factory.mktemp("head") / "head.log"
     port = free_port()
     proc = subprocess.Popen(["ray", "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
                              "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True, env=env)
     address = f"127.0.0.1:{port}"
     try:
         deadline = time.time() + 120
-        while subprocess.run(["ray", "status", f"--address={address}"], capture_output=True).returncode != 0:
+        while subprocess.run(["ray", "status", f"--address={address}"], capture_output=True, env=env).returncode:
             assert time.time() < deadline and proc.poll() is None, log.read_text()[-2000:]
             time.sleep(2)
         yield address
@@ -94,7 +97,11 @@ def ray_head(tmp_path_factory):
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-        if previous is None:
-            os.environ.pop("RAY_AUTH_MODE", None)
-        else:
-            os.environ["RAY_AUTH_MODE"] = previous
+
+
+@pytest.fixture
+def on_ray_head(ray_head, monkeypatch) -> str:
+    """This test's drivers (subprocesses) join the shared head: RAY_ADDRESS and token auth."""
+    monkeypatch.setenv("RAY_ADDRESS", ray_head)
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    return ray_head

@@ -62,6 +62,13 @@ def plot(frame: pd.DataFrame, path: Path, metric: str) -> None:
     plt.close(fig)
 
 
+def unfinished(grid, num_samples: int) -> int:
+    """Trials an interrupted sweep still owes: never started, or cut off mid-run. A trial that ran to
+    its end or that ASHA stopped has ``done`` in its last result; an errored one counts as ended."""
+    cut_off = sum(1 for r in grid if r.error is None and not (r.metrics or {}).get("done"))
+    return max(0, num_samples - len(grid)) + cut_off
+
+
 def summarize(grid, cfg: RaykdConfig, metric: str, mode: str, out: Path, wall_s: float) -> dict:
     """Write results.parquet/.csv, best_config.yaml, sweep.png and metrics.json; returns the metrics."""
     if grid.num_errors == len(grid):

@@ -30,7 +30,7 @@ from ray_jobs.finetune_teacher import eval_rows
 from ray_jobs.launch import parse_stage_args, run_stage
 from ray_jobs.scoring import score_model
 from ray_jobs.training import tune_session
-from tuning.results import summarize
+from tuning.results import summarize, unfinished
 from tuning.space import finite_loss, search_space, trial_config
 
 METRIC, MODE = "eval_loss", "min"
@@ -119,9 +119,10 @@ def run(cfg: RaykdConfig) -> dict:
     print(f"[tune] {cfg.tune.num_samples} trials of {cfg.tune.steps} steps, {cfg.tune.max_concurrent_trials} at "
           f"a time, {cfg.tune.search} search, ASHA on {METRIC} every {cfg.tune.eval_every} steps", flush=True)
     grid = tuner_for(cfg, trainable).fit()
-    if grid.num_terminated + grid.num_errors < len(grid):  # Ctrl-C: Tune saved the state and returned early
-        raise KeyboardInterrupt(f"sweep interrupted with {len(grid) - grid.num_terminated - grid.num_errors} "
-                                "trials unfinished; run the same command again to resume it")
+    missing = unfinished(grid, cfg.tune.num_samples)
+    if missing:  # Ctrl-C: Tune saved the experiment and returned early
+        raise KeyboardInterrupt(f"sweep interrupted with {missing} trials unfinished; run the same command again "
+                                "to resume it (or set tune.resume=false to start over)")
     metrics = summarize(grid, cfg, METRIC, MODE, Path(cfg.stage_dir("tune")), time.time() - started)
     print(f"[tune] best of {metrics['trials']} trials: temperature {metrics['best_temperature']:.3g}, "
           f"alpha {metrics['best_alpha']:.3g}, {METRIC} {metrics['best_eval_loss']:.4f}, score "

@@ -32,13 +32,12 @@ def read_cache(address: str, cache_dir, mode: str) -> list[str]:
     return line.split()[1:]
 
 
-def test_second_job_reads_object_store_then_parquet_after_actor_dies(teacher_run, ray_head, tmp_path, monkeypatch):
+def test_second_job_reads_object_store_then_parquet_after_actor_dies(teacher_run, on_ray_head, tmp_path):
     run, overrides = teacher_run
     copy = tmp_path / "run"
     shutil.copytree(run / "teacher", copy / "teacher")
-    monkeypatch.setenv("RAY_ADDRESS", ray_head)
     raykd("cache", "--config", str(DEMO), *overrides, f"run_dir={copy}")  # its driver exits here
-    source, rows, digest = read_cache(ray_head, copy / "teacher_cache", "read")
+    source, rows, digest = read_cache(on_ray_head, copy / "teacher_cache", "read")
     assert source == "object_store" and int(rows) == 700
-    fallback = read_cache(ray_head, copy / "teacher_cache", "kill")
+    fallback = read_cache(on_ray_head, copy / "teacher_cache", "kill")
     assert fallback == ["parquet", rows, digest]

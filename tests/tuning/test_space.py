@@ -84,3 +84,15 @@ def test_searchers_limit_concurrency_and_optuna_is_optional():
             searcher(optuna_cfg)
     else:
         assert isinstance(searcher(optuna_cfg), ConcurrencyLimiter)
+
+
+def test_unfinished_counts_trials_never_started_and_cut_off():
+    from types import SimpleNamespace as Result
+
+    from tuning.results import unfinished
+
+    ended = Result(error=None, metrics={"done": True})  # ran to the end, or stopped by ASHA
+    cut_off = Result(error=None, metrics={"done": False})
+    errored = Result(error=RuntimeError("x"), metrics=None)
+    assert unfinished([ended, errored], 2) == 0
+    assert unfinished([ended, cut_off], 4) == 3

@@ -35,13 +35,12 @@ def finished_trials(experiment) -> list[str]:
 
 
 def test_sweep_stops_bad_trials_never_runs_the_teacher_and_resumes_after_a_killed_driver(
-        teacher_run, ray_head, tmp_path, monkeypatch):
+        teacher_run, on_ray_head, tmp_path):
     run, overrides = teacher_run
     copy = tmp_path / "run"
     for stage in ("teacher", "teacher_cache"):
         shutil.copytree(run / stage, copy / stage)
     args = ["tune", "--config", str(DEMO), *overrides, f"run_dir={copy}", *SWEEP]
-    monkeypatch.setenv("RAY_ADDRESS", ray_head)
     driver = subprocess.Popen([sys.executable, "-m", "ray_jobs.cli", *args], cwd=REPO, start_new_session=True,
                               stdout=open(tmp_path / "first.log", "w"), stderr=subprocess.STDOUT)
     experiment = copy / "tune" / "sweep"
