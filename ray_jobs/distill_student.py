@@ -140,6 +140,13 @@ def export_task(cfg_dict: dict, checkpoint: ray.train.Checkpoint, out_dir: str, 
     return save_model(model, tokenizer_dir, out_dir, cfg.models.save_dtype, cfg.models.trust_remote_code)
 
 
+def check_top_k(key: str, k: int, manifest: teacher_cache.CacheManifest, cache_dir) -> None:
+    """Refuse asking for more cached logits per token than the cache holds."""
+    if k > manifest.k:
+        raise ConfigError(f"'{key}' asks for {k} logits per token but the cache in {cache_dir} holds only "
+                          f"{manifest.k} (re-run `raykd cache` with a larger cache.top_k)")
+
+
 def training_data(cfg: RaykdConfig) -> tuple[ray.data.Dataset, int, str, str]:
     """(dataset, vocabulary, tokenizer dir, where the data came from) for the teacher source."""
     if cfg.distill.teacher_source == "none":
@@ -151,9 +158,7 @@ def training_data(cfg: RaykdConfig) -> tuple[ray.data.Dataset, int, str, str]:
     cache_dir = cfg.stage_dir("teacher_cache")
     ds, manifest, source = teacher_cache.load(cache_dir)
     teacher_cache.check_compatible(manifest, teacher_path(cfg), teacher_path(cfg), cache_dir)
-    if cfg.distill.top_k > manifest.k:
-        raise ConfigError(f"'distill.top_k' = {cfg.distill.top_k} but the cache in {cache_dir} holds only "
-                          f"{manifest.k} logits per token (re-run `raykd cache` with a larger cache.top_k)")
+    check_top_k("distill.top_k", cfg.distill.top_k, manifest, cache_dir)
     if cfg.distill.teacher_source == "online":
         ds = ds.drop_columns(list(TEACHER_COLUMNS))
     return ds, manifest.vocab_size, teacher_path(cfg), source

@@ -81,12 +81,12 @@ class Router:
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.s.max_body_bytes:
             raise ApiError(413, f"request body over {self.s.max_body_bytes} bytes")
-        body = b""
+        body = bytearray()
         async for part in request.stream():
             body += part
             if len(body) > self.s.max_body_bytes:
                 raise ApiError(413, f"request body over {self.s.max_body_bytes} bytes")
-        return body
+        return bytes(body)
 
     def _prompt_ids(self, request, max_tokens: int) -> list[int]:
         if isinstance(request, ChatRequest):

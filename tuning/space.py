@@ -29,11 +29,11 @@ def search_space(t: TuneConfig) -> dict:
     return space
 
 
-def trial_config(base: dict, sampled: dict, t: TuneConfig) -> dict:
+def trial_config(base: dict, sampled: dict) -> dict:
     """The full config dict of one trial: ``base`` with the sampled distill knobs and the trial's
     budget (``tune.steps``, evaluated every ``tune.eval_every``) on one process of the trial's CPUs/GPUs."""
     cfg = copy.deepcopy(base)
-    distill = cfg["distill"]
+    distill, t = cfg["distill"], TuneConfig(**cfg["tune"])
     for key, value in sampled.items():
         distill[KNOBS[key]] = value
     distill |= {"steps": t.steps, "checkpoint_every": t.eval_every, "log_every": t.eval_every, "workers": 1,

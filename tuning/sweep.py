@@ -25,7 +25,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from ray_jobs import teacher_cache
 from ray_jobs.config import ConfigError, RaykdConfig, from_dict
 from ray_jobs.data import cached_tokenizer
-from ray_jobs.distill_student import check_student, fit_student, teacher_path, training_data
+from ray_jobs.distill_student import check_student, check_top_k, fit_student, teacher_path, training_data
 from ray_jobs.finetune_teacher import eval_rows
 from ray_jobs.launch import parse_stage_args, run_stage
 from ray_jobs.scoring import score_model
@@ -40,7 +40,7 @@ EXPERIMENT = "sweep"
 def trial(sampled: dict, base: dict, data, vocab: int, source: str, rows: list[dict], kind: str) -> None:
     """One Tune trial: distil with the sampled knobs from ``data`` (the cache's blocks in the object
     store), reporting the held-out loss every eval_every steps and the exact-match score at the end."""
-    cfg = from_dict(trial_config(base, sampled, from_dict(base).tune))
+    cfg = from_dict(trial_config(base, sampled))
     ray.data.DataContext.get_current().enable_progress_bars = False  # one bar per trial floods the log
     tokenizer = cached_tokenizer(teacher_path(cfg))
 
@@ -103,9 +103,7 @@ def run(cfg: RaykdConfig) -> dict:
                           "must be cache (or online, to measure what the cache saves)")
     cache_dir = cfg.stage_dir("teacher_cache")
     manifest = teacher_cache.CacheManifest.read(cache_dir)
-    if cfg.tune.top_k and max(cfg.tune.top_k) > manifest.k:
-        raise ConfigError(f"'tune.top_k' = {cfg.tune.top_k} but the cache in {cache_dir} holds {manifest.k} "
-                          "logits per token")
+    check_top_k("tune.top_k", max(cfg.tune.top_k, default=0), manifest, cache_dir)
     # Trials hold the CPUs, leaving none for Ray Data tasks (reading Parquet, even from_arrow_refs'
     # metadata): publish the cache to the object store and build its dataset here, before any trial.
     teacher_cache.publish(cache_dir, manifest)

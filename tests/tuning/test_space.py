@@ -41,7 +41,7 @@ def test_bad_search_space_is_refused_naming_the_key(override, message):
 
 def test_trial_config_sets_the_sampled_knobs_and_the_trial_budget():
     cfg = load_config(DEMO, ["tune.steps=40", "tune.eval_every=10", "tune.cpus_per_trial=0.5"])
-    trial = from_dict(trial_config(cfg.to_dict(), {"temperature": 3.0, "alpha": 0.25, "top_k": 4}, cfg.tune))
+    trial = from_dict(trial_config(cfg.to_dict(), {"temperature": 3.0, "alpha": 0.25, "top_k": 4}))
     d = trial.distill
     assert (d.temperature, d.alpha, d.top_k, d.steps, d.checkpoint_every) == (3.0, 0.25, 4, 40, 10)
     assert (d.workers, d.cpus_per_worker, d.sharding) == (1, 0.5, "none")
