@@ -2,7 +2,7 @@
 
     raykd compare --config configs/demo.yaml                    # deploys the app, measures, shuts it down
     raykd compare --config configs/demo.yaml --url http://127.0.0.1:8000   # against a running `raykd serve`
-    raykd compare --config configs/demo.yaml serve.compare_concurrency=[1,8] serve.compare_requests=64
+    raykd compare --config configs/demo.yaml "serve.compare_concurrency=[1,8]" serve.compare_requests=64
 
 Every request streams (``stream: true`` with usage), so time to first token is measured as a client
 sees it. Per arm and level: p50/p95/p99 latency, TTFT, output tokens/s, requests/s; and the

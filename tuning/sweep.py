@@ -1,7 +1,7 @@
 """Stage 4: search distillation temperature and alpha (optionally lr and k) with Ray Tune.
 
     raykd tune --config configs/demo.yaml
-    raykd tune --config configs/demo.yaml tune.num_samples=16 tune.lr=[1e-4,1e-2] tune.top_k=[4,8,16]
+    raykd tune --config configs/demo.yaml tune.num_samples=16 "tune.lr=[1e-4,1e-2]" "tune.top_k=[4,8,16]"
     python -m tuning.sweep --config configs/demo.yaml tune.search=optuna     # pip install -e ".[tune]"
 
 Every trial runs ``ray_jobs.distill_student.fit_student`` (the distillation job's own loop) in one
