@@ -25,17 +25,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ray_jobs.config import load_config
-from ray_jobs.distill_student import TEACHER_COLUMNS, build_student, make_loss_fn, student_positions
-from ray_jobs.losses import kd_full, kd_topk
-from ray_jobs.models import load_model
-from ray_jobs.scoring import score_model
-from ray_jobs.teacher_cache import SHARDS_DIR, CacheManifest
-from ray_jobs.training import make_optimizer
+from raykd.cache.schema import SHARDS_DIR, CacheManifest
+from raykd.config import load_config
+from raykd.distill import TEACHER_COLUMNS, make_loss_fn, student_positions
+from raykd.losses import kd_full, kd_topk
+from raykd.models import load_model
+from raykd.scoring import score_model
+from raykd.student import build_student
+from raykd.training.loop import make_optimizer
 
 MEMORY_PROBE = """
 import resource, sys, torch
-from ray_jobs.losses import distillation_loss, kd_full
+from raykd.losses import distillation_loss, kd_full
 n, vocab, k, mode = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 torch.manual_seed(0)
 student = torch.randn(n, vocab, dtype=torch.bfloat16, requires_grad=True)
@@ -126,8 +127,7 @@ def topk_error(cfg, data, vocab, k_values=(4, 16)) -> dict:
 
 def quality(cfg, data, vocab, steps: int, source: str) -> dict:
     """Eval score/loss of a student trained ``steps`` steps from the cache (top-k) or full logits (online)."""
-    from ray_jobs.data import cached_tokenizer
-    from ray_jobs.finetune_teacher import eval_rows
+    from raykd.data import cached_tokenizer, held_out_rows
 
     student, step = trainee(cfg, vocab, source, steps)
     done = 0
@@ -136,7 +136,7 @@ def quality(cfg, data, vocab, steps: int, source: str) -> dict:
             if done < steps:
                 step(batch)
                 done += 1
-    rows, kind = eval_rows(cfg)
+    rows, kind = held_out_rows(cfg.data.eval, cfg.data, cfg.task)
     return score_model(student, cached_tokenizer(str(cfg.stage_dir("teacher"))), rows, cfg.data, cfg.task, kind)
 
 
@@ -157,7 +157,7 @@ def main() -> None:
     args = ap.parse_args()
     import ray
 
-    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)  # eval_rows uses Ray Data
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)  # held_out_rows uses Ray Data
     cfg = load_config(args.config, [f"run_dir={args.run_dir}"])
     run = Path(cfg.run_dir)
     manifest = CacheManifest.read(run / "teacher_cache")

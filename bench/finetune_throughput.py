@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from ray_jobs.config import FinetuneConfig
-from ray_jobs.models import add_lora, count_params, load_model
+from raykd.config import FinetuneConfig
+from raykd.models import add_lora, count_params, load_model
 
 
 def matmul_flops(dtype: torch.dtype, n: int = 1024, reps: int = 20) -> float:

@@ -21,10 +21,10 @@ from pathlib import Path
 import httpx
 from ray import serve
 
-from ray_jobs.config import load_config
-from ray_jobs.data import cached_tokenizer, encode_lm_row
-from ray_jobs.launch import init_ray
-from ray_jobs.models import resolve_tokenizer
+from raykd.config import load_config
+from raykd.data import cached_tokenizer, encode_lm_row
+from raykd.launch import init_ray
+from raykd.models import resolve_tokenizer
 from serving.app import APP_NAME, BUILTIN_ARMS, start
 from serving.compare import level
 from serving.routing import percentiles

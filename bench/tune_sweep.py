@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ray_jobs.config import load_config
-from ray_jobs.launch import init_ray
+from raykd.config import load_config
+from raykd.launch import init_ray
 from tuning import sweep
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"

@@ -11,42 +11,24 @@ the same run name resumes from the latest one, as does a worker-group restart af
 
 from __future__ import annotations
 
+import functools
 import time
 
 import ray
 import ray.train
 import torch
 
-from ray_jobs.config import RaykdConfig, from_dict
-from ray_jobs.data import check_fields, read_dataset, tokenized_dataset
-from ray_jobs.launch import parse_stage_args, run_stage, write_metrics
-from ray_jobs.models import add_lora, load_model, resolve_tokenizer, save_model, shard_model
-from ray_jobs.scoring import score_task
-from ray_jobs.training import (
-    build_from_latest,
-    load_trainable,
-    make_optimizer,
-    micro_batches,
-    restore_checkpoint,
-    run_steps,
-    train_session,
-    trainer_for,
-    worker_device,
-)
-
-
-def build_model(cfg: RaykdConfig, checkpoint_dir: str | None = None) -> torch.nn.Module:
-    """The teacher as trained: base (+ LoRA), with the checkpoint's trainable weights if given."""
-    torch.manual_seed(cfg.seed)  # same LoRA / head initialisation on every rank and in the export
-    model = load_model(cfg.models.teacher, cfg.task, cfg.data.num_labels, cfg.models.trust_remote_code)
-    if cfg.finetune.method == "lora":
-        model = add_lora(model, cfg.finetune, cfg.task)
-    if checkpoint_dir is not None:
-        missing = set(load_trainable(checkpoint_dir)) - set(model.state_dict())
-        if missing:
-            raise ValueError(f"checkpoint has weights the model lacks: {sorted(missing)[:3]}")
-        model.load_state_dict(load_trainable(checkpoint_dir), strict=False)
-    return model
+from raykd.config import RaykdConfig, from_dict
+from raykd.data import held_out_rows, tokenized_dataset
+from raykd.export import export_checkpoint
+from raykd.launch import parse_stage_args, run_stage, write_metrics
+from raykd.models import resolve_tokenizer, shard_model
+from raykd.scoring import score_task
+from raykd.teacher import build_teacher
+from raykd.training.checkpoints import build_from_latest, restore_checkpoint
+from raykd.training.loop import make_optimizer, micro_batches, run_steps, worker_device
+from raykd.training.session import train_session
+from raykd.training.trainer import trainer_for
 
 
 def task_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -59,7 +41,7 @@ def train_loop(config: dict) -> dict:
     cfg = from_dict(config["cfg"])
     session = train_session()
     device = worker_device(cfg.finetune, session)
-    model = build_from_latest(lambda checkpoint_dir: build_model(cfg, checkpoint_dir), session)
+    model = build_from_latest(functools.partial(build_teacher, cfg), session)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     model = shard_model(model, cfg.finetune.sharding, device, session.world)
     optimizer, scheduler = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg.finetune)
@@ -72,35 +54,19 @@ def train_loop(config: dict) -> dict:
     return state.__dict__
 
 
-@ray.remote
-def export_task(cfg_dict: dict, checkpoint: ray.train.Checkpoint, out_dir: str) -> int:
-    """Rebuild the trained teacher from a checkpoint, save it as an HF directory; returns its params."""
-    cfg = from_dict(cfg_dict)
-    with checkpoint.as_directory() as d:
-        model = build_model(cfg, d)
-    return save_model(model, resolve_tokenizer(cfg.models), out_dir, cfg.models.save_dtype,
-                      cfg.models.trust_remote_code)
-
-
-def eval_rows(cfg: RaykdConfig) -> tuple[list[dict], str]:
-    """Held-out rows scored before and after training, and their kind."""
-    ds = read_dataset(cfg.data.eval)
-    kind = check_fields(ds, cfg.data.eval, cfg.data, cfg.task, labeled=True)
-    return ds.take(cfg.data.eval_examples), kind
-
-
 def run(cfg: RaykdConfig) -> dict:
     """Fine-tune the teacher and write ``RUN/teacher``; returns the metrics."""
     started = time.time()
     out = cfg.stage_dir("teacher")
     tokenizer = resolve_tokenizer(cfg.models)
     train = tokenized_dataset(cfg.data.train, cfg.data, cfg.task, tokenizer)
-    rows, kind = eval_rows(cfg)
+    rows, kind = held_out_rows(cfg.data.eval, cfg.data, cfg.task)
     cfg_dict = cfg.to_dict()
     base = score_task.remote(cfg_dict, cfg.models.teacher, tokenizer, rows, kind)
     result = trainer_for(cfg, cfg.finetune, "finetune", train_loop, {"train": train}).fit()
     loop = result.return_value
-    params = ray.get(export_task.remote(cfg_dict, result.checkpoint, str(out)))
+    params = ray.get(export_checkpoint.remote(functools.partial(build_teacher, cfg), result.checkpoint, tokenizer,
+                                              str(out), cfg.models))
     final = ray.get(score_task.remote(cfg_dict, str(out), str(out), rows, kind))
     base = ray.get(base)
     losses = loop["losses"]

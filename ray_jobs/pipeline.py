@@ -3,6 +3,7 @@
     raykd pipeline --config configs/demo.yaml [key=value ...]
     raykd demo [--run-dir DIR]          # the same on the embedded default (configs/demo.yaml)
     python -m ray_jobs.pipeline --config configs/demo.yaml
+    ray job submit --working-dir . -- python -m ray_jobs.pipeline --config configs/llama70b_to_7b.yaml
 
 The cache is handed to the distillation stage through the Ray object store (a detached actor owns
 it); the Parquet copy under RUN/teacher_cache is the durable record.
@@ -15,8 +16,9 @@ import time
 from pathlib import Path
 
 from ray_jobs import cache_teacher_logits, distill_student, evaluate, finetune_teacher
-from ray_jobs.config import ConfigError, RaykdConfig, load_config
-from ray_jobs.launch import fail, parse_stage_args, run_stage, write_metrics
+from raykd.config import ConfigError, RaykdConfig, load_config
+from raykd.launch import fail, parse_stage_args, run_stage, write_metrics
+from raykd.report import headline
 from serving import compare
 from tuning import sweep
 
@@ -36,7 +38,7 @@ def run(cfg: RaykdConfig) -> dict:
         times[name] = round(time.time() - started, 1)
     write_metrics(cfg.stage_dir("pipeline"), {"stage_seconds": times})
     tuned = results["tune"]
-    print(f"\n=== done in {sum(times.values()):.0f}s ({times}) ===\n{evaluate.headline(results['evaluate'])}\n"
+    print(f"\n=== done in {sum(times.values()):.0f}s ({times}) ===\n{headline(results['evaluate'])}\n"
           f"best sweep trial: temperature {tuned['best_temperature']:.3g}, alpha {tuned['best_alpha']:.3g} "
           f"(held-out loss {tuned['best_eval_loss']:.4f}) -> {tuned['best_config']}\n"
           f"served student vs teacher p50 speedup by concurrency: {results['compare']['speedup_p50']}")

@@ -1,4 +1,4 @@
-"""Regenerate the built-in tokenizer and pre-trained base models under ray_jobs/builtin/.
+"""Regenerate the built-in tokenizer and pre-trained base models under raykd/builtin/assets/.
 
     python scripts/build_builtin.py [--teacher-steps 600] [--student-steps 1200]
 
@@ -15,9 +15,9 @@ import time
 import torch
 from transformers import LlamaForCausalLM
 
-from ray_jobs.builtin_data import SPLITS, generate_split
-from ray_jobs.presets import TOKENIZER_DIR, VOCAB_SIZE, builtin_model_dir, preset_config
-from ray_jobs.tokenizer import train_tokenizer
+from raykd.builtin.data import SPLITS, generate_split
+from raykd.builtin.presets import TOKENIZER_DIR, VOCAB_SIZE, builtin_model_dir, preset_config
+from raykd.builtin.tokenizer import train_tokenizer
 
 WINDOW = 64
 

@@ -19,9 +19,9 @@ from pathlib import Path
 from ray import serve
 from ray.serve import Application
 
-from ray_jobs.config import ConfigError, RaykdConfig, load_config
-from ray_jobs.launch import parse_stage_args, run_stage
-from ray_jobs.models import resolve_model, resolve_tokenizer
+from raykd.config import ConfigError, RaykdConfig, load_config
+from raykd.launch import parse_stage_args, run_stage
+from raykd.models import resolve_model, resolve_tokenizer
 from serving.deployments import ModelServer, arm_options
 from serving.router import Router
 

@@ -14,15 +14,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import time
 from pathlib import Path
 
 import httpx
 
-from ray_jobs.config import ConfigError, RaykdConfig, load_config
-from ray_jobs.data import read_dataset
-from ray_jobs.launch import fail, run_stage
+from raykd.config import ConfigError, RaykdConfig, load_config
+from raykd.data import read_dataset
+from raykd.launch import fail, run_stage
 from serving.routing import percentiles
 
 WARMUP = 2
@@ -135,9 +134,8 @@ def run(cfg: RaykdConfig, url: str | None = None) -> dict:
     own = url is None
     url = start(cfg) if own else url.rstrip("/")
     try:
-        api_key = os.environ.get(s.api_key_env, "") if s.api_key_env else ""
         arms = asyncio.run(measure(url, [s.teacher_name, s.student_name], prompts, s.compare_concurrency,
-                                   s.compare_max_tokens, api_key))
+                                   s.compare_max_tokens, s.api_key()))
     finally:
         if own:
             serve.shutdown()

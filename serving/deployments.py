@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import torch
 from ray import serve
 
-from ray_jobs.config import ServeConfig
+from raykd.config import ServeConfig
 from serving.engine_hf import GenerationRequest
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from ray import serve
 
-from ray_jobs.data import cached_tokenizer
+from raykd.data import cached_tokenizer
 from serving.sampling import next_tokens
 
 

@@ -5,7 +5,6 @@ weighted A/B split), streams or gathers the answer, and keeps per-arm statistics
 # of the ingress methods, which Serve re-binds outside this module.
 import asyncio
 import hmac
-import os
 import random
 import time
 from collections.abc import AsyncIterator
@@ -19,8 +18,8 @@ from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter, Histogram
 from starlette.exceptions import HTTPException
 
-from ray_jobs.config import ServeConfig
-from ray_jobs.data import cached_tokenizer, encode_lm_row
+from raykd.config import ServeConfig
+from raykd.data import cached_tokenizer, encode_lm_row
 from serving import protocol
 from serving.protocol import ApiError, ChatRequest, CompletionRequest
 from serving.routing import ArmStats, ShadowStats, choose_arm
@@ -62,7 +61,7 @@ class Router:
         self.tokenizer = cached_tokenizer(tokenizer_dir)
         self.context = context
         self.limits = protocol.Limits(self.s.max_tokens, self.s.max_n)
-        self.api_key = os.environ.get(self.s.api_key_env, "") if self.s.api_key_env else ""
+        self.api_key = self.s.api_key()
         self.rng = random.Random()
         self.stats = {name: ArmStats() for name in arms}
         self.shadow = ShadowStats()

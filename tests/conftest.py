@@ -32,7 +32,7 @@ def local_ray():
 
 def raykd(*args: str, timeout: float = 900, check: bool = True) -> subprocess.CompletedProcess:
     """Run ``raykd ARGS`` in a fresh process (its own local Ray), as a user would."""
-    cmd = [sys.executable, "-m", "ray_jobs.cli", *args]
+    cmd = [sys.executable, "-m", "raykd.cli", *args]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         tail = (proc.stdout[-3000:], proc.stderr[-3000:])
@@ -47,7 +47,7 @@ def read_metrics(run_dir: Path, stage: str) -> dict:
 @pytest.fixture(scope="session")
 def small_unlabeled(tmp_path_factory) -> Path:
     """500 unlabeled built-in prompts as a JSONL file (a user's own data, and a faster cache)."""
-    from ray_jobs.builtin_data import generate_split
+    from raykd.builtin.data import generate_split
 
     path = tmp_path_factory.mktemp("data") / "unlabeled.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in generate_split("unlabeled", 500)))

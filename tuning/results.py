@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from ray_jobs.config import RaykdConfig, from_dict
-from ray_jobs.launch import write_metrics
+from raykd.config import RaykdConfig, from_dict
+from raykd.launch import write_metrics
 from tuning.space import DIVERGED_LOSS, KNOBS
 
 COLUMNS = ("trial_id", *KNOBS, "eval_loss", "eval_score", "step", "training_iteration", "stopped_early",

@@ -7,7 +7,7 @@ import math
 
 from ray import tune
 
-from ray_jobs.config import TuneConfig
+from raykd.config import TuneConfig
 
 # Sampled key -> the distill knob it sets.
 KNOBS = {"temperature": "temperature", "alpha": "alpha", "lr": "lr", "top_k": "top_k"}

@@ -22,14 +22,17 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from ray_jobs import teacher_cache
-from ray_jobs.config import ConfigError, RaykdConfig, from_dict
-from ray_jobs.data import cached_tokenizer
-from ray_jobs.distill_student import check_student, check_top_k, fit_student, teacher_path, training_data
-from ray_jobs.finetune_teacher import eval_rows
-from ray_jobs.launch import parse_stage_args, run_stage
-from ray_jobs.scoring import score_model
-from ray_jobs.training import tune_session
+from ray_jobs.distill_student import fit_student
+from raykd.cache.schema import CacheManifest, check_top_k
+from raykd.cache.store import publish
+from raykd.config import ConfigError, RaykdConfig, from_dict
+from raykd.data import cached_tokenizer, held_out_rows
+from raykd.distill import training_data
+from raykd.launch import parse_stage_args, run_stage
+from raykd.scoring import score_model
+from raykd.student import check_student
+from raykd.teacher import teacher_dir
+from raykd.training.session import tune_session
 from tuning.results import summarize, unfinished
 from tuning.space import finite_loss, search_space, trial_config
 
@@ -42,7 +45,7 @@ def trial(sampled: dict, base: dict, data, vocab: int, source: str, rows: list[d
     store), reporting the held-out loss every eval_every steps and the exact-match score at the end."""
     cfg = from_dict(trial_config(base, sampled))
     ray.data.DataContext.get_current().enable_progress_bars = False  # one bar per trial floods the log
-    tokenizer = cached_tokenizer(teacher_path(cfg))
+    tokenizer = cached_tokenizer(teacher_dir(cfg))
 
     def evaluate(model, final: bool) -> dict:
         held_out = score_model(model, tokenizer, rows, cfg.data, cfg.task, kind, generate=final)
@@ -102,15 +105,15 @@ def run(cfg: RaykdConfig) -> dict:
         raise ConfigError("raykd tune searches the teacher's temperature and alpha: distill.teacher_source "
                           "must be cache (or online, to measure what the cache saves)")
     cache_dir = cfg.stage_dir("teacher_cache")
-    manifest = teacher_cache.CacheManifest.read(cache_dir)
+    manifest = CacheManifest.read(cache_dir)
     check_top_k("tune.top_k", max(cfg.tune.top_k, default=0), manifest, cache_dir)
     # Trials hold the CPUs, leaving none for Ray Data tasks (reading Parquet, even from_arrow_refs'
     # metadata): publish the cache to the object store and build its dataset here, before any trial.
-    teacher_cache.publish(cache_dir, manifest)
+    publish(cache_dir, manifest)
     data, vocab, _, source = training_data(cfg)  # also checks the cache's teacher and tokenizer
     data = data.materialize()  # a no-op on the cache's blocks; runs teacher_source=online's column drop now
     check_student(cfg, vocab)
-    rows, kind = eval_rows(cfg)
+    rows, kind = held_out_rows(cfg.data.eval, cfg.data, cfg.task)
     trainable = tune.with_resources(
         tune.with_parameters(trial, base=cfg.to_dict(), data=data, vocab=vocab, source=source, rows=rows, kind=kind),
         {"cpu": cfg.tune.cpus_per_trial, "gpu": cfg.tune.gpus_per_trial})

@@ -10,13 +10,13 @@ from tests.conftest import DEMO, REPO, raykd
 READER = """
 import hashlib, sys, ray
 from pathlib import Path
-from ray_jobs import teacher_cache
-ray.init(namespace=teacher_cache.NAMESPACE)
+from raykd.cache import schema, store
+ray.init(namespace=store.NAMESPACE)
 cache = Path(sys.argv[1])
 if sys.argv[2] == "kill":
-    manifest = teacher_cache.CacheManifest.read(cache)
-    ray.kill(ray.get_actor(teacher_cache.holder_name(cache, manifest), namespace=teacher_cache.NAMESPACE))
-ds, manifest, source = teacher_cache.load(cache)
+    manifest = schema.CacheManifest.read(cache)
+    ray.kill(ray.get_actor(store.holder_name(cache, manifest), namespace=store.NAMESPACE))
+ds, manifest, source = store.load(cache)
 rows = sorted(hashlib.sha1(r["input_ids"].tobytes() + r["values"].tobytes() + r["lse"].tobytes()).hexdigest()
               for r in ds.iter_rows())
 print("RESULT", source, len(rows), hashlib.sha1("".join(rows).encode()).hexdigest())

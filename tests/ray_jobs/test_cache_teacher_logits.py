@@ -1,14 +1,9 @@
-"""The cache job: schema, manifest, refusal of a foreign teacher, object store and Parquet copies."""
-
-import json
-import shutil
+"""The cache job: its manifest and shards follow the schema; unlabeled prompts get teacher completions."""
 
 import numpy as np
 import pyarrow.parquet as pq
-import pytest
 
-from ray_jobs import teacher_cache
-from ray_jobs.teacher_cache import CacheManifest, CacheMismatchError, check_compatible
+from raykd.cache.schema import CacheManifest
 from tests.conftest import read_metrics
 
 
@@ -36,23 +31,3 @@ def test_unlabeled_prompts_get_teacher_completions_as_targets(teacher_run):
     indices = np.asarray(first["indices"]).reshape(len(labels), -1)  # plain pyarrow sees the tensor flattened
     valid = labels != -100
     assert (indices[valid, 0] == labels[valid]).mean() > 0.5
-
-
-def test_a_cache_from_another_teacher_is_refused(teacher_run, tmp_path):
-    run, _ = teacher_run
-    manifest = CacheManifest.read(run / "teacher_cache")
-    other = tmp_path / "other_teacher"
-    shutil.copytree(run / "teacher", other)
-    config = json.loads((other / "config.json").read_text())
-    config["rms_norm_eps"] = 1e-5
-    (other / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CacheMismatchError, match="another teacher"):
-        check_compatible(manifest, str(other), str(other), run / "teacher_cache")
-    check_compatible(manifest, str(run / "teacher"), str(run / "teacher"), run / "teacher_cache")
-
-
-def test_loader_falls_back_to_parquet_without_the_actor(teacher_run, local_ray):
-    run, _ = teacher_run
-    ds, manifest, source = teacher_cache.load(run / "teacher_cache")
-    assert source == "parquet"  # this Ray cluster never held the cache
-    assert ds.count() == manifest.rows

@@ -39,7 +39,7 @@ def test_fsdp_lora_survives_sigkill_of_a_worker_and_beats_its_base(tmp_path):
     args = ["finetune", "--config", str(DEMO), f"run_dir={run}", "finetune.workers=2", "finetune.sharding=fsdp",
             "finetune.method=lora", "finetune.steps=60", "finetune.checkpoint_every=15", "finetune.log_every=5"]
     log = open(tmp_path / "finetune.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "ray_jobs.cli", *args], cwd=REPO, stdout=log,
+    proc = subprocess.Popen([sys.executable, "-m", "raykd.cli", *args], cwd=REPO, stdout=log,
                             stderr=subprocess.STDOUT)
     try:
         # The controller writes this snapshot once it has *registered* a reported checkpoint; a checkpoint

@@ -30,7 +30,7 @@ def server(tmp_path_factory):
             "serve.student_model=builtin:student", "serve.student_weight=0.3", "serve.shadow=true",
             f"serve.port={port}", "serve.api_key_env=RAYKD_TEST_KEY"]
     log = open(run / "serve.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "ray_jobs.cli", *args], cwd=REPO, stdout=log,
+    proc = subprocess.Popen([sys.executable, "-m", "raykd.cli", *args], cwd=REPO, stdout=log,
                             stderr=subprocess.STDOUT, env=dict(os.environ, RAYKD_TEST_KEY=KEY))
     url = f"http://127.0.0.1:{port}"
     try:

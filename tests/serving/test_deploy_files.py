@@ -8,7 +8,7 @@ import yaml
 from ray.serve import Application
 from ray.serve.schema import ServeDeploySchema
 
-from ray_jobs.config import ConfigError
+from raykd.config import ConfigError
 from serving import app
 from tests.conftest import REPO
 
@@ -39,7 +39,7 @@ def test_serve_build_writes_a_deployable_config(tmp_path):
 
 
 def test_arm_options_fit_the_config_and_tensor_parallel_arms_get_gpu_bundles():
-    from ray_jobs.config import load_config
+    from raykd.config import load_config
     from serving.deployments import arm_options
 
     s = load_config(REPO / "configs" / "llama70b_to_7b.yaml").serve

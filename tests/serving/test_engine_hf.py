@@ -2,9 +2,9 @@
 
 import torch
 
-from ray_jobs.data import encode_lm_row
-from ray_jobs.models import resolve_model
-from ray_jobs.presets import TOKENIZER_DIR
+from raykd.builtin.presets import TOKENIZER_DIR
+from raykd.data import encode_lm_row
+from raykd.models import resolve_model
 from serving.engine_hf import GenerationRequest, TransformersEngine
 
 PROMPTS = ["question: what are fox and red?\nanswer:", "question: what is a cat?\nanswer:", "hello"]

@@ -11,9 +11,9 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or importlib.util.
 
 
 def test_vllm_engine_streams_a_greedy_completion_like_transformers():
-    from ray_jobs.data import cached_tokenizer, encode_lm_row
-    from ray_jobs.models import resolve_model
-    from ray_jobs.presets import TOKENIZER_DIR
+    from raykd.builtin.presets import TOKENIZER_DIR
+    from raykd.data import cached_tokenizer, encode_lm_row
+    from raykd.models import resolve_model
     from serving.engine_hf import GenerationRequest
     from serving.engine_vllm import VLLMEngine
 

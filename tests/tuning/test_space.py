@@ -7,7 +7,7 @@ import pytest
 import yaml
 from ray import tune
 
-from ray_jobs.config import ConfigError, from_dict, load_config
+from raykd.config import ConfigError, from_dict, load_config
 from tests.conftest import DEMO
 from tuning.results import best_config, trials_frame
 from tuning.space import DIVERGED_LOSS, finite_loss, search_space, trial_config

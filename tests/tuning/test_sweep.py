@@ -15,7 +15,7 @@ import time
 
 import pandas as pd
 
-from ray_jobs.config import load_config
+from raykd.config import load_config
 from tests.conftest import DEMO, REPO, raykd, read_metrics
 
 # Sequential trials make the run order (and so ASHA's comparisons) deterministic; lr up to 20 is a
@@ -41,7 +41,7 @@ def test_sweep_stops_bad_trials_never_runs_the_teacher_and_resumes_after_a_kille
     for stage in ("teacher", "teacher_cache"):
         shutil.copytree(run / stage, copy / stage)
     args = ["tune", "--config", str(DEMO), *overrides, f"run_dir={copy}", *SWEEP]
-    driver = subprocess.Popen([sys.executable, "-m", "ray_jobs.cli", *args], cwd=REPO, start_new_session=True,
+    driver = subprocess.Popen([sys.executable, "-m", "raykd.cli", *args], cwd=REPO, start_new_session=True,
                               stdout=open(tmp_path / "first.log", "w"), stderr=subprocess.STDOUT)
     experiment = copy / "tune" / "sweep"
     deadline = time.time() + 300

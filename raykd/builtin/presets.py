@@ -12,7 +12,7 @@ from pathlib import Path
 
 from transformers import LlamaConfig
 
-BUILTIN_DIR = Path(__file__).parent / "builtin"
+BUILTIN_DIR = Path(__file__).parent / "assets"
 TOKENIZER_DIR = BUILTIN_DIR / "tokenizer"
 VOCAB_SIZE = 512
 MAX_POSITIONS = 128

@@ -1,9 +1,9 @@
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from ray_jobs.config import FinetuneConfig
-from ray_jobs.models import add_lora, count_params, decoder_layers, keep_layers, load_model, save_model
-from ray_jobs.presets import PRESETS, TOKENIZER_DIR
+from raykd.builtin.presets import PRESETS, TOKENIZER_DIR
+from raykd.config import FinetuneConfig
+from raykd.models import add_lora, count_params, decoder_layers, keep_layers, load_model, save_model
 
 
 def test_presets_are_teacher_and_tenfold_smaller_student():

@@ -1,6 +1,6 @@
 import pytest
 
-from ray_jobs.config import ConfigError, load_config
+from raykd.config import ConfigError, load_config
 from tests.conftest import DEMO, raykd
 
 

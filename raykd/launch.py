@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from ray_jobs.config import ConfigError, RaykdConfig, load_config
+from raykd.config import ConfigError, RaykdConfig, load_config
 
 EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
 

@@ -17,8 +17,8 @@ import pyarrow as pa
 import ray
 import ray.data
 
-from ray_jobs.builtin_data import SPLITS, generate_split
-from ray_jobs.config import ConfigError, DataConfig
+from raykd.builtin.data import SPLITS, generate_split
+from raykd.config import ConfigError, DataConfig
 
 IGNORE_INDEX = -100  # label value that losses skip (padding and prompt tokens)
 READERS = {".jsonl": "read_json", ".json": "read_json", ".parquet": "read_parquet", ".csv": "read_csv"}
@@ -120,6 +120,22 @@ def pad_rows(rows: list[list[int]], value: int, width: int) -> np.ndarray:
     return out
 
 
+def encode_lm_batch(tokenizer, pairs: list[tuple[str, str | None]], width: int) -> dict[str, np.ndarray]:
+    """``(prompt, completion)`` pairs → right-padded ``input_ids``, ``attention_mask``, ``labels``, each
+    ``(rows, width)`` (see ``encode_lm_row``)."""
+    encoded = [encode_lm_row(tokenizer, p, c, width) for p, c in pairs]
+    return {"input_ids": pad_rows([e[0] for e in encoded], tokenizer.pad_token_id, width),
+            "attention_mask": pad_rows([[1] * len(e[0]) for e in encoded], 0, width),
+            "labels": pad_rows([e[1] for e in encoded], IGNORE_INDEX, width)}
+
+
+def encode_classification_batch(tokenizer, texts, width: int) -> dict[str, np.ndarray]:
+    """Texts → right-padded ``<s> text`` ``input_ids`` and ``attention_mask``, each ``(rows, width)``."""
+    encoded = [[tokenizer.bos_token_id] + tokenizer(str(t)).input_ids[: width - 1] for t in texts]
+    return {"input_ids": pad_rows(encoded, tokenizer.pad_token_id, width),
+            "attention_mask": pad_rows([[1] * len(e) for e in encoded], 0, width)}
+
+
 def tokenize_batch(batch: dict, tokenizer_path: str, cfg: dict, task: str, kind: str) -> dict:
     """Ray Data batch fn: rows → right-padded ``input_ids``, ``attention_mask``, ``labels``.
 
@@ -129,9 +145,7 @@ def tokenize_batch(batch: dict, tokenizer_path: str, cfg: dict, task: str, kind:
     tok = cached_tokenizer(tokenizer_path)
     width = data.max_seq_len
     if kind == "classification":
-        enc = [[tok.bos_token_id] + tok(str(t)).input_ids[: width - 1] for t in batch[data.text_field]]
-        out = {"input_ids": pad_rows(enc, tok.pad_token_id, width),
-               "attention_mask": pad_rows([[1] * len(e) for e in enc], 0, width)}
+        out = encode_classification_batch(tok, batch[data.text_field], width)
         if data.label_field in batch:
             out["labels"] = np.asarray(batch[data.label_field], dtype=np.int64)
         return out
@@ -142,10 +156,7 @@ def tokenize_batch(batch: dict, tokenizer_path: str, cfg: dict, task: str, kind:
                  zip(prompts, completions if completions is not None else [None] * len(prompts))]
     else:
         pairs = [("", str(t)) for t in batch[data.text_field]]
-    encoded = [encode_lm_row(tok, p, c, width) for p, c in pairs]
-    return {"input_ids": pad_rows([e[0] for e in encoded], tok.pad_token_id, width),
-            "attention_mask": pad_rows([[1] * len(e[0]) for e in encoded], 0, width),
-            "labels": pad_rows([e[1] for e in encoded], IGNORE_INDEX, width)}
+    return encode_lm_batch(tok, pairs, width)
 
 
 def tokenized_dataset(spec: str, cfg: DataConfig, task: str, tokenizer_path: str,
@@ -157,3 +168,10 @@ def tokenized_dataset(spec: str, cfg: DataConfig, task: str, tokenizer_path: str
         tokenize_batch, batch_format="numpy", batch_size=256,
         fn_kwargs={"tokenizer_path": tokenizer_path, "cfg": dataclasses.asdict(cfg), "task": task, "kind": kind},
     ).materialize()
+
+
+def held_out_rows(spec: str, cfg: DataConfig, task: str) -> tuple[list[dict], str]:
+    """Up to ``cfg.eval_examples`` labeled rows of ``spec`` (eval or test split), checked, and their kind."""
+    ds = read_dataset(spec)
+    kind = check_fields(ds, spec, cfg, task, labeled=True)
+    return ds.take(cfg.eval_examples), kind

@@ -9,9 +9,9 @@ import ray
 import torch
 import torch.nn.functional as F
 
-from ray_jobs.config import DataConfig, from_dict
-from ray_jobs.data import IGNORE_INDEX, cached_tokenizer, encode_lm_row, tokenize_batch
-from ray_jobs.models import load_model
+from raykd.config import DataConfig, from_dict
+from raykd.data import IGNORE_INDEX, cached_tokenizer, encode_lm_row, tokenize_batch
+from raykd.models import load_model
 
 
 def _columns(rows: list[dict]) -> dict[str, list]:

@@ -1,4 +1,4 @@
-from ray_jobs.builtin_data import SPLIT_SIZES, category_phrase, generate_split
+from raykd.builtin.data import SPLIT_SIZES, category_phrase, generate_split
 
 
 def test_splits_are_deterministic_and_sized():

@@ -171,6 +171,10 @@ class ServeConfig:
     compare_requests: int = knob(32, "raykd compare: requests per arm and level", ge=1)
     compare_max_tokens: int = knob(12, "raykd compare: tokens generated per request", ge=1)
 
+    def api_key(self) -> str:
+        """The key ``/v1/*`` requires: the value of the environment variable ``api_key_env`` ('' = none)."""
+        return os.environ.get(self.api_key_env, "") if self.api_key_env else ""
+
 
 @dataclass
 class RaykdConfig:

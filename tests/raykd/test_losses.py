@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ray_jobs.losses import distillation_loss, kd_full, kd_topk
+from raykd.losses import distillation_loss, kd_full, kd_topk
 
 V = 50
 

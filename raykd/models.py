@@ -12,8 +12,8 @@ from transformers import (
     PreTrainedModel,
 )
 
-from ray_jobs.config import FinetuneConfig, ModelsConfig
-from ray_jobs.presets import TOKENIZER_DIR, builtin_model_dir, preset_config
+from raykd.builtin.presets import TOKENIZER_DIR, builtin_model_dir, preset_config
+from raykd.config import FinetuneConfig, ModelsConfig
 
 
 def resolve_model(spec: str) -> str:

@@ -3,9 +3,9 @@ import json
 import pandas as pd
 import pytest
 
-from ray_jobs.config import DataConfig
-from ray_jobs.data import IGNORE_INDEX, DataError, check_fields, read_dataset, tokenize_batch, tokenized_dataset
-from ray_jobs.presets import TOKENIZER_DIR
+from raykd.builtin.presets import TOKENIZER_DIR
+from raykd.config import DataConfig
+from raykd.data import IGNORE_INDEX, DataError, check_fields, read_dataset, tokenize_batch, tokenized_dataset
 
 ROWS = [{"prompt": "reverse: fox cat\nanswer:", "completion": " cat fox"}] * 4
 

@@ -8,7 +8,7 @@ From the cache the teacher is known only on its top-k tokens plus the full log-s
 its logits at T=1. The rest of the mass, ``1 - sum(softmax(t)[topk])``, is exact at T=1; we spread
 it uniformly over the other ``V - k`` tokens (each gets the logit ``log(tail_mass / (V - k)) + lse``)
 and apply T to that reconstructed logit vector. At T=1 the tail *mass* is exact; at T!=1 the error
-comes only from the tail's shape (measured in bench/cache_quality.py). With k = V it is exact.
+comes only from the tail's shape (measured in bench/distill_cache.py). With k = V it is exact.
 
 Nothing here builds a full-vocabulary teacher tensor: student log-probabilities are computed a
 chunk of tokens at a time, and the tail enters through ``sum(log q)`` over the vocabulary.

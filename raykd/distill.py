@@ -1,0 +1,67 @@
+"""What distillation needs besides the loss maths: its training data (the cache, or labels only), the
+alignment of student positions with cached targets, and the loss function a training step calls.
+The distillation job and every Tune trial use these."""
+
+from __future__ import annotations
+
+import ray.data
+import torch
+
+from raykd.cache.schema import check_compatible, check_top_k
+from raykd.cache.store import load
+from raykd.config import RaykdConfig
+from raykd.data import cached_tokenizer, tokenized_dataset
+from raykd.losses import distillation_loss
+from raykd.models import ForwardCounter, resolve_tokenizer
+from raykd.teacher import teacher_dir
+
+TEACHER_COLUMNS = ("values", "indices", "lse")
+
+
+def student_positions(logits: torch.Tensor, batch: dict, task: str) -> tuple[torch.Tensor, dict]:
+    """Align student logits with targets and flatten: ``(B, S, V)`` → ``(n, V)`` plus the batch's
+    labels and teacher columns, all ``(n, ...)``. Causal LM: position j-1 predicts token j."""
+    if task == "sequence_classification":
+        logits, targets = logits[:, None, :], batch
+    else:
+        logits, targets = logits[:, :-1], {k: v[:, 1:] for k, v in batch.items() if k != "input_ids"}
+    flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in targets.items() if k in ("labels", *TEACHER_COLUMNS)}
+    return logits.reshape(-1, logits.shape[-1]), flat
+
+
+def make_loss_fn(cfg: RaykdConfig, vocab: int, teacher: ForwardCounter | None):
+    """``loss_fn(model, batch) -> loss`` for the configured teacher source (``distill.top_k`` > 0 keeps
+    only the first k of the cached logits, which are sorted by value)."""
+    d = cfg.distill
+
+    def loss_fn(model, batch):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[..., :vocab]
+        flat_logits, flat = student_positions(logits, batch, cfg.task)
+        if teacher is not None:
+            with torch.no_grad():
+                t = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[..., :vocab]
+            signal = {"logits": student_positions(t, batch, cfg.task)[0]}
+        else:
+            signal = {k: flat[k] for k in TEACHER_COLUMNS if k in flat}
+            if d.top_k and signal:
+                signal |= {k: signal[k][:, : d.top_k] for k in ("values", "indices")}
+        return distillation_loss(flat_logits, flat["labels"], signal, d.alpha if signal else 0.0, d.temperature,
+                                 d.chunk_tokens)["loss"]
+
+    return loss_fn
+
+
+def training_data(cfg: RaykdConfig) -> tuple[ray.data.Dataset, int, str, str]:
+    """(dataset, vocabulary, tokenizer dir, where the data came from) for ``distill.teacher_source``."""
+    if cfg.distill.teacher_source == "none":
+        tokenizer = resolve_tokenizer(cfg.models)
+        vocab = len(cached_tokenizer(tokenizer)) if cfg.task == "causal_lm" else cfg.data.num_labels
+        return tokenized_dataset(cfg.data.train, cfg.data, cfg.task, tokenizer), vocab, tokenizer, "data.train"
+    cache_dir = cfg.stage_dir("teacher_cache")
+    ds, manifest, source = load(cache_dir)
+    teacher = teacher_dir(cfg)
+    check_compatible(manifest, teacher, teacher, cache_dir)
+    check_top_k("distill.top_k", cfg.distill.top_k, manifest, cache_dir)
+    if cfg.distill.teacher_source == "online":
+        ds = ds.drop_columns(list(TEACHER_COLUMNS))
+    return ds, manifest.vocab_size, teacher, source

@@ -1,0 +1,102 @@
+"""The evaluation report: quality, size and speed of teacher, student and the no-teacher baseline,
+measured side by side, written as JSON, Markdown and a chart."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import ray
+import torch
+
+from raykd.config import RaykdConfig, from_dict
+from raykd.data import cached_tokenizer, encode_lm_row
+from raykd.models import count_params, load_model
+from raykd.scoring import score_model
+from raykd.speed import compare_speed
+
+ARMS = ("teacher", "student", "baseline")
+
+
+def model_bytes(model_dir: Path) -> int:
+    return sum(p.stat().st_size for p in model_dir.glob("*.safetensors"))
+
+
+@ray.remote
+def measure(cfg_dict: dict, dirs: dict[str, str], rows: list[dict], kind: str) -> dict:
+    """Quality, size and speed of every arm, in one worker so speeds are measured side by side."""
+    cfg = from_dict(cfg_dict)
+    torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
+    models = {arm: load_model(d, cfg.task, cfg.data.num_labels).eval() for arm, d in dirs.items()}
+    tokenizer = cached_tokenizer(dirs["teacher"])
+    out = {arm: score_model(m, tokenizer, rows, cfg.data, cfg.task, kind) | {"params": count_params(m)}
+           for arm, m in models.items()}
+    text = rows[0].get(cfg.data.prompt_field) or rows[0].get(cfg.data.text_field) or ""
+    prompt_ids = encode_lm_row(tokenizer, str(text), None, cfg.data.max_seq_len)[0]
+    speed = compare_speed({a: models[a] for a in ("teacher", "student")}, prompt_ids, cfg.task,
+                          new_tokens=cfg.data.max_new_tokens)
+    for arm, figures in speed.items():
+        out[arm] |= figures
+    return out
+
+
+def baseline_config(cfg: RaykdConfig) -> RaykdConfig:
+    """The student trained the same number of steps on hard labels only, into ``RUN/baseline``."""
+    data = cfg.to_dict()
+    data["distill"] |= {"teacher_source": "none", "alpha": 0.0, "output": "baseline", "run_name": "baseline"}
+    return from_dict(data)
+
+
+def build_report(cfg: RaykdConfig, arms: dict[str, dict], dirs: dict[str, Path], test_examples: int) -> dict:
+    """report.json's content from the measured arms (adds bytes on disk and perplexity to each)."""
+    for arm, m in arms.items():
+        m["bytes"] = model_bytes(dirs[arm])
+        if cfg.task == "causal_lm":
+            m["perplexity"] = math.exp(m["loss"])
+    t, s, b = arms["teacher"], arms["student"], arms["baseline"]
+    return {
+        "teacher_score": t["score"], "student_score": s["score"], "baseline_score": b["score"],
+        "retention": s["score"] / t["score"] if t["score"] else float("nan"),
+        "gain_over_baseline": s["score"] - b["score"],
+        "params_ratio": s["params"] / t["params"], "size_ratio": s["bytes"] / t["bytes"],
+        "latency_speedup": t["latency_p50_s"] / s["latency_p50_s"],
+        "throughput_speedup": s["throughput_per_s"] / t["throughput_per_s"],
+        "test_examples": test_examples, "arms": arms, "distill": dataclasses.asdict(cfg.distill),
+    }
+
+
+def headline(report: dict) -> str:
+    return (f"student keeps {report['retention']:.0%} of the teacher's score "
+            f"({report['student_score']:.3f} vs {report['teacher_score']:.3f}; no-teacher baseline "
+            f"{report['baseline_score']:.3f}) with {report['params_ratio']:.1%} of its parameters, "
+            f"{report['size_ratio']:.1%} of its bytes, {report['latency_speedup']:.1f}x faster at batch 1")
+
+
+def write_report(out: Path, report: dict) -> None:
+    """report.json, report.md (table + headline) and report.png (score, size, latency bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    arms = report["arms"]
+    lines = ["# raykd report", "", headline(report), "",
+             "| model | score | loss | params | bytes | p50 latency (s) | throughput (/s) |",
+             "|---|---|---|---|---|---|---|"]
+    for arm, m in arms.items():
+        lines.append(f"| {arm} | {m['score']:.3f} | {m['loss']:.3f} | {m['params']:,} | {m['bytes']:,} | "
+                     f"{m.get('latency_p50_s', float('nan')):.4f} | {m.get('throughput_per_s', float('nan')):.0f} |")
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
+    for ax, key, title in zip(axes, ("score", "params", "latency_p50_s"),
+                              ("test score", "parameters", "batch-1 latency p50 (s)")):
+        names = [a for a in arms if key in arms[a]]
+        ax.bar(names, [arms[a][key] for a in names], color=["#4c72b0", "#dd8452", "#55a868"][: len(names)])
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(out / "report.png", dpi=100)
+    plt.close(fig)

@@ -1,0 +1,55 @@
+"""The student: built from a base (HF directory, preset, or blocks of the teacher) and checked against
+the teacher's tokenizer before any training."""
+
+from __future__ import annotations
+
+import torch
+
+from raykd.config import ConfigError, RaykdConfig
+from raykd.models import keep_layers, load_model, resolve_model
+from raykd.teacher import teacher_dir
+from raykd.training.checkpoints import load_trainable
+
+TEACHER_LAYERS = "teacher-layers:"
+
+
+def _layer_ids(spec: str) -> list[int]:
+    return [int(i) for i in spec.split(":", 1)[1].split(",")]
+
+
+def build_student(cfg: RaykdConfig, checkpoint_dir: str | None = None) -> torch.nn.Module:
+    """The student base (HF dir, preset, or blocks of the teacher), with checkpoint weights if given."""
+    torch.manual_seed(cfg.seed)
+    spec = cfg.models.student
+    if spec.startswith(TEACHER_LAYERS):
+        model = keep_layers(load_model(teacher_dir(cfg), cfg.task, cfg.data.num_labels), _layer_ids(spec))
+    else:
+        model = load_model(spec, cfg.task, cfg.data.num_labels, cfg.models.trust_remote_code)
+    if checkpoint_dir is not None:
+        model.load_state_dict(load_trainable(checkpoint_dir), strict=False)
+    return model
+
+
+def check_student(cfg: RaykdConfig, vocab: int) -> None:
+    """Refuse, before any training, a student spec that cannot load or cannot share the teacher's
+    tokenizer (a student vocabulary may be padded beyond the tokenizer's, never smaller)."""
+    from transformers import AutoConfig
+
+    from raykd.builtin.presets import preset_config
+
+    spec = cfg.models.student
+    try:
+        if spec.startswith("tiny:"):
+            config = preset_config(spec.split(":", 1)[1])
+        elif spec.startswith(TEACHER_LAYERS):
+            config = AutoConfig.from_pretrained(teacher_dir(cfg))
+            ids = _layer_ids(spec)
+            if not ids or not all(0 <= i < config.num_hidden_layers for i in ids):
+                raise ValueError(f"layer ids must be within [0, {config.num_hidden_layers - 1}]")
+        else:
+            config = AutoConfig.from_pretrained(resolve_model(spec), trust_remote_code=cfg.models.trust_remote_code)
+    except (ValueError, OSError) as e:
+        raise ConfigError(f"models.student={spec}: {str(e).splitlines()[0]}") from None
+    if cfg.task == "causal_lm" and config.vocab_size < vocab:
+        raise ConfigError(f"models.student={spec} has vocab_size {config.vocab_size} < the teacher's tokenizer "
+                          f"({vocab}): teacher and student must share a tokenizer")

@@ -1,0 +1,34 @@
+"""The teacher: where the fine-tuned one lives, and how it is rebuilt from a fine-tune checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from raykd.config import ConfigError, RaykdConfig
+from raykd.models import add_lora, load_model
+from raykd.training.checkpoints import load_trainable
+
+
+def teacher_dir(cfg: RaykdConfig) -> str:
+    """The teacher later stages use: ``cache.teacher`` or the fine-tuned ``RUN/teacher``."""
+    path = cfg.cache.teacher or str(cfg.stage_dir("teacher"))
+    if not (Path(path) / "config.json").exists():
+        raise ConfigError(f"{path}: no teacher model here; run `raykd finetune` first or set cache.teacher")
+    return path
+
+
+def build_teacher(cfg: RaykdConfig, checkpoint_dir: str | None = None) -> torch.nn.Module:
+    """The teacher as fine-tuned: base (+ LoRA), with the checkpoint's trainable weights if given."""
+    torch.manual_seed(cfg.seed)  # same LoRA / head initialisation on every rank and in the export
+    model = load_model(cfg.models.teacher, cfg.task, cfg.data.num_labels, cfg.models.trust_remote_code)
+    if cfg.finetune.method == "lora":
+        model = add_lora(model, cfg.finetune, cfg.task)
+    if checkpoint_dir is not None:
+        trained = load_trainable(checkpoint_dir)
+        missing = set(trained) - set(model.state_dict())
+        if missing:
+            raise ValueError(f"checkpoint has weights the model lacks: {sorted(missing)[:3]}")
+        model.load_state_dict(trained, strict=False)
+    return model

@@ -1,0 +1,1 @@
+"""Training: the session a loop reports to, its checkpoints, the step loop, and the TorchTrainer."""

@@ -1,0 +1,27 @@
+"""A Ray Train ``TorchTrainer`` sized by a training stage's config."""
+
+from __future__ import annotations
+
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from raykd.config import RaykdConfig, TrainConfig
+
+
+def trainer_for(cfg: RaykdConfig, stage: TrainConfig, name: str, loop, datasets: dict,
+                extra: dict | None = None) -> TorchTrainer:
+    """A TorchTrainer sized by the stage's config, checkpointing under ``RUN/checkpoints/<name>``."""
+    use_gpu = stage.gpus_per_worker > 0
+    resources = {"CPU": stage.cpus_per_worker} | ({"GPU": stage.gpus_per_worker} if use_gpu else {})
+    return TorchTrainer(
+        loop,
+        train_loop_config={"cfg": cfg.to_dict()} | (extra or {}),
+        scaling_config=ScalingConfig(num_workers=stage.workers, use_gpu=use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=stage.run_name or name,
+            storage_path=str(cfg.stage_dir("checkpoints")),
+            failure_config=FailureConfig(max_failures=stage.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+        datasets=datasets,
+    )
