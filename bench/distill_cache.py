@@ -127,7 +127,8 @@ def topk_error(cfg, data, vocab, k_values=(4, 16)) -> dict:
 
 def quality(cfg, data, vocab, steps: int, source: str) -> dict:
     """Eval score/loss of a student trained ``steps`` steps from the cache (top-k) or full logits (online)."""
-    from raykd.data import cached_tokenizer, held_out_rows
+    from raykd.data import held_out_rows
+    from raykd.tokens import load_tokenizer
 
     student, step = trainee(cfg, vocab, source, steps)
     done = 0
@@ -137,7 +138,7 @@ def quality(cfg, data, vocab, steps: int, source: str) -> dict:
                 step(batch)
                 done += 1
     rows, kind = held_out_rows(cfg.data.eval, cfg.data, cfg.task)
-    return score_model(student, cached_tokenizer(str(cfg.stage_dir("teacher"))), rows, cfg.data, cfg.task, kind)
+    return score_model(student, load_tokenizer(str(cfg.stage_dir("teacher"))), rows, cfg.data, cfg.task, kind)
 
 
 def peak_memory_mb(n: int, vocab: int, k: int, mode: str) -> float:

@@ -22,9 +22,9 @@ import httpx
 from ray import serve
 
 from raykd.config import load_config
-from raykd.data import cached_tokenizer, encode_lm_row
 from raykd.launch import init_ray
 from raykd.models import resolve_tokenizer
+from raykd.tokens import encode_lm_row, load_tokenizer
 from serving.app import APP_NAME, BUILTIN_ARMS, start
 from serving.compare import level
 from serving.routing import percentiles
@@ -75,7 +75,7 @@ def main() -> None:
     init_ray()
     cfg = config(student_weight=1.0)
     url = start(cfg)
-    prompt_ids = encode_lm_row(cached_tokenizer(resolve_tokenizer(cfg.models)), PROMPT, None, 10**9)[0]
+    prompt_ids = encode_lm_row(load_tokenizer(resolve_tokenizer(cfg.models)), PROMPT, None, 10**9)[0]
     p50 = asyncio.run(ingress_overhead(url, args.requests, prompt_ids))
     throughput = {}
     for batch in (8, 1):

@@ -24,9 +24,9 @@ from raykd.cache.schema import MANIFEST_FILE, SCHEMA_VERSION, SHARDS_DIR, CacheM
 from raykd.cache.scorer import TeacherScorer, distillation_rows, sources
 from raykd.cache.store import publish
 from raykd.config import RaykdConfig
-from raykd.data import IGNORE_INDEX, cached_tokenizer
 from raykd.launch import parse_stage_args, run_stage, write_metrics
 from raykd.teacher import teacher_dir
+from raykd.tokens import IGNORE_INDEX, load_tokenizer
 
 
 def run(cfg: RaykdConfig) -> dict:
@@ -52,7 +52,7 @@ def run(cfg: RaykdConfig) -> dict:
     first = stored.take(1)[0]
     manifest = CacheManifest(
         schema_version=SCHEMA_VERSION, teacher_hash=teacher_hash(model_dir), tokenizer_hash=tokenizer_hash(model_dir),
-        vocab_size=len(cached_tokenizer(model_dir)) if cfg.task == "causal_lm" else cfg.data.num_labels,
+        vocab_size=len(load_tokenizer(model_dir)) if cfg.task == "causal_lm" else cfg.data.num_labels,
         k=int(first["values"].shape[-1]), values_dtype=str(first["values"].dtype),
         indices_dtype=str(first["indices"].dtype), max_seq_len=cfg.data.max_seq_len, task=cfg.task, rows=total,
         tokens=tokens, bytes=sum(p.stat().st_size for p in shards), sources=[s for s, _ in sources(cfg)],

@@ -25,7 +25,7 @@ from raykd.data import held_out_rows
 from raykd.distill import make_loss_fn, training_data
 from raykd.export import export_checkpoint
 from raykd.launch import parse_stage_args, run_stage, write_metrics
-from raykd.models import ForwardCounter, load_model, shard_model
+from raykd.models import ForwardCounter, load_configured, shard_model
 from raykd.scoring import score_task
 from raykd.student import build_student, check_student
 from raykd.teacher import teacher_dir
@@ -46,7 +46,7 @@ def fit_student(cfg: RaykdConfig, vocab: int, data, session: Session, evaluate: 
     model = build_from_latest(functools.partial(build_student, cfg), session)
     teacher = None
     if cfg.distill.teacher_source == "online":
-        frozen = load_model(teacher_dir(cfg), cfg.task, cfg.data.num_labels).to(device).eval().requires_grad_(False)
+        frozen = load_configured(teacher_dir(cfg), cfg).to(device).eval().requires_grad_(False)
         teacher = ForwardCounter(frozen)
     trainable = {n for n, _ in model.named_parameters()}
     model = shard_model(model, cfg.distill.sharding, device, session.world)
@@ -75,8 +75,8 @@ def run(cfg: RaykdConfig) -> dict:
     """Distil the student; returns the metrics."""
     started = time.time()
     out = cfg.stage_dir(cfg.distill.output)
+    check_student(cfg)  # also run by main() before Ray starts; here for stages that call run() (pipeline, evaluate)
     ds, vocab, tokenizer_dir, source = training_data(cfg)
-    check_student(cfg, vocab)
     rows, kind = held_out_rows(cfg.data.eval, cfg.data, cfg.task)
     print(f"[distill] {ds.count()} rows from {source}; teacher source {cfg.distill.teacher_source}, "
           f"alpha {cfg.distill.alpha}, T {cfg.distill.temperature}")
@@ -103,7 +103,7 @@ def run(cfg: RaykdConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_stage_args(argv, __doc__.splitlines()[0])
-    run_stage(run, cfg)
+    run_stage(run, cfg, precheck=check_student)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from raykd.export import export_checkpoint
 from raykd.launch import parse_stage_args, run_stage, write_metrics
 from raykd.models import resolve_tokenizer, shard_model
 from raykd.scoring import score_task
-from raykd.teacher import build_teacher
+from raykd.teacher import build_teacher, check_teacher
 from raykd.training.checkpoints import build_from_latest, restore_checkpoint
 from raykd.training.loop import make_optimizer, micro_batches, run_steps, worker_device
 from raykd.training.session import train_session
@@ -59,7 +59,8 @@ def run(cfg: RaykdConfig) -> dict:
     started = time.time()
     out = cfg.stage_dir("teacher")
     tokenizer = resolve_tokenizer(cfg.models)
-    train = tokenized_dataset(cfg.data.train, cfg.data, cfg.task, tokenizer)
+    train = tokenized_dataset(cfg.data.train, cfg.data, cfg.task, tokenizer,
+                              trust_remote_code=cfg.models.trust_remote_code)
     rows, kind = held_out_rows(cfg.data.eval, cfg.data, cfg.task)
     cfg_dict = cfg.to_dict()
     base = score_task.remote(cfg_dict, cfg.models.teacher, tokenizer, rows, kind)
@@ -87,7 +88,7 @@ def run(cfg: RaykdConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_stage_args(argv, __doc__.splitlines()[0])
-    run_stage(run, cfg)
+    run_stage(run, cfg, precheck=check_teacher)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,8 @@ def knob(default: Any, help: str, *, ge=None, gt=None, le=None, lt=None, choices
 
 @dataclass
 class ModelsConfig:
-    tokenizer: str = knob("builtin", "tokenizer: 'builtin' or an HF tokenizer directory / hub id")
+    tokenizer: str = knob("auto", "tokenizer: auto (the teacher's own; the built-in one for builtin:/tiny: "
+                          "teachers), builtin, or an HF tokenizer directory / hub id")
     teacher: str = knob("builtin:teacher", "teacher base: 'builtin:NAME', 'tiny:NAME' or an HF model dir / hub id")
     student: str = knob("builtin:student", "student base: 'builtin:NAME', 'tiny:NAME', 'teacher-layers:0,2,4' "
                         "(blocks of the fine-tuned teacher) or an HF model dir / hub id")
@@ -86,7 +87,9 @@ class FinetuneConfig(TrainConfig):
     lora_r: int = knob(16, "LoRA rank", ge=1)
     lora_alpha: float = knob(32.0, "LoRA scaling numerator", gt=0)
     lora_dropout: float = knob(0.05, "LoRA dropout", ge=0, lt=1)
-    lora_targets: list[str] = knob(["q_proj", "v_proj"], "module names that get LoRA adapters")
+    lora_target_modules: list[str] = knob(["auto"], "module names that get LoRA adapters; auto = the attention "
+                                          "projections of the loaded architecture (q_proj+v_proj for Llama-family "
+                                          "models, c_attn for GPT-2, query+value for BERT)")
 
 
 @dataclass
@@ -230,6 +233,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         return _build(hint, value, key + ".")
     if origin is list:
         item = typing.get_args(hint)[0]
+        if isinstance(value, item) and not isinstance(value, bool):
+            value = [value]  # one value where a list is expected: a list of one (lora_target_modules: auto)
         if not isinstance(value, list):
             raise ConfigError(f"'{key}' must be a list of {item.__name__}, got {value!r}")
         return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]

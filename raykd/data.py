@@ -9,7 +9,6 @@ and the field, before any training starts.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 
 import numpy as np
@@ -19,8 +18,8 @@ import ray.data
 
 from raykd.builtin.data import SPLITS, generate_split
 from raykd.config import ConfigError, DataConfig
+from raykd.tokens import IGNORE_INDEX, classification_ids, encode_lm_row, load_tokenizer
 
-IGNORE_INDEX = -100  # label value that losses skip (padding and prompt tokens)
 READERS = {".jsonl": "read_json", ".json": "read_json", ".parquet": "read_parquet", ".csv": "read_csv"}
 
 
@@ -92,27 +91,6 @@ def _check_labels(ds: ray.data.Dataset, spec: str, cfg: DataConfig, arrow_type) 
                         f"outside [0, {cfg.num_labels - 1}] (data.num_labels={cfg.num_labels})")
 
 
-@functools.lru_cache(maxsize=4)
-def cached_tokenizer(path: str, trust_remote_code: bool = False):
-    """A tokenizer loaded once per process (Ray Data tasks call this per batch)."""
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-
-
-def encode_lm_row(tokenizer, prompt: str, completion: str | None, max_len: int) -> tuple[list[int], list[int]]:
-    """Token ids and labels of one causal-LM example.
-
-    ``<s> prompt completion </s>`` with labels only on ``completion </s>``; a text row is passed as
-    ``prompt=""`` and ``completion=text`` so every token is learned. Truncated to ``max_len``.
-    """
-    prompt_ids = [tokenizer.bos_token_id] + (tokenizer(prompt).input_ids if prompt else [])
-    target_ids = tokenizer(completion).input_ids + [tokenizer.eos_token_id] if completion is not None else []
-    ids = (prompt_ids + target_ids)[:max_len]
-    labels = ([IGNORE_INDEX] * len(prompt_ids) + target_ids)[:max_len]
-    return ids, labels
-
-
 def pad_rows(rows: list[list[int]], value: int, width: int) -> np.ndarray:
     out = np.full((len(rows), width), value, dtype=np.int64)
     for i, r in enumerate(rows):
@@ -130,19 +108,21 @@ def encode_lm_batch(tokenizer, pairs: list[tuple[str, str | None]], width: int) 
 
 
 def encode_classification_batch(tokenizer, texts, width: int) -> dict[str, np.ndarray]:
-    """Texts → right-padded ``<s> text`` ``input_ids`` and ``attention_mask``, each ``(rows, width)``."""
-    encoded = [[tokenizer.bos_token_id] + tokenizer(str(t)).input_ids[: width - 1] for t in texts]
+    """Texts → right-padded ``input_ids`` (framed as ``raykd.tokens`` says) and ``attention_mask``,
+    each ``(rows, width)``."""
+    encoded = [classification_ids(tokenizer, t, width) for t in texts]
     return {"input_ids": pad_rows(encoded, tokenizer.pad_token_id, width),
             "attention_mask": pad_rows([[1] * len(e) for e in encoded], 0, width)}
 
 
-def tokenize_batch(batch: dict, tokenizer_path: str, cfg: dict, task: str, kind: str) -> dict:
+def tokenize_batch(batch: dict, tokenizer_path: str, cfg: dict, task: str, kind: str,
+                   trust_remote_code: bool = False) -> dict:
     """Ray Data batch fn: rows → right-padded ``input_ids``, ``attention_mask``, ``labels``.
 
     Returns arrays of shape ``(rows, max_seq_len)`` (``labels`` is ``(rows,)`` for classification).
     """
     data = DataConfig(**cfg)
-    tok = cached_tokenizer(tokenizer_path)
+    tok = load_tokenizer(tokenizer_path, trust_remote_code)
     width = data.max_seq_len
     if kind == "classification":
         out = encode_classification_batch(tok, batch[data.text_field], width)
@@ -159,14 +139,15 @@ def tokenize_batch(batch: dict, tokenizer_path: str, cfg: dict, task: str, kind:
     return encode_lm_batch(tok, pairs, width)
 
 
-def tokenized_dataset(spec: str, cfg: DataConfig, task: str, tokenizer_path: str,
-                      labeled: bool = True) -> ray.data.Dataset:
+def tokenized_dataset(spec: str, cfg: DataConfig, task: str, tokenizer_path: str, labeled: bool = True,
+                      trust_remote_code: bool = False) -> ray.data.Dataset:
     """Read, check and tokenize a dataset; materialised so that every epoch reuses it."""
     ds = read_dataset(spec)
     kind = check_fields(ds, spec, cfg, task, labeled)
     return ds.map_batches(
         tokenize_batch, batch_format="numpy", batch_size=256,
-        fn_kwargs={"tokenizer_path": tokenizer_path, "cfg": dataclasses.asdict(cfg), "task": task, "kind": kind},
+        fn_kwargs={"tokenizer_path": tokenizer_path, "cfg": dataclasses.asdict(cfg), "task": task, "kind": kind,
+                   "trust_remote_code": trust_remote_code},
     ).materialize()
 
 

@@ -10,10 +10,11 @@ import torch
 from raykd.cache.schema import check_compatible, check_top_k
 from raykd.cache.store import load
 from raykd.config import RaykdConfig
-from raykd.data import cached_tokenizer, tokenized_dataset
+from raykd.data import tokenized_dataset
 from raykd.losses import distillation_loss
 from raykd.models import ForwardCounter, resolve_tokenizer
 from raykd.teacher import teacher_dir
+from raykd.tokens import load_tokenizer
 
 TEACHER_COLUMNS = ("values", "indices", "lse")
 
@@ -55,8 +56,10 @@ def training_data(cfg: RaykdConfig) -> tuple[ray.data.Dataset, int, str, str]:
     """(dataset, vocabulary, tokenizer dir, where the data came from) for ``distill.teacher_source``."""
     if cfg.distill.teacher_source == "none":
         tokenizer = resolve_tokenizer(cfg.models)
-        vocab = len(cached_tokenizer(tokenizer)) if cfg.task == "causal_lm" else cfg.data.num_labels
-        return tokenized_dataset(cfg.data.train, cfg.data, cfg.task, tokenizer), vocab, tokenizer, "data.train"
+        vocab = len(load_tokenizer(tokenizer)) if cfg.task == "causal_lm" else cfg.data.num_labels
+        data = tokenized_dataset(cfg.data.train, cfg.data, cfg.task, tokenizer,
+                                 trust_remote_code=cfg.models.trust_remote_code)
+        return data, vocab, tokenizer, "data.train"
     cache_dir = cfg.stage_dir("teacher_cache")
     ds, manifest, source = load(cache_dir)
     teacher = teacher_dir(cfg)

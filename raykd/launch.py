@@ -43,16 +43,41 @@ def init_ray() -> None:
         ray.init(address=os.environ.get("RAY_ADDRESS") or "local", namespace="raykd")
 
 
-def run_stage(stage: Callable[[RaykdConfig], dict], cfg: RaykdConfig) -> dict:
-    """Run one stage under Ray; bad input data exits 2 with one line, Ctrl-C exits 130 with one line."""
-    init_ray()
+def user_error(error: BaseException) -> ConfigError | None:
+    """The bad-input error (config, data, model, tokenizer) behind ``error``, if any: Ray wraps an error
+    raised in a task, an actor or a Ray Data function in its own types, and the user should see the
+    cause in one line, not the wrapper's traceback."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        e = pending.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        wrapped = getattr(e, "cause", None)  # ray.exceptions.RayTaskError keeps the original here
+        if isinstance(e, ConfigError) and not isinstance(wrapped, BaseException):
+            return e
+        pending += [wrapped if isinstance(wrapped, BaseException) else None, e.__cause__, e.__context__]
+    return None
+
+
+def run_stage(stage: Callable[[RaykdConfig], dict], cfg: RaykdConfig,
+              precheck: Callable[[RaykdConfig], None] | None = None) -> dict:
+    """Run one stage under Ray; ``precheck(cfg)`` first, before any Ray work. Bad input (config, data,
+    models, tokenizers) exits 2 with one line, Ctrl-C exits 130 with one line."""
     try:
+        if precheck is not None:
+            precheck(cfg)
+        init_ray()
         return stage(cfg)
-    except ConfigError as e:
-        fail(e)
     except KeyboardInterrupt as e:
         print(f"raykd: interrupted{': ' + str(e) if str(e) else ''}", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
+    except Exception as e:
+        cause = user_error(e)
+        if cause is None:
+            raise
+        fail(cause)
 
 
 def write_metrics(directory: Path, metrics: dict) -> Path:

@@ -13,7 +13,8 @@ from transformers import (
 )
 
 from raykd.builtin.presets import TOKENIZER_DIR, builtin_model_dir, preset_config
-from raykd.config import FinetuneConfig, ModelsConfig
+from raykd.config import ConfigError, FinetuneConfig, ModelsConfig, RaykdConfig
+from raykd.tokens import load_tokenizer
 
 
 def resolve_model(spec: str) -> str:
@@ -24,16 +25,23 @@ def resolve_model(spec: str) -> str:
 
 
 def resolve_tokenizer(models: ModelsConfig) -> str:
-    """Path or hub id of the tokenizer: the built-in one, or the configured one."""
+    """Path or hub id of the tokenizer. ``auto``: the teacher's own (the built-in tokenizer for
+    ``builtin:`` and ``tiny:`` teachers); ``builtin``; or the configured directory / hub id."""
+    if models.tokenizer == "auto":
+        builtin = models.teacher.startswith(("builtin:", "tiny:"))
+        return str(TOKENIZER_DIR) if builtin else resolve_model(models.teacher)
     return str(TOKENIZER_DIR) if models.tokenizer == "builtin" else models.tokenizer
 
 
 def load_model(spec: str, task: str, num_labels: int, trust_remote_code: bool = False,
-               dtype: torch.dtype = torch.float32, device_map: str | None = None) -> PreTrainedModel:
+               dtype: torch.dtype = torch.float32, device_map: str | None = None,
+               pad_token_id: int | None = None) -> PreTrainedModel:
     """A causal LM or sequence classifier from a preset (``tiny:NAME``), ``builtin:NAME`` or HF dir.
 
-    A classifier loaded from a causal-LM base keeps the backbone and gets a fresh ``score`` head.
-    ``device_map="auto"`` spreads an inference-only model over the GPUs a process was given.
+    A classifier loaded from a causal-LM base keeps the backbone and gets a fresh ``score`` head; a
+    decoder classifier finds each row's last token by the pad id, so one without a ``pad_token_id``
+    gets the tokenizer's (``pad_token_id``). ``device_map="auto"`` spreads an inference-only model
+    over the GPUs a process was given.
     """
     if spec.startswith("tiny:"):
         config = preset_config(spec.split(":", 1)[1])
@@ -42,11 +50,36 @@ def load_model(spec: str, task: str, num_labels: int, trust_remote_code: bool = 
             return LlamaForSequenceClassification(config).to(dtype)
         return LlamaForCausalLM(config).to(dtype)
     path = resolve_model(spec)
-    if task == "sequence_classification":
-        return AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=num_labels, dtype=dtype, trust_remote_code=trust_remote_code, device_map=device_map)
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code,
-                                                device_map=device_map)
+    if task == "causal_lm":
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code,
+                                                    device_map=device_map)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path, num_labels=num_labels, dtype=dtype, trust_remote_code=trust_remote_code, device_map=device_map)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = pad_token_id
+    return model
+
+
+def model_skeleton(spec: str, task: str, num_labels: int, trust_remote_code: bool = False) -> PreTrainedModel:
+    """The architecture of a model spec without its weights (on the meta device), for checks that must
+    not load a big model; a spec that cannot be read is a ConfigError naming it."""
+    from transformers import AutoConfig
+
+    try:
+        config = (preset_config(spec.split(":", 1)[1]) if spec.startswith("tiny:")
+                  else AutoConfig.from_pretrained(resolve_model(spec), trust_remote_code=trust_remote_code))
+    except (ValueError, OSError) as e:
+        raise ConfigError(f"{spec}: cannot read a model config: {str(e).splitlines()[0][:200]}") from None
+    config.num_labels = num_labels if task == "sequence_classification" else config.num_labels
+    auto = AutoModelForSequenceClassification if task == "sequence_classification" else AutoModelForCausalLM
+    with torch.device("meta"):
+        return auto.from_config(config, trust_remote_code=trust_remote_code)
+
+
+def load_configured(spec: str, cfg: RaykdConfig, **kwargs) -> PreTrainedModel:
+    """``load_model`` with the config's task, classes, ``trust_remote_code`` and tokenizer pad id."""
+    pad = load_tokenizer(resolve_tokenizer(cfg.models), cfg.models.trust_remote_code).pad_token_id
+    return load_model(spec, cfg.task, cfg.data.num_labels, cfg.models.trust_remote_code, pad_token_id=pad, **kwargs)
 
 
 def add_lora(model: PreTrainedModel, ft: FinetuneConfig, task: str) -> nn.Module:
@@ -55,18 +88,65 @@ def add_lora(model: PreTrainedModel, ft: FinetuneConfig, task: str) -> nn.Module
 
     lora = LoraConfig(
         r=ft.lora_r, lora_alpha=ft.lora_alpha, lora_dropout=ft.lora_dropout,
-        target_modules=list(ft.lora_targets),
+        target_modules=lora_target_modules(model, ft.lora_target_modules),
         task_type=TaskType.SEQ_CLS if task == "sequence_classification" else TaskType.CAUSAL_LM,
     )
     return get_peft_model(model, lora)
 
 
-def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The model's list of decoder blocks (``...model.layers`` for Llama-family models)."""
+# Standard LoRA targets (query and value projections) where an architecture has them.
+QUERY_VALUE_PAIRS = (("q_proj", "v_proj"), ("query", "value"))
+
+
+def _linear_leaves(model: nn.Module) -> tuple[set[str], set[str]]:
+    """Leaf names of linear layers inside attention modules, and of those elsewhere."""
+    from transformers.pytorch_utils import Conv1D
+
+    inside, outside = set(), set()
     for name, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and name.split(".")[-1] in ("layers", "h", "blocks"):
-            return module
-    raise ValueError(f"cannot find the decoder blocks of {type(model).__name__} to shard")
+        if isinstance(module, (nn.Linear, Conv1D)):
+            *parents, leaf = name.split(".")
+            in_attention = any("attn" in p.lower() or "attention" in p.lower() for p in parents)
+            (inside if in_attention else outside).add(leaf)
+    return inside, outside
+
+
+def lora_target_modules(model: nn.Module, requested: list[str]) -> list[str]:
+    """LoRA targets for ``model``. ``["auto"]``: the attention projections of its architecture —
+    query + value where it has them (Llama, Qwen2, Mistral, Phi: ``q_proj``/``v_proj``; BERT:
+    ``query``/``value``), else the linear layers found only inside attention (GPT-2: ``c_attn``).
+    An explicit list must match existing modules; a name that matches none raises ConfigError."""
+    inside, outside = _linear_leaves(model)
+    if list(requested) == ["auto"]:
+        only_attention = sorted(inside - outside)
+        for pair in QUERY_VALUE_PAIRS:
+            if set(pair) <= set(only_attention):
+                return list(pair)
+        if not only_attention:
+            raise ConfigError(f"finetune.lora_target_modules=auto: no attention projections found in "
+                              f"{type(model).__name__}; set finetune.lora_target_modules to some of: "
+                              f"{', '.join(sorted(inside | outside))}")
+        return only_attention
+    unknown = [m for m in requested if m not in inside | outside]
+    if unknown:
+        raise ConfigError(f"finetune.lora_target_modules: {', '.join(unknown)} match no module of "
+                          f"{type(model).__name__}; its linear layers are: {', '.join(sorted(inside | outside))}")
+    return list(requested)
+
+
+def transformer_blocks(model: nn.Module) -> nn.ModuleList:
+    """The model's stack of transformer blocks (decoder or encoder layers): the ModuleList of the class
+    the model names in ``_no_split_modules`` (Llama, Qwen2, Mistral, Phi, GPT-2, ...), else the
+    largest ModuleList of identical modules (BERT's ``encoder.layer``)."""
+    unsplit = {name for m in model.modules() for name in (getattr(m, "_no_split_modules", None) or [])}
+    stacks = [m for m in model.modules()
+              if isinstance(m, nn.ModuleList) and len(m) and len({type(block) for block in m}) == 1]
+    for stack in stacks:
+        if type(stack[0]).__name__ in unsplit:
+            return stack
+    if stacks:
+        return max(stacks, key=lambda stack: sum(p.numel() for p in stack.parameters()))
+    raise ValueError(f"cannot find the transformer blocks of {type(model).__name__}")
 
 
 def shard_model(model: nn.Module, strategy: str, device: torch.device, world_size: int) -> nn.Module:
@@ -84,7 +164,7 @@ def shard_model(model: nn.Module, strategy: str, device: torch.device, world_siz
     from torch.distributed.fsdp import fully_shard
 
     mesh = init_device_mesh(device.type, (world_size,))
-    for block in decoder_layers(model):
+    for block in transformer_blocks(model):
         fully_shard(block, mesh=mesh)
     fully_shard(model, mesh=mesh)
     return model
@@ -114,25 +194,25 @@ def save_model(model: nn.Module, tokenizer_path: str, out_dir: str, dtype: str,
     model's parameter count.
     """
     from peft import PeftModel
-    from transformers import AutoTokenizer
 
     if isinstance(model, PeftModel):
         model.save_pretrained(f"{out_dir}/adapter")
         model = model.merge_and_unload()
     model.to(getattr(torch, dtype)).save_pretrained(out_dir)
-    AutoTokenizer.from_pretrained(tokenizer_path, trust_remote_code=trust_remote_code).save_pretrained(out_dir)
+    load_tokenizer(tokenizer_path, trust_remote_code).save_pretrained(out_dir)
     return count_params(model)
 
 
 def keep_layers(model: PreTrainedModel, layer_ids: list[int]) -> PreTrainedModel:
     """Shrink ``model`` to the given decoder blocks (a student initialised from its teacher)."""
-    blocks = decoder_layers(model)
+    blocks = transformer_blocks(model)
     if not layer_ids or any(not 0 <= i < len(blocks) for i in layer_ids):
         raise ValueError(f"layer ids {layer_ids} must be within [0, {len(blocks) - 1}]")
     kept = nn.ModuleList(blocks[i] for i in layer_ids)
     for new_index, block in enumerate(kept):
-        if hasattr(getattr(block, "self_attn", None), "layer_idx"):
-            block.self_attn.layer_idx = new_index  # the KV cache is indexed by position in the stack
+        for module in block.modules():
+            if hasattr(module, "layer_idx"):
+                module.layer_idx = new_index  # the KV cache is indexed by position in the stack
     parent_name, attribute = next(n for n, m in model.named_modules() if m is blocks).rsplit(".", 1)
     setattr(model.get_submodule(parent_name), attribute, kept)
     model.config.num_hidden_layers = len(layer_ids)

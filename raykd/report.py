@@ -12,10 +12,10 @@ import ray
 import torch
 
 from raykd.config import RaykdConfig, from_dict
-from raykd.data import cached_tokenizer, encode_lm_row
-from raykd.models import count_params, load_model
+from raykd.models import count_params, load_configured
 from raykd.scoring import score_model
 from raykd.speed import compare_speed
+from raykd.tokens import classification_ids, encode_lm_row, load_tokenizer
 
 ARMS = ("teacher", "student", "baseline")
 
@@ -29,14 +29,15 @@ def measure(cfg_dict: dict, dirs: dict[str, str], rows: list[dict], kind: str) -
     """Quality, size and speed of every arm, in one worker so speeds are measured side by side."""
     cfg = from_dict(cfg_dict)
     torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
-    models = {arm: load_model(d, cfg.task, cfg.data.num_labels).eval() for arm, d in dirs.items()}
-    tokenizer = cached_tokenizer(dirs["teacher"])
+    models = {arm: load_configured(d, cfg).eval() for arm, d in dirs.items()}
+    tokenizer = load_tokenizer(dirs["teacher"], cfg.models.trust_remote_code)
     out = {arm: score_model(m, tokenizer, rows, cfg.data, cfg.task, kind) | {"params": count_params(m)}
            for arm, m in models.items()}
-    text = rows[0].get(cfg.data.prompt_field) or rows[0].get(cfg.data.text_field) or ""
-    prompt_ids = encode_lm_row(tokenizer, str(text), None, cfg.data.max_seq_len)[0]
+    text = str(rows[0].get(cfg.data.prompt_field) or rows[0].get(cfg.data.text_field) or "")
+    prompt_ids = (encode_lm_row(tokenizer, text, None, cfg.data.max_seq_len)[0] if cfg.task == "causal_lm"
+                  else classification_ids(tokenizer, text, cfg.data.max_seq_len))
     speed = compare_speed({a: models[a] for a in ("teacher", "student")}, prompt_ids, cfg.task,
-                          new_tokens=cfg.data.max_new_tokens)
+                          tokenizer.pad_token_id, new_tokens=cfg.data.max_new_tokens)
     for arm, figures in speed.items():
         out[arm] |= figures
     return out

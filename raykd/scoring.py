@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from raykd.config import DataConfig, from_dict
-from raykd.data import IGNORE_INDEX, cached_tokenizer, encode_lm_row, tokenize_batch
-from raykd.models import load_model
+from raykd.data import tokenize_batch
+from raykd.models import load_configured
+from raykd.tokens import IGNORE_INDEX, encode_lm_row, load_tokenizer, stop_token_ids
 
 
 def _columns(rows: list[dict]) -> dict[str, list]:
@@ -33,8 +34,8 @@ def mean_loss(model, batch: dict[str, torch.Tensor], task: str) -> tuple[float, 
 @torch.no_grad()
 def generate_completions(model, tokenizer, prompts: list[str], max_new_tokens: int, max_len: int,
                          batch_size: int = 64, do_sample: bool = False, temperature: float = 1.0) -> list[str]:
-    """Completions of ``prompts`` (greedy unless ``do_sample``; left-padded batches), decoded
-    without special tokens."""
+    """Completions of ``prompts`` (greedy unless ``do_sample``; left-padded batches), ending at any of
+    the model's stop tokens (``raykd.tokens.stop_token_ids``), decoded without special tokens."""
     out: list[str] = []
     for i in range(0, len(prompts), batch_size):
         encoded = [encode_lm_row(tokenizer, p, None, max_len)[0] for p in prompts[i : i + batch_size]]
@@ -44,7 +45,8 @@ def generate_completions(model, tokenizer, prompts: list[str], max_new_tokens: i
         device = next(model.parameters()).device
         sampling = {"do_sample": True, "temperature": temperature, "top_k": 0} if do_sample else {"do_sample": False}
         gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **sampling)
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=stop_token_ids(model, tokenizer),
+                             **sampling)
         out += tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True)
     return out
 
@@ -81,5 +83,6 @@ def score_task(cfg_dict: dict, model_spec: str, tokenizer_path: str, rows: list[
     """Score a model (HF directory or base spec) on held-out rows, in its own Ray worker."""
     cfg = from_dict(cfg_dict)
     torch.manual_seed(cfg.seed)  # a classifier base gets the same fresh head as training starts from
-    model = load_model(model_spec, cfg.task, cfg.data.num_labels, cfg.models.trust_remote_code)
-    return score_model(model, cached_tokenizer(tokenizer_path), rows, cfg.data, cfg.task, kind)
+    model = load_configured(model_spec, cfg)
+    tokenizer = load_tokenizer(tokenizer_path, cfg.models.trust_remote_code)
+    return score_model(model, tokenizer, rows, cfg.data, cfg.task, kind)

@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 
 from raykd.config import ConfigError, RaykdConfig
-from raykd.models import add_lora, load_model
+from raykd.models import add_lora, load_configured, lora_target_modules, model_skeleton, resolve_tokenizer
+from raykd.tokens import load_tokenizer
 from raykd.training.checkpoints import load_trainable
 
 
@@ -22,7 +23,7 @@ def teacher_dir(cfg: RaykdConfig) -> str:
 def build_teacher(cfg: RaykdConfig, checkpoint_dir: str | None = None) -> torch.nn.Module:
     """The teacher as fine-tuned: base (+ LoRA), with the checkpoint's trainable weights if given."""
     torch.manual_seed(cfg.seed)  # same LoRA / head initialisation on every rank and in the export
-    model = load_model(cfg.models.teacher, cfg.task, cfg.data.num_labels, cfg.models.trust_remote_code)
+    model = load_configured(cfg.models.teacher, cfg)
     if cfg.finetune.method == "lora":
         model = add_lora(model, cfg.finetune, cfg.task)
     if checkpoint_dir is not None:
@@ -32,3 +33,12 @@ def build_teacher(cfg: RaykdConfig, checkpoint_dir: str | None = None) -> torch.
             raise ValueError(f"checkpoint has weights the model lacks: {sorted(missing)[:3]}")
         model.load_state_dict(trained, strict=False)
     return model
+
+
+def check_teacher(cfg: RaykdConfig) -> None:
+    """Before any Ray work: the tokenizer loads, and the LoRA targets exist in the teacher's architecture."""
+    trust = cfg.models.trust_remote_code
+    load_tokenizer(resolve_tokenizer(cfg.models), trust)
+    if cfg.finetune.method == "lora":
+        skeleton = model_skeleton(cfg.models.teacher, cfg.task, cfg.data.num_labels, trust)
+        lora_target_modules(skeleton, cfg.finetune.lora_target_modules)

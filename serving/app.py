@@ -22,6 +22,7 @@ from ray.serve import Application
 from raykd.config import ConfigError, RaykdConfig, load_config
 from raykd.launch import parse_stage_args, run_stage
 from raykd.models import resolve_model, resolve_tokenizer
+from raykd.tokens import has_tokenizer
 from serving.deployments import ModelServer, arm_options
 from serving.router import Router
 
@@ -55,15 +56,17 @@ def context_length(dirs: dict[str, str]) -> int:
 def build_app(cfg: RaykdConfig) -> Application:
     s = cfg.serve
     dirs = arm_dirs(cfg)
-    tokenizer = resolve_tokenizer(cfg.models)
+    # Each arm decodes with its own tokenizer; the router encodes prompts with the teacher's (a
+    # distilled student shares its vocabulary, which `raykd distill` checks).
+    tokenizers = {name: path if has_tokenizer(path) else resolve_tokenizer(cfg.models) for name, path in dirs.items()}
     settings = dataclasses.asdict(s)
     parallel = {s.teacher_name: s.teacher_tensor_parallel, s.student_name: s.student_tensor_parallel}
-    arms = {name: ModelServer.options(**arm_options(name, s, parallel[name])).bind(path, tokenizer, parallel[name],
-                                                                                   settings)
+    arms = {name: ModelServer.options(**arm_options(name, s, parallel[name])).bind(path, tokenizers[name],
+                                                                                   parallel[name], settings)
             for name, path in dirs.items()}
     weights = {s.teacher_name: 1 - s.student_weight, s.student_name: s.student_weight}
     router = Router.options(name="router", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)
-    return router.bind(arms, weights, tokenizer, context_length(dirs), settings)
+    return router.bind(arms, weights, tokenizers[s.teacher_name], context_length(dirs), settings)
 
 
 def build(args: dict) -> Application:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from ray import serve
 
-from raykd.data import cached_tokenizer
+from raykd.tokens import load_tokenizer, stop_token_ids
 from serving.sampling import next_tokens
 
 
@@ -38,7 +38,8 @@ class TransformersEngine:
 
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = AutoModelForCausalLM.from_pretrained(model_dir).to(self.device).eval()
-        self.tokenizer = cached_tokenizer(tokenizer_dir)
+        self.tokenizer = load_tokenizer(tokenizer_dir)
+        self.stop_ids = set(stop_token_ids(self.model, self.tokenizer))  # generation_config's list, and EOS
         self._batched.set_max_batch_size(max_batch_size)
         self._batched.set_batch_wait_timeout_s(batch_wait_s)
         self.batches, self.largest_batch = 0, 0
@@ -55,7 +56,7 @@ class TransformersEngine:
     @torch.no_grad()
     def decode_steps(self, requests: list[GenerationRequest]) -> Iterator[list[dict | None]]:
         """Per decoding step, one chunk per request (None once it has finished); ends when all have."""
-        pad, eos = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
+        pad = self.tokenizer.pad_token_id
         width = max(len(r.prompt_ids) for r in requests)
         ids = torch.tensor([[pad] * (width - len(r.prompt_ids)) + r.prompt_ids for r in requests], device=self.device)
         mask = (torch.arange(width, device=self.device)[None, :] >= torch.tensor(
@@ -78,7 +79,8 @@ class TransformersEngine:
                     chunks.append(None)
                     continue
                 generated[i].append(token)
-                finish = "stop" if token == eos else ("length" if len(generated[i]) >= requests[i].max_tokens else None)
+                full = len(generated[i]) >= requests[i].max_tokens
+                finish = "stop" if token in self.stop_ids else ("length" if full else None)
                 text = self.tokenizer.decode(generated[i], skip_special_tokens=True)
                 # hold back an incomplete UTF-8 sequence until its last byte arrives
                 new = "" if text.endswith("\ufffd") and finish is None else text[len(texts[i]):]

@@ -19,7 +19,7 @@ from ray.serve.metrics import Counter, Histogram
 from starlette.exceptions import HTTPException
 
 from raykd.config import ServeConfig
-from raykd.data import cached_tokenizer, encode_lm_row
+from raykd.tokens import encode_lm_row, load_tokenizer
 from serving import protocol
 from serving.protocol import ApiError, ChatRequest, CompletionRequest
 from serving.routing import ArmStats, ShadowStats, choose_arm
@@ -58,7 +58,7 @@ class Router:
                  context: int, settings: dict):
         self.s = ServeConfig(**settings)
         self.arms, self.weights = arms, weights
-        self.tokenizer = cached_tokenizer(tokenizer_dir)
+        self.tokenizer = load_tokenizer(tokenizer_dir)
         self.context = context
         self.limits = protocol.Limits(self.s.max_tokens, self.s.max_n)
         self.api_key = self.s.api_key()

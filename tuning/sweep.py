@@ -26,12 +26,13 @@ from ray_jobs.distill_student import fit_student
 from raykd.cache.schema import CacheManifest, check_top_k
 from raykd.cache.store import publish
 from raykd.config import ConfigError, RaykdConfig, from_dict
-from raykd.data import cached_tokenizer, held_out_rows
+from raykd.data import held_out_rows
 from raykd.distill import training_data
 from raykd.launch import parse_stage_args, run_stage
 from raykd.scoring import score_model
 from raykd.student import check_student
 from raykd.teacher import teacher_dir
+from raykd.tokens import load_tokenizer
 from raykd.training.session import tune_session
 from tuning.results import summarize, unfinished
 from tuning.space import finite_loss, search_space, trial_config
@@ -45,7 +46,7 @@ def trial(sampled: dict, base: dict, data, vocab: int, source: str, rows: list[d
     store), reporting the held-out loss every eval_every steps and the exact-match score at the end."""
     cfg = from_dict(trial_config(base, sampled))
     ray.data.DataContext.get_current().enable_progress_bars = False  # one bar per trial floods the log
-    tokenizer = cached_tokenizer(teacher_dir(cfg))
+    tokenizer = load_tokenizer(teacher_dir(cfg))
 
     def evaluate(model, final: bool) -> dict:
         held_out = score_model(model, tokenizer, rows, cfg.data, cfg.task, kind, generate=final)
@@ -112,7 +113,7 @@ def run(cfg: RaykdConfig) -> dict:
     publish(cache_dir, manifest)
     data, vocab, _, source = training_data(cfg)  # also checks the cache's teacher and tokenizer
     data = data.materialize()  # a no-op on the cache's blocks; runs teacher_source=online's column drop now
-    check_student(cfg, vocab)
+    check_student(cfg)
     rows, kind = held_out_rows(cfg.data.eval, cfg.data, cfg.task)
     trainable = tune.with_resources(
         tune.with_parameters(trial, base=cfg.to_dict(), data=data, vocab=vocab, source=source, rows=rows, kind=kind),

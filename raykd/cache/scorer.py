@@ -10,9 +10,10 @@ import ray.data
 import torch
 
 from raykd.config import ConfigError, DataConfig, RaykdConfig, from_dict
-from raykd.data import cached_tokenizer, check_fields, encode_classification_batch, encode_lm_batch, read_dataset
-from raykd.models import load_model
+from raykd.data import check_fields, encode_classification_batch, encode_lm_batch, read_dataset
+from raykd.models import load_configured
 from raykd.scoring import generate_completions
+from raykd.tokens import load_tokenizer
 
 
 def normalize(batch: dict, kind: str, labeled: bool, data: dict) -> dict:
@@ -58,10 +59,10 @@ class TeacherScorer:
         self.device = torch.device("cuda" if gpus else "cpu")
         # A teacher too big for one GPU (gpus_per_actor > 1) is spread over the actor's GPUs, in bf16.
         big = {"dtype": torch.bfloat16, "device_map": "auto"} if gpus > 1 else {}
-        self.model = load_model(model_dir, self.cfg.task, self.cfg.data.num_labels, **big).eval()
+        self.model = load_configured(model_dir, self.cfg, **big).eval()
         if not big:
             self.model.to(self.device)
-        self.tokenizer = cached_tokenizer(model_dir)
+        self.tokenizer = load_tokenizer(model_dir, self.cfg.models.trust_remote_code)
         self.vocab = len(self.tokenizer) if self.cfg.task == "causal_lm" else self.cfg.data.num_labels
         self.index_dtype = np.int16 if self.vocab <= np.iinfo(np.int16).max else np.int32
 

@@ -7,7 +7,7 @@ from tests.conftest import DEMO, raykd
 def test_demo_config_loads_with_absolute_run_dir():
     cfg = load_config(DEMO)
     assert cfg.run_dir.startswith("/")
-    assert cfg.finetune.method == "lora" and cfg.finetune.lora_targets == ["q_proj", "v_proj"]
+    assert cfg.finetune.method == "lora" and cfg.finetune.lora_target_modules == ["auto"]
 
 
 def test_defaults_without_a_file():
@@ -16,9 +16,9 @@ def test_defaults_without_a_file():
 
 
 def test_override_sets_nested_typed_value():
-    cfg = load_config(DEMO, ["finetune.workers=2", "finetune.lr=1e-4", "finetune.lora_targets=[q_proj]"])
+    cfg = load_config(DEMO, ["finetune.workers=2", "finetune.lr=1e-4", "finetune.lora_target_modules=[q_proj]"])
     assert cfg.finetune.workers == 2 and cfg.finetune.lr == pytest.approx(1e-4)
-    assert cfg.finetune.lora_targets == ["q_proj"]
+    assert cfg.finetune.lora_target_modules == ["q_proj"]
 
 
 @pytest.mark.parametrize("override, words", [

@@ -5,7 +5,8 @@ import pytest
 
 from raykd.builtin.presets import TOKENIZER_DIR
 from raykd.config import DataConfig
-from raykd.data import IGNORE_INDEX, DataError, check_fields, read_dataset, tokenize_batch, tokenized_dataset
+from raykd.data import DataError, check_fields, read_dataset, tokenize_batch, tokenized_dataset
+from raykd.tokens import IGNORE_INDEX
 
 ROWS = [{"prompt": "reverse: fox cat\nanswer:", "completion": " cat fox"}] * 4
 

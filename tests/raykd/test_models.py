@@ -1,9 +1,19 @@
+import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from raykd.builtin.presets import PRESETS, TOKENIZER_DIR
-from raykd.config import FinetuneConfig
-from raykd.models import add_lora, count_params, decoder_layers, keep_layers, load_model, save_model
+from raykd.config import ConfigError, FinetuneConfig
+from raykd.models import (
+    add_lora,
+    count_params,
+    keep_layers,
+    load_model,
+    lora_target_modules,
+    save_model,
+    transformer_blocks,
+)
+from tests import families
 
 
 def test_presets_are_teacher_and_tenfold_smaller_student():
@@ -23,7 +33,7 @@ def test_lora_trains_only_adapters_and_saves_merged(tmp_path):
     model = add_lora(load_model("builtin:student", "causal_lm", 2), FinetuneConfig(), "causal_lm")
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
-    assert len(decoder_layers(model)) == PRESETS["student"]["num_hidden_layers"]
+    assert len(transformer_blocks(model)) == PRESETS["student"]["num_hidden_layers"]
     with torch.no_grad():  # make the adapter non-zero so merging changes the weights
         for n, p in model.named_parameters():
             if "lora_B" in n:
@@ -40,10 +50,52 @@ def test_lora_trains_only_adapters_and_saves_merged(tmp_path):
 
 def test_student_from_teacher_layers_keeps_the_chosen_blocks_and_generates():
     teacher = load_model("builtin:teacher", "causal_lm", 2)
-    blocks = decoder_layers(teacher)
+    blocks = transformer_blocks(teacher)
     chosen = [blocks[0], blocks[5]]
     student = keep_layers(teacher, [0, 5])
-    assert list(decoder_layers(student)) == chosen and student.config.num_hidden_layers == 2
+    assert list(transformer_blocks(student)) == chosen and student.config.num_hidden_layers == 2
     out = student.generate(torch.tensor([[1, 5, 6]]), max_new_tokens=3, min_new_tokens=3, do_sample=False,
                            pad_token_id=0)
     assert out.shape == (1, 6)
+
+
+# -- architectures users bring (tiny random models of each family, built here) -------------------------
+AUTO_TARGETS = {"llama": ["q_proj", "v_proj"], "qwen2": ["q_proj", "v_proj"], "mistral": ["q_proj", "v_proj"],
+                "gpt2": ["c_attn"], "bert": ["query", "value"]}
+
+
+@pytest.fixture(scope="module")
+def family_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("families")
+    return {family: families.build(family, root) for family in AUTO_TARGETS}
+
+
+@pytest.mark.parametrize("family", list(AUTO_TARGETS))
+def test_blocks_and_lora_targets_are_found_for_each_family(family_dirs, family):
+    task = "sequence_classification" if family == "bert" else "causal_lm"
+    model = load_model(str(family_dirs[family]), task, 3)
+    assert len(transformer_blocks(model)) == 2
+    assert lora_target_modules(model, ["auto"]) == AUTO_TARGETS[family]
+    with pytest.raises(ConfigError, match="no_such_proj match no module"):
+        lora_target_modules(model, ["no_such_proj"])
+    wrapped = add_lora(model, FinetuneConfig(), task)
+    assert len(transformer_blocks(wrapped)) == 2 and any("lora_" in n for n, _ in wrapped.named_parameters())
+
+
+def test_builtin_auto_targets_are_the_seed_default():
+    assert lora_target_modules(load_model("builtin:student", "causal_lm", 2), ["auto"]) == ["q_proj", "v_proj"]
+
+
+def test_gpt2_student_from_teacher_layers_renumbers_its_kv_cache(family_dirs):
+    model = keep_layers(load_model(str(family_dirs["gpt2"]), "causal_lm", 2), [1])
+    assert transformer_blocks(model)[0].attn.layer_idx == 0
+    out = model.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=3, min_new_tokens=3, do_sample=False,
+                         pad_token_id=0)
+    assert out.shape == (1, 6)
+
+
+def test_a_decoder_classifier_without_a_pad_id_gets_the_tokenizers(family_dirs):
+    model = load_model(str(family_dirs["gpt2"]), "sequence_classification", 3, pad_token_id=7)
+    assert model.config.pad_token_id == 7
+    logits = model(input_ids=torch.tensor([[5, 6, 7, 7], [5, 6, 8, 9]])).logits  # batch > 1 needs the pad id
+    assert logits.shape == (2, 3)

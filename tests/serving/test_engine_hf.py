@@ -3,8 +3,8 @@
 import torch
 
 from raykd.builtin.presets import TOKENIZER_DIR
-from raykd.data import encode_lm_row
 from raykd.models import resolve_model
+from raykd.tokens import encode_lm_row
 from serving.engine_hf import GenerationRequest, TransformersEngine
 
 PROMPTS = ["question: what are fox and red?\nanswer:", "question: what is a cat?\nanswer:", "hello"]

@@ -12,14 +12,14 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or importlib.util.
 
 def test_vllm_engine_streams_a_greedy_completion_like_transformers():
     from raykd.builtin.presets import TOKENIZER_DIR
-    from raykd.data import cached_tokenizer, encode_lm_row
     from raykd.models import resolve_model
+    from raykd.tokens import encode_lm_row, load_tokenizer
     from serving.engine_hf import GenerationRequest
     from serving.engine_vllm import VLLMEngine
 
     model = resolve_model("builtin:teacher")
     engine = VLLMEngine(model, str(TOKENIZER_DIR), tensor_parallel_size=1)
-    ids = encode_lm_row(cached_tokenizer(str(TOKENIZER_DIR)), "question: what are fox and red?\nanswer:", None,
+    ids = encode_lm_row(load_tokenizer(str(TOKENIZER_DIR)), "question: what are fox and red?\nanswer:", None,
                         10**9)[0]
 
     async def collect():
