@@ -7,7 +7,8 @@ The rules every stage follows (README, "Your own models and data"):
   A tokenizer with neither pad nor EOS is refused.
 * **BOS exactly once.** A tokenizer that frames text with a BOS itself (Llama, Mistral) keeps its
   own; one that does not gets its ``bos_token`` prefixed when it has one distinct from EOS (the
-  built-in tokenizer); GPT-2 (BOS is EOS) and Qwen2 (no BOS) get none.
+  built-in tokenizer); GPT-2 (BOS is EOS) and Qwen2 (no BOS) get none; a prompt whose text already
+  starts with the BOS token (a chat template that writes it) gets none added.
 * **Prompt + completion as one text.** ``prompt + completion`` is encoded in one call, so the ids
   equal the tokenizer's encoding of the joined text (after the BOS rule above); a token is a target
   when it ends after the prompt's last character. EOS is appended to the target.
@@ -93,7 +94,9 @@ def encode_lm_row(tok, prompt: str, completion: str | None, max_len: int) -> tup
     ``prompt=""``, so every token is learned). ``completion=None`` encodes a prompt to be completed:
     no EOS, no labels.
     """
-    prefix = lm_prefix(tok)
+    # A prompt whose text already starts with the BOS token (a chat template that writes it, as
+    # Llama-3's does) gets no second one.
+    prefix = [] if tok.bos_token and prompt.startswith(tok.bos_token) else lm_prefix(tok)
     if completion is None:
         ids = prefix + (tok(prompt, add_special_tokens=False).input_ids if prompt else [])
         return ids[:max_len], [IGNORE_INDEX] * min(len(ids), max_len)

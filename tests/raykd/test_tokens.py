@@ -88,3 +88,9 @@ def test_stop_ids_come_from_the_generation_config_list(saved, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(path)
     tok = load_tokenizer(str(path))
     assert stop_token_ids(model, tok) == sorted({tok.eos_token_id, tok.pad_token_id})
+
+
+def test_a_templated_prompt_that_writes_its_bos_gets_no_second_one(saved):
+    tok = saved["llama"]
+    ids, _ = encode_lm_row(tok, tok.bos_token + "user: hi\nassistant:", None, 10**6)
+    assert ids.count(tok.bos_token_id) == 1 and ids[0] == tok.bos_token_id
