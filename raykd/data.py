@@ -20,6 +20,7 @@ from raykd.builtin.data import SPLITS, generate_split
 from raykd.config import ConfigError, DataConfig
 from raykd.tokens import IGNORE_INDEX, classification_ids, encode_lm_row, load_tokenizer
 
+ROWS_PER_BUILTIN_BLOCK = 500
 READERS = {".jsonl": "read_json", ".json": "read_json", ".parquet": "read_parquet", ".csv": "read_csv"}
 
 
@@ -42,7 +43,9 @@ def read_dataset(spec: str) -> ray.data.Dataset:
         name = spec.split(":", 1)[1]
         if name not in SPLITS:
             raise DataError(f"{spec}: unknown built-in split; choose one of {', '.join(SPLITS)}")
-        return ray.data.from_items(generate_split(name))
+        rows = generate_split(name)
+        # Ray's default is one block per row up to 200: hundreds of tiny tasks per pass over a small split.
+        return ray.data.from_items(rows, override_num_blocks=-(-len(rows) // ROWS_PER_BUILTIN_BLOCK))
     if "://" not in spec and not os.path.exists(spec):
         raise DataError(f"{spec}: file not found")
     try:

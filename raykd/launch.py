@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 from raykd.config import ConfigError, RaykdConfig, load_config
 
 EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
+BOOTSTRAP_FILE = "/tmp/ray/ray_current_cluster"  # where `ray start` records the cluster it started
 
 
 def parse_stage_args(argv: list[str] | None, description: str) -> RaykdConfig:
@@ -39,8 +41,29 @@ def init_ray() -> None:
     """
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS") or "local", namespace="raykd")
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS") or "local"
+    if address == "local":
+        warn_if_stale_bootstrap_file()
+    ray.init(address=address, namespace="raykd")
+
+
+def warn_if_stale_bootstrap_file(path: str = BOOTSTRAP_FILE) -> None:
+    """One line when ``path`` names a cluster that no longer answers (a killed ``ray start`` leaves it).
+
+    Ray's state API, which Ray Train's placement-group cleaner calls, resolves the cluster from this
+    file before the running local one: with a dead address every training run waits ~12 s at its end
+    (measured: each state call times out after 40 s, the cleaner gives up after 12 s).
+    """
+    try:
+        host, port = Path(path).read_text().strip().rsplit(":", 1)
+        socket.create_connection((host, int(port)), timeout=1).close()
+    except (OSError, ValueError):
+        if os.path.exists(path):
+            print(f"raykd: warning: {path} names a Ray cluster that does not answer (left by a `ray start` "
+                  "that was killed); every training run waits ~12 s for it. Remove the file or run `ray stop`.",
+                  file=sys.stderr)
 
 
 def user_error(error: BaseException) -> ConfigError | None:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from raykd.launch import BOOTSTRAP_FILE
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
@@ -97,6 +99,15 @@ def ray_head(tmp_path_factory):
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+        forget_head(port)
+
+
+def forget_head(port: int) -> None:
+    """Remove the bootstrap file our ``ray start`` wrote: left naming a dead head, it makes every later
+    Ray Train run on this machine wait ~12 s (see ``raykd.launch.warn_if_stale_bootstrap_file``)."""
+    bootstrap = Path(BOOTSTRAP_FILE)
+    if bootstrap.exists() and bootstrap.read_text().strip().endswith(f":{port}"):
+        bootstrap.unlink()
 
 
 @pytest.fixture
