@@ -94,6 +94,17 @@ def _check_labels(ds: ray.data.Dataset, spec: str, cfg: DataConfig, arrow_type) 
                         f"outside [0, {cfg.num_labels - 1}] (data.num_labels={cfg.num_labels})")
 
 
+def text_column(batch: dict, field: str, spec: str) -> np.ndarray:
+    """``batch[field]`` as strings; a missing value (JSON null, an empty CSV cell) is a DataError, not
+    the text "None" or "nan" quietly trained on."""
+    values = batch[field]
+    missing = [v is None or (isinstance(v, float) and np.isnan(v)) for v in values]
+    if any(missing):
+        raise DataError(f"{spec}: {sum(missing)} row(s) have no value in field '{field}' "
+                        f"(first: row {missing.index(True)} of a batch of {len(values)}); fill or drop them")
+    return np.asarray(values).astype(str)
+
+
 def pad_rows(rows: list[list[int]], value: int, width: int) -> np.ndarray:
     out = np.full((len(rows), width), value, dtype=np.int64)
     for i, r in enumerate(rows):
@@ -119,7 +130,7 @@ def encode_classification_batch(tokenizer, texts, width: int) -> dict[str, np.nd
 
 
 def tokenize_batch(batch: dict, tokenizer_path: str, cfg: dict, task: str, kind: str,
-                   trust_remote_code: bool = False) -> dict:
+                   trust_remote_code: bool = False, spec: str = "data") -> dict:
     """Ray Data batch fn: rows → right-padded ``input_ids``, ``attention_mask``, ``labels``.
 
     Returns arrays of shape ``(rows, max_seq_len)`` (``labels`` is ``(rows,)`` for classification).
@@ -128,17 +139,18 @@ def tokenize_batch(batch: dict, tokenizer_path: str, cfg: dict, task: str, kind:
     tok = load_tokenizer(tokenizer_path, trust_remote_code)
     width = data.max_seq_len
     if kind == "classification":
-        out = encode_classification_batch(tok, batch[data.text_field], width)
+        out = encode_classification_batch(tok, text_column(batch, data.text_field, spec), width)
         if data.label_field in batch:
             out["labels"] = np.asarray(batch[data.label_field], dtype=np.int64)
         return out
     if kind == "prompt":
-        prompts = [str(p) for p in batch[data.prompt_field]]
-        completions = batch.get(data.completion_field)
-        pairs = [(p, None if completions is None else str(c)) for p, c in
-                 zip(prompts, completions if completions is not None else [None] * len(prompts))]
+        prompts = text_column(batch, data.prompt_field, spec)
+        if data.completion_field in batch:
+            pairs = list(zip(prompts, text_column(batch, data.completion_field, spec)))
+        else:
+            pairs = [(p, None) for p in prompts]
     else:
-        pairs = [("", str(t)) for t in batch[data.text_field]]
+        pairs = [("", t) for t in text_column(batch, data.text_field, spec)]
     return encode_lm_batch(tok, pairs, width)
 
 
@@ -150,7 +162,7 @@ def tokenized_dataset(spec: str, cfg: DataConfig, task: str, tokenizer_path: str
     return ds.map_batches(
         tokenize_batch, batch_format="numpy", batch_size=256,
         fn_kwargs={"tokenizer_path": tokenizer_path, "cfg": dataclasses.asdict(cfg), "task": task, "kind": kind,
-                   "trust_remote_code": trust_remote_code},
+                   "trust_remote_code": trust_remote_code, "spec": spec},
     ).materialize()
 
 

@@ -29,7 +29,8 @@ def parse_stage_args(argv: list[str] | None, description: str) -> RaykdConfig:
 
 
 def fail(error: Exception) -> None:
-    print(f"raykd: error: {error}", file=sys.stderr)
+    """One line: our errors are one line, and Ray appends its retry hints to an error it carried."""
+    print(f"raykd: error: {str(error).strip().splitlines()[0]}", file=sys.stderr)
     sys.exit(EXIT_BAD_INPUT)
 
 
@@ -40,6 +41,7 @@ def init_ray() -> None:
     whatever cluster ``/tmp/ray/ray_current_cluster`` names, even a dead one (seen: a hang).
     """
     import ray
+    import ray.data
 
     if ray.is_initialized():
         return
@@ -47,6 +49,9 @@ def init_ray() -> None:
     if address == "local":
         warn_if_stale_bootstrap_file()
     ray.init(address=address, namespace="raykd")
+    # Ray Data wraps an error of a map function in UserCodeException and the original is lost on its way
+    # to the driver; raising the original keeps a DataError (a null field, say) one line for the user.
+    ray.data.DataContext.get_current().raise_original_map_exception = True
 
 
 def warn_if_stale_bootstrap_file(path: str = BOOTSTRAP_FILE) -> None:

@@ -46,11 +46,12 @@ def arm_dirs(cfg: RaykdConfig) -> dict[str, str]:
     return dirs
 
 
-def context_length(dirs: dict[str, str]) -> int:
+def context_length(dirs: dict[str, str], trust_remote_code: bool) -> int:
     """The shortest context of the arms: every request must fit both."""
     from transformers import AutoConfig
 
-    return min(AutoConfig.from_pretrained(d).max_position_embeddings for d in dirs.values())
+    return min(AutoConfig.from_pretrained(d, trust_remote_code=trust_remote_code).max_position_embeddings
+               for d in dirs.values())
 
 
 def build_app(cfg: RaykdConfig) -> Application:
@@ -59,14 +60,14 @@ def build_app(cfg: RaykdConfig) -> Application:
     # Each arm decodes with its own tokenizer; the router encodes prompts with the teacher's (a
     # distilled student shares its vocabulary, which `raykd distill` checks).
     tokenizers = {name: path if has_tokenizer(path) else resolve_tokenizer(cfg.models) for name, path in dirs.items()}
-    settings = dataclasses.asdict(s)
+    settings, trust = dataclasses.asdict(s), cfg.models.trust_remote_code
     parallel = {s.teacher_name: s.teacher_tensor_parallel, s.student_name: s.student_tensor_parallel}
     arms = {name: ModelServer.options(**arm_options(name, s, parallel[name])).bind(path, tokenizers[name],
-                                                                                   parallel[name], settings)
+                                                                                   parallel[name], settings, trust)
             for name, path in dirs.items()}
     weights = {s.teacher_name: 1 - s.student_weight, s.student_name: s.student_weight}
     router = Router.options(name="router", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)
-    return router.bind(arms, weights, tokenizers[s.teacher_name], context_length(dirs), settings)
+    return router.bind(arms, weights, tokenizers[s.teacher_name], context_length(dirs, trust), settings, trust)
 
 
 def build(args: dict) -> Application:

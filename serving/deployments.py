@@ -25,17 +25,19 @@ def pick_engine(requested: str) -> str:
 class ModelServer:
     """A replica holding one model; ``stream`` yields ``{"text", "new_tokens", "finish_reason"}`` chunks."""
 
-    def __init__(self, model_dir: str, tokenizer_dir: str, tensor_parallel: int, settings: dict):
+    def __init__(self, model_dir: str, tokenizer_dir: str, tensor_parallel: int, settings: dict,
+                 trust_remote_code: bool = False):
         s = ServeConfig(**settings)
         self.engine_name = pick_engine(s.engine)
         if self.engine_name == "vllm":
             from serving.engine_vllm import VLLMEngine
 
-            self.engine = VLLMEngine(model_dir, tokenizer_dir, tensor_parallel)
+            self.engine = VLLMEngine(model_dir, tokenizer_dir, tensor_parallel, trust_remote_code)
         else:
             from serving.engine_hf import TransformersEngine
 
-            self.engine = TransformersEngine(model_dir, tokenizer_dir, s.max_batch_size, s.batch_wait_s)
+            self.engine = TransformersEngine(model_dir, tokenizer_dir, s.max_batch_size, s.batch_wait_s,
+                                             trust_remote_code)
 
     async def stream(self, request: dict) -> AsyncIterator[dict]:
         async for c in self.engine.stream(GenerationRequest(**request)):

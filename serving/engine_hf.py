@@ -33,12 +33,14 @@ def chunk(text: str, new_tokens: int, finish_reason: str | None) -> dict:
 
 
 class TransformersEngine:
-    def __init__(self, model_dir: str, tokenizer_dir: str, max_batch_size: int, batch_wait_s: float):
+    def __init__(self, model_dir: str, tokenizer_dir: str, max_batch_size: int, batch_wait_s: float,
+                 trust_remote_code: bool = False):
         from transformers import AutoModelForCausalLM
 
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir).to(self.device).eval()
-        self.tokenizer = load_tokenizer(tokenizer_dir)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+        self.model = model.to(self.device).eval()
+        self.tokenizer = load_tokenizer(tokenizer_dir, trust_remote_code)
         self.stop_ids = set(stop_token_ids(self.model, self.tokenizer))  # generation_config's list, and EOS
         self._batched.set_max_batch_size(max_batch_size)
         self._batched.set_batch_wait_timeout_s(batch_wait_s)

@@ -14,11 +14,12 @@ from serving.engine_hf import GenerationRequest, chunk
 
 
 class VLLMEngine:
-    def __init__(self, model_dir: str, tokenizer_dir: str, tensor_parallel_size: int):
+    def __init__(self, model_dir: str, tokenizer_dir: str, tensor_parallel_size: int, trust_remote_code: bool = False):
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
         args = AsyncEngineArgs(model=model_dir, tokenizer=tokenizer_dir, tensor_parallel_size=tensor_parallel_size,
+                               trust_remote_code=trust_remote_code,
                                distributed_executor_backend="ray" if tensor_parallel_size > 1 else None)
         self.engine = AsyncLLM.from_engine_args(args)
 

@@ -55,10 +55,10 @@ async def _unexpected(_: Request, error: Exception) -> JSONResponse:  # never a 
 @serve.ingress(api)
 class Router:
     def __init__(self, arms: dict[str, DeploymentHandle], weights: dict[str, float], tokenizer_dir: str,
-                 context: int, settings: dict):
+                 context: int, settings: dict, trust_remote_code: bool = False):
         self.s = ServeConfig(**settings)
         self.arms, self.weights = arms, weights
-        self.tokenizer = load_tokenizer(tokenizer_dir)
+        self.tokenizer = load_tokenizer(tokenizer_dir, trust_remote_code)
         self.context = context
         self.limits = protocol.Limits(self.s.max_tokens, self.s.max_n)
         self.api_key = self.s.api_key()

@@ -2,7 +2,8 @@
 tokenizers trained here that behave like the real ones (no download):
 
 * ``llama``: adds BOS itself (``<s> text``), no pad token (as Llama-3 / Mistral).
-* ``qwen2``: no BOS at all, pad token present, generation_config stops at a list of ids.
+* ``qwen2``: no BOS at all, pad token present, generation_config stops at a list of ids, a ChatML chat
+  template (the others have none, as base models often do).
 * ``gpt2``: one ``<|endoftext|>`` token for BOS and EOS, no pad token; attention named ``c_attn``.
 * ``mistral``: adds BOS itself, no pad token.
 * ``bert``: an encoder classifier, WordPiece with ``[CLS] text [SEP]`` and ``[PAD]``; blocks at
@@ -33,6 +34,8 @@ from transformers import (
 from raykd.builtin.data import generate_split
 
 CAUSAL = ("llama", "qwen2", "gpt2", "mistral")
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 VOCAB = 400
 SIZE = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
             max_position_embeddings=128)
@@ -64,7 +67,8 @@ def tokenizer(family: str) -> PreTrainedTokenizerFast:
         return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
     if family == "qwen2":
         tok = _byte_bpe(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
-        return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+        return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                       chat_template=CHATML)
     if family == "gpt2":
         tok = _byte_bpe(["<|endoftext|>"])
         return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>")

@@ -10,24 +10,24 @@ import ray.data
 import torch
 
 from raykd.config import ConfigError, DataConfig, RaykdConfig, from_dict
-from raykd.data import check_fields, encode_classification_batch, encode_lm_batch, read_dataset
+from raykd.data import check_fields, encode_classification_batch, encode_lm_batch, read_dataset, text_column
 from raykd.models import load_configured
 from raykd.scoring import generate_completions
 from raykd.tokens import load_tokenizer
 
 
-def normalize(batch: dict, kind: str, labeled: bool, data: dict) -> dict:
+def normalize(batch: dict, kind: str, labeled: bool, data: dict, spec: str) -> dict:
     """Rows of any source → ``prompt``, ``target`` ('' = the teacher completes it), ``label`` (-1 = unknown)."""
     cfg = DataConfig(**data)
     n = len(next(iter(batch.values())))
     if kind == "classification":
         labels = batch[cfg.label_field] if labeled else np.full(n, -1)
-        return {"prompt": batch[cfg.text_field].astype(str), "target": np.full(n, ""),
+        return {"prompt": text_column(batch, cfg.text_field, spec), "target": np.full(n, ""),
                 "label": np.asarray(labels, dtype=np.int64)}
     if kind == "prompt":
-        targets = batch[cfg.completion_field].astype(str) if labeled else np.full(n, "")
-        return {"prompt": batch[cfg.prompt_field].astype(str), "target": targets, "label": np.full(n, -1)}
-    return {"prompt": np.full(n, ""), "target": batch[cfg.text_field].astype(str), "label": np.full(n, -1)}
+        targets = text_column(batch, cfg.completion_field, spec) if labeled else np.full(n, "")
+        return {"prompt": text_column(batch, cfg.prompt_field, spec), "target": targets, "label": np.full(n, -1)}
+    return {"prompt": np.full(n, ""), "target": text_column(batch, cfg.text_field, spec), "label": np.full(n, -1)}
 
 
 def sources(cfg: RaykdConfig) -> list[tuple[str, bool]]:
@@ -46,7 +46,7 @@ def distillation_rows(cfg: RaykdConfig) -> ray.data.Dataset:
         ds = read_dataset(spec)
         kind = check_fields(ds, spec, cfg.data, cfg.task, labeled)
         parts.append(ds.map_batches(normalize, batch_format="numpy", fn_kwargs={
-            "kind": kind, "labeled": labeled, "data": dataclasses.asdict(cfg.data)}))
+            "kind": kind, "labeled": labeled, "data": dataclasses.asdict(cfg.data), "spec": spec}))
     return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
 
 

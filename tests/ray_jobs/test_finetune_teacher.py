@@ -1,5 +1,6 @@
 """The fine-tune job run as a user runs it: a real process, a real local Ray, real checkpoints."""
 
+import json
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import time
 import psutil
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from raykd.builtin.data import generate_split
 from tests.conftest import DEMO, REPO, raykd, read_metrics
 
 
@@ -32,6 +34,20 @@ def wait_for(predicate, timeout: float, what: str):
             return value
         time.sleep(1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_data_error_inside_ray_data_reaches_the_user_as_one_line(tmp_path):
+    """The null is found by the tokenizing map inside Ray Data (not by the field check on the driver):
+    the user still sees one line naming the file and the field, and exit 2."""
+    rows = generate_split("train")
+    rows[150]["completion"] = None
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    proc = raykd("finetune", "--config", str(DEMO), f"run_dir={tmp_path / 'run'}", f"data.train={train}",
+                 check=False)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("raykd: error: ") and str(train) in last and "field 'completion'" in last
 
 
 def test_fsdp_lora_survives_sigkill_of_a_worker_and_beats_its_base(tmp_path):

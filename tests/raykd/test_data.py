@@ -39,6 +39,16 @@ def test_text_rows_learn_every_token():
     assert (out["labels"][0][1:n] == out["input_ids"][0][1:n]).all()  # <s> is never a target
 
 
+@pytest.mark.parametrize("batch, kind", [
+    ({"prompt": ["a", "b"], "completion": [" x", None]}, "prompt"),  # JSON null
+    ({"prompt": ["a", float("nan")], "completion": [" x", " y"]}, "prompt"),  # an empty CSV cell
+    ({"text": ["a", None]}, "text"),
+])
+def test_missing_values_are_refused_not_trained_as_text(batch, kind):
+    with pytest.raises(DataError, match=r"my\.jsonl: 1 row\(s\) have no value in field"):
+        tokenize_batch(batch, str(TOKENIZER_DIR), DataConfig().__dict__, "causal_lm", kind, spec="my.jsonl")
+
+
 @pytest.mark.parametrize("rows, labeled, task, message", [
     ([{"prompt": "x"}], True, "causal_lm", "missing field 'completion'"),
     ([{"body": "x"}], False, "causal_lm", "missing field 'text' or 'prompt'"),
