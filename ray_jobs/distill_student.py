@@ -26,6 +26,7 @@ from raykd.distill import make_loss_fn, training_data
 from raykd.export import export_checkpoint
 from raykd.launch import parse_stage_args, run_stage, write_metrics
 from raykd.models import ForwardCounter, load_configured, shard_model
+from raykd.runs import distill_inputs
 from raykd.scoring import score_task
 from raykd.student import build_student, check_student
 from raykd.teacher import teacher_dir
@@ -52,6 +53,8 @@ def fit_student(cfg: RaykdConfig, vocab: int, data, session: Session, evaluate: 
     model = shard_model(model, cfg.distill.sharding, device, session.world)
     optimizer, scheduler = make_optimizer(model.parameters(), cfg.distill)
     state = restore_checkpoint(model, optimizer, session)
+    if state.step and session.rank == 0:
+        print(f"[distill] resumed from checkpoint at step {state.step}", flush=True)
 
     def forwards() -> int:
         return teacher.calls if teacher else 0
@@ -81,7 +84,7 @@ def run(cfg: RaykdConfig) -> dict:
     print(f"[distill] {ds.count()} rows from {source}; teacher source {cfg.distill.teacher_source}, "
           f"alpha {cfg.distill.alpha}, T {cfg.distill.temperature}")
     trainer = trainer_for(cfg, cfg.distill, f"distill-{cfg.distill.output}", train_loop, {"train": ds},
-                          extra={"vocab": vocab})
+                          distill_inputs(cfg, tokenizer_dir), extra={"vocab": vocab})
     result = trainer.fit()
     loop = result.return_value
     params = ray.get(export_checkpoint.remote(functools.partial(build_student, cfg), result.checkpoint,

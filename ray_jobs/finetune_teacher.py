@@ -23,6 +23,7 @@ from raykd.data import held_out_rows, tokenized_dataset
 from raykd.export import export_checkpoint
 from raykd.launch import parse_stage_args, run_stage, write_metrics
 from raykd.models import resolve_tokenizer, shard_model
+from raykd.runs import finetune_inputs
 from raykd.scoring import score_task
 from raykd.teacher import build_teacher, check_teacher
 from raykd.training.checkpoints import build_from_latest, restore_checkpoint
@@ -64,7 +65,8 @@ def run(cfg: RaykdConfig) -> dict:
     rows, kind = held_out_rows(cfg.data.eval, cfg.data, cfg.task)
     cfg_dict = cfg.to_dict()
     base = score_task.remote(cfg_dict, cfg.models.teacher, tokenizer, rows, kind)
-    result = trainer_for(cfg, cfg.finetune, "finetune", train_loop, {"train": train}).fit()
+    result = trainer_for(cfg, cfg.finetune, "finetune", train_loop, {"train": train},
+                         finetune_inputs(cfg, tokenizer)).fit()
     loop = result.return_value
     params = ray.get(export_checkpoint.remote(functools.partial(build_teacher, cfg), result.checkpoint, tokenizer,
                                               str(out), cfg.models))

@@ -13,6 +13,7 @@ sweep.png, metrics.json); re-running after an interruption resumes the experimen
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ from raykd.config import ConfigError, RaykdConfig, from_dict
 from raykd.data import held_out_rows
 from raykd.distill import training_data
 from raykd.launch import parse_stage_args, run_stage
+from raykd.runs import distill_inputs, fingerprint, run_name
 from raykd.scoring import score_model
 from raykd.student import check_student
 from raykd.teacher import teacher_dir
@@ -38,7 +40,7 @@ from tuning.results import summarize, unfinished
 from tuning.space import finite_loss, search_space, trial_config
 
 METRIC, MODE = "eval_loss", "min"
-EXPERIMENT = "sweep"
+RUN_KNOBS = ("resume", "max_concurrent_trials", "cpus_per_trial", "gpus_per_trial")  # how, not what, it runs
 
 
 def trial(sampled: dict, base: dict, data, vocab: int, source: str, rows: list[dict], kind: str) -> None:
@@ -71,7 +73,13 @@ def searcher(cfg: RaykdConfig):
     return BasicVariantGenerator(random_state=cfg.seed, max_concurrent=limit)
 
 
-def make_tuner(cfg: RaykdConfig, trainable) -> tune.Tuner:
+def sweep_inputs(cfg: RaykdConfig) -> dict:
+    """What a sweep's trials depend on: the distillation inputs and the search (see ``raykd.runs``)."""
+    search = {k: v for k, v in dataclasses.asdict(cfg.tune).items() if k not in RUN_KNOBS}
+    return distill_inputs(cfg, teacher_dir(cfg)) | {"stage": "tune", "tune": search}
+
+
+def make_tuner(cfg: RaykdConfig, trainable, name: str) -> tune.Tuner:
     t = cfg.tune
     scheduler = ASHAScheduler(time_attr="step", max_t=t.steps, grace_period=min(t.grace_period, t.steps),
                               reduction_factor=t.reduction_factor)
@@ -80,23 +88,26 @@ def make_tuner(cfg: RaykdConfig, trainable) -> tune.Tuner:
         param_space=search_space(t),
         tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, num_samples=t.num_samples, scheduler=scheduler,
                                     search_alg=searcher(cfg)),
-        run_config=tune.RunConfig(name=EXPERIMENT, storage_path=str(cfg.stage_dir("tune")),
+        run_config=tune.RunConfig(name=name, storage_path=str(cfg.stage_dir("tune")),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                   failure_config=tune.FailureConfig(max_failures=1)),
     )
 
 
 def tuner_for(cfg: RaykdConfig, trainable) -> tune.Tuner:
-    """A restored Tuner when an interrupted sweep exists (and ``tune.resume``), else a new one."""
-    path = cfg.stage_dir("tune") / EXPERIMENT
+    """A restored Tuner when an interrupted sweep with the same inputs exists (and ``tune.resume``),
+    else a new one in ``RUN/tune/sweep-<fingerprint>``."""
+    inputs = sweep_inputs(cfg)
+    path = cfg.stage_dir("tune") / f"sweep-{fingerprint(inputs)}"
     if not cfg.tune.resume and path.exists():
         print(f"[tune] tune.resume=false: deleting the previous sweep in {path}")
         shutil.rmtree(path)
+    name = run_name("sweep", inputs, cfg.stage_dir("tune"), "tune")
     if path.exists() and tune.Tuner.can_restore(str(path)):
         print(f"[tune] resuming the sweep in {path}: finished trials are kept, its saved search space is used "
               "(tune.resume=false starts over)", flush=True)
         return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
-    return make_tuner(cfg, trainable)
+    return make_tuner(cfg, trainable, name)
 
 
 def run(cfg: RaykdConfig) -> dict:

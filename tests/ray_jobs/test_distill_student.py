@@ -35,3 +35,22 @@ def test_bad_distill_settings_fail_clearly(teacher_run, override, message):
     _, overrides = teacher_run
     proc = raykd("distill", "--config", str(DEMO), *overrides, override, check=False, timeout=300)
     assert proc.returncode != 0 and message in proc.stderr + proc.stdout
+
+
+def test_a_rerun_resumes_only_with_the_same_inputs(teacher_run):
+    """Same knobs: the finished run is resumed, nothing trains, the weights are bit-identical. New knobs:
+    a run of its own, trained from step 0, other weights."""
+    run, overrides = teacher_run
+    args = ["distill", "--config", str(DEMO), *overrides, "distill.steps=10", "distill.output=rerun"]
+    weights = run / "rerun" / "model.safetensors"
+    raykd(*args)
+    first = weights.read_bytes()
+    again = raykd(*args)
+    assert read_metrics(run, "rerun")["resumed_from_step"] == 10
+    assert "resumed from checkpoint at step 10" in again.stdout
+    assert weights.read_bytes() == first
+    changed = raykd(*args, "distill.alpha=0.9", "distill.temperature=3")
+    assert "training afresh" in changed.stdout and "alpha 0.9, T 3.0" in changed.stdout
+    metrics = read_metrics(run, "rerun")
+    assert metrics["resumed_from_step"] == 0 and metrics["steps"] == 10 and metrics["alpha"] == 0.9
+    assert weights.read_bytes() != first

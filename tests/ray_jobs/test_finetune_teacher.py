@@ -50,6 +50,14 @@ def test_a_data_error_inside_ray_data_reaches_the_user_as_one_line(tmp_path):
     assert last.startswith("raykd: error: ") and str(train) in last and "field 'completion'" in last
 
 
+def test_a_second_finetune_with_new_knobs_trains_afresh(tmp_path):
+    args = ["finetune", "--config", str(DEMO), f"run_dir={tmp_path}", "finetune.steps=4", "finetune.warmup_steps=1"]
+    raykd(*args)
+    changed = raykd(*args, "finetune.lr=1e-2")
+    assert "training afresh" in changed.stdout and read_metrics(tmp_path, "teacher")["resumed_from_step"] == 0
+    assert len(list((tmp_path / "checkpoints").glob("finetune-*"))) == 2  # one run per set of inputs
+
+
 def test_fsdp_lora_survives_sigkill_of_a_worker_and_beats_its_base(tmp_path):
     run = tmp_path / "run"
     args = ["finetune", "--config", str(DEMO), f"run_dir={run}", "finetune.workers=2", "finetune.sharding=fsdp",
@@ -60,8 +68,8 @@ def test_fsdp_lora_survives_sigkill_of_a_worker_and_beats_its_base(tmp_path):
     try:
         # The controller writes this snapshot once it has *registered* a reported checkpoint; a checkpoint
         # directory alone may not be registered yet, and a restart would then begin from step 0.
-        snapshot = run / "checkpoints" / "finetune" / "checkpoint_manager_snapshot.json"
-        wait_for(snapshot.exists, 600, "a registered checkpoint")
+        wait_for(lambda: list((run / "checkpoints").glob("finetune-*/checkpoint_manager_snapshot.json")), 600,
+                 "a registered checkpoint")
         victim = wait_for(lambda: train_worker_pids(proc.pid), 60, "a train worker")[0]
         os.kill(victim, signal.SIGKILL)
         assert proc.wait(timeout=900) == 0, (tmp_path / "finetune.log").read_text()[-3000:]

@@ -43,13 +43,13 @@ def test_sweep_stops_bad_trials_never_runs_the_teacher_and_resumes_after_a_kille
     args = ["tune", "--config", str(DEMO), *overrides, f"run_dir={copy}", *SWEEP]
     driver = subprocess.Popen([sys.executable, "-m", "raykd.cli", *args], cwd=REPO, start_new_session=True,
                               stdout=open(tmp_path / "first.log", "w"), stderr=subprocess.STDOUT)
-    experiment = copy / "tune" / "sweep"
     deadline = time.time() + 300
-    while not list(experiment.glob("trial_*_00002_*")):
+    while not list((copy / "tune").glob("sweep-*/trial_*_00002_*")):
         assert driver.poll() is None and time.time() < deadline, (tmp_path / "first.log").read_text()[-3000:]
         time.sleep(0.5)
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
+    [experiment] = (copy / "tune").glob("sweep-*")  # named by the sweep's inputs; the re-run finds it again
     first_done = finished_trials(experiment)
     lines_before = {t: len((experiment / t / "result.json").read_text().splitlines()) for t in first_done}
     assert not (copy / "tune" / "metrics.json").exists()  # the sweep really was cut short
