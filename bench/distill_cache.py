@@ -28,7 +28,7 @@ import torch
 from raykd.cache.schema import SHARDS_DIR, CacheManifest
 from raykd.config import load_config
 from raykd.distill import TEACHER_COLUMNS, make_loss_fn, student_positions
-from raykd.losses import kd_full, kd_topk
+from raykd.losses import kd_full, kd_topk, summarize_teacher
 from raykd.models import load_model
 from raykd.scoring import score_model
 from raykd.student import build_student
@@ -36,35 +36,35 @@ from raykd.training.loop import make_optimizer
 
 MEMORY_PROBE = """
 import resource, sys, torch
-from raykd.losses import distillation_loss, kd_full
+from raykd.losses import distillation_loss, kd_full, summarize_teacher
 n, vocab, k, mode = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 torch.manual_seed(0)
 student = torch.randn(n, vocab, dtype=torch.bfloat16, requires_grad=True)
-teacher = torch.randn(n, vocab)
-values, indices = teacher.topk(k, dim=-1)
-lse = torch.logsumexp(teacher, dim=-1)
-del teacher
+cached = {}
+for i in range(0, n, 1024):
+    part = summarize_teacher(torch.randn(min(1024, n - i), vocab), k, 32)
+    cached = {c: torch.cat([cached[c], v]) if c in cached else v for c, v in part.items()}
 labels = torch.randint(0, vocab, (n,))
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 if mode == "chunked":
-    cached = {"values": values, "indices": indices, "lse": lse}
     loss = distillation_loss(student, labels, cached, 0.5, 2.0, 1024)["loss"]
-else:  # naive: rebuild a full fp32 teacher tensor for the batch (tail filled uniformly, as the cache implies)
-    full = torch.full((n, vocab), -1e4).scatter_(1, indices, values.float())
+else:  # naive: rebuild a full fp32 teacher tensor for the batch from the cached top-k
+    full = torch.full((n, vocab), -1e4).scatter_(1, cached["indices"], cached["values"].float())
     loss = 0.5 * kd_full(student, full, 2.0).mean() + 0.5 * torch.nn.functional.cross_entropy(student.float(), labels)
 loss.backward()
 print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
 """
 
 
-def cache_rows(run: Path, rows: int, k: int) -> dict[str, torch.Tensor]:
+def cache_rows(run: Path, rows: int) -> dict[str, torch.Tensor]:
     """The first ``rows`` cache rows as tensors (plain pyarrow sees tensor columns flattened)."""
     import pyarrow.parquet as pq
 
     table = pq.read_table(run / "teacher_cache" / SHARDS_DIR).slice(0, rows).to_pandas()
     out = {c: torch.as_tensor(np.stack([np.asarray(v) for v in table[c]])) for c in table.columns}
-    for c in ("values", "indices"):
-        out[c] = out[c].reshape(len(table), -1, k)
+    seq = out["labels"].shape[-1]
+    for c in TEACHER_COLUMNS:
+        out[c] = out[c].reshape(len(table), seq, -1)
     return out
 
 
@@ -89,7 +89,8 @@ def trainee(cfg, vocab: int, source: str, steps: int):
         if source == "online":
             batch = {k: v for k, v in batch.items() if k not in TEACHER_COLUMNS}
         student.train()
-        loss_fn(student, batch).backward()
+        summed, count = loss_fn(student, batch)
+        (summed / count).backward()
         opt.step(), sched.step(), opt.zero_grad()
 
     return student, step
@@ -116,11 +117,10 @@ def topk_error(cfg, data, vocab, k_values=(4, 16)) -> dict:
     s_flat, t_flat = s_flat[valid], t_flat[valid]
     out = {}
     for k in k_values:
-        values, indices = t_flat.topk(k, dim=-1)
-        lse = torch.logsumexp(t_flat, dim=-1)
+        summary = summarize_teacher(t_flat, k, 32, torch.Generator().manual_seed(0))
         for temperature in (1.0, 2.0, 4.0):
             full = kd_full(s_flat, t_flat, temperature).mean().item()
-            approx = kd_topk(s_flat, values, indices, lse, temperature).mean().item()
+            approx = kd_topk(s_flat, **summary, temperature=temperature).mean().item()
             out[f"k{k}_T{temperature:g}"] = {"full": full, "topk": approx, "rel_error": abs(approx - full) / full}
     return out
 
@@ -163,7 +163,7 @@ def main() -> None:
     run = Path(cfg.run_dir)
     manifest = CacheManifest.read(run / "teacher_cache")
     vocab = manifest.vocab_size
-    data = cache_rows(run, args.rows, manifest.k)
+    data = cache_rows(run, args.rows)
     for source in ("cache", "online"):  # warm-up: first epochs pay allocation and kernel selection
         epoch_seconds(cfg, data, vocab, source)
     seconds = {source: epoch_seconds(cfg, data, vocab, source) for source in ("cache", "online")}
@@ -173,7 +173,8 @@ def main() -> None:
         "online_over_cached_epoch_time": seconds["online"] / seconds["cache"],
         "bytes_per_target_token": manifest.bytes / manifest.tokens,
         "full_fp32_bytes_per_token": 4 * vocab,
-        "stored_bytes_per_position": (2 + (2 if manifest.indices_dtype == "int16" else 4)) * manifest.k + 4,
+        "stored_bytes_per_position": (2 + (2 if manifest.indices_dtype == "int16" else 4))
+        * (manifest.k + manifest.tail_samples) + 4 * len(manifest.tail_temperatures),
         "full_fp32_bytes_per_position_32k_vocab": 4 * 32000,
         "topk_vs_full_kl": topk_error(cfg, data, vocab),
         "quality": {s: quality(cfg, data, vocab, args.quality_steps, s) for s in ("cache", "online")},

@@ -5,8 +5,10 @@
 
 Every configuration runs in this one process, interleaved round-robin, so machine noise hits them
 alike; the matmul rate (the MFU denominator) is measured in the same run for fp32 and bf16.
-MFU = 6 * params * tokens/s / matmul FLOP/s (the usual 6N estimate; LoRA skips weight gradients,
-so its true FLOPs are nearer 4N and its 6N MFU is an upper bound).
+MFU = FLOPs per token * tokens/s / the matmul FLOP/s measured here (the peak it divides by, for the
+step's precision). FLOPs per token = 2N forward + 2N for the input gradients + 2 per *trainable*
+weight for the weight gradients: 6N for a full fine-tune, about 4N for LoRA (its frozen weights get
+no weight gradients).
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ def make_step(method: str, bf16: bool, batch: int, seq: int):
         opt.zero_grad()
         return time.perf_counter() - start
 
-    return step, count_params(model)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return step, (count_params(model), trainable)
 
 
 def main() -> None:
@@ -70,10 +73,11 @@ def main() -> None:
             times[name].append(step())
     tokens = args.batch * args.seq
     results = {}
-    for name, (_, params) in configs.items():
+    for name, (_, (params, trainable)) in configs.items():
         tps = tokens / sorted(times[name])[len(times[name]) // 2]
-        precision = name.split("-")[1]
-        results[name] = {"tokens_per_s": tps, "params": params, "mfu": 6 * params * tps / rates[precision]}
+        flops_per_token = 4 * params + 2 * trainable
+        results[name] = {"tokens_per_s": tps, "params": params, "trainable": trainable,
+                         "flops_per_token": flops_per_token, "mfu": flops_per_token * tps / rates[name.split("-")[1]]}
     ratios = {f"{m}_bf16_over_fp32": results[f"{m}-bf16"]["tokens_per_s"] / results[f"{m}-fp32"]["tokens_per_s"]
               for m in ("lora", "full")}
     ratios["lora_over_full_fp32"] = results["lora-fp32"]["tokens_per_s"] / results["full-fp32"]["tokens_per_s"]

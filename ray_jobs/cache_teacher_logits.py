@@ -6,9 +6,10 @@
 
 Ray Data ``map_batches`` over the labeled and unlabeled data with a pool of teacher actors
 (``raykd.cache.scorer``). Unlabeled prompts are first completed by the teacher (sequence-level
-distillation) and the logits are kept over prompt + completion. Writes Parquet shards +
-``manifest.json`` (``raykd.cache.schema``) to ``RUN/teacher_cache/`` and publishes the cache to the
-object store under a detached actor (``raykd.cache.store``).
+distillation) and the teacher's summary (top-k log-probs and a sampled tail, ``raykd.losses``) is
+kept over prompt + completion. Writes Parquet shards + ``manifest.json`` (``raykd.cache.schema``,
+with a SHA-256 per shard) to ``RUN/teacher_cache/`` and publishes the cache to the object store under
+a detached actor named by that content (``raykd.cache.store``), freeing the previous cache's copy.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ import time
 import ray
 import ray.data
 
-from raykd.cache.schema import MANIFEST_FILE, SCHEMA_VERSION, SHARDS_DIR, CacheManifest, teacher_hash, tokenizer_hash
+from raykd.cache.schema import MANIFEST_FILE, SCHEMA_VERSION, SHARDS_DIR, CacheManifest, checksum
 from raykd.cache.scorer import TeacherScorer, distillation_rows, sources
 from raykd.cache.store import publish
 from raykd.config import RaykdConfig
 from raykd.launch import parse_stage_args, run_stage, write_metrics
+from raykd.losses import TAIL_TEMPERATURES
+from raykd.model_hash import model_hash, tokenizer_hash
 from raykd.teacher import teacher_dir
 from raykd.tokens import IGNORE_INDEX, load_tokenizer
 
@@ -36,7 +39,8 @@ def run(cfg: RaykdConfig) -> dict:
     out = cfg.stage_dir("teacher_cache")
     rows = distillation_rows(cfg)
     total = rows.count()
-    print(f"[cache] scoring {total} rows with {cfg.cache.actors} teacher actor(s), top_k={cfg.cache.top_k}")
+    print(f"[cache] scoring {total} rows with {cfg.cache.actors} teacher actor(s), top_k={cfg.cache.top_k}, "
+          f"tail_samples={cfg.cache.tail_samples}")
     scored = rows.map_batches(
         TeacherScorer, batch_format="numpy", batch_size=cfg.cache.batch_size, concurrency=cfg.cache.actors,
         num_cpus=cfg.cache.cpus_per_actor, num_gpus=cfg.cache.gpus_per_actor or None,
@@ -45,18 +49,20 @@ def run(cfg: RaykdConfig) -> dict:
     shutil.rmtree(out / SHARDS_DIR, ignore_errors=True)  # a re-run replaces the cache, never appends to it
     scored.write_parquet(str(out / SHARDS_DIR))
     forward_s = time.time() - started
-    shards = list((out / SHARDS_DIR).glob("*.parquet"))
+    shards = sorted((out / SHARDS_DIR).glob("*.parquet"))
     stored = ray.data.read_parquet(str(out / SHARDS_DIR))
     tokens = int(stored.map_batches(lambda b: {"n": (b["labels"] != IGNORE_INDEX).sum(axis=-1)},
                                     batch_format="numpy").sum("n"))
     first = stored.take(1)[0]
     manifest = CacheManifest(
-        schema_version=SCHEMA_VERSION, teacher_hash=teacher_hash(model_dir), tokenizer_hash=tokenizer_hash(model_dir),
+        schema_version=SCHEMA_VERSION, teacher_hash=model_hash(model_dir, cfg.run_dir),
+        tokenizer_hash=tokenizer_hash(model_dir),
         vocab_size=len(load_tokenizer(model_dir)) if cfg.task == "causal_lm" else cfg.data.num_labels,
         k=int(first["values"].shape[-1]), values_dtype=str(first["values"].dtype),
         indices_dtype=str(first["indices"].dtype), max_seq_len=cfg.data.max_seq_len, task=cfg.task, rows=total,
         tokens=tokens, bytes=sum(p.stat().st_size for p in shards), sources=[s for s, _ in sources(cfg)],
-        teacher_forward_s=forward_s,
+        teacher_forward_s=forward_s, values_kind="logprob", tail_samples=int(first["tail_values"].shape[-1]),
+        tail_temperatures=list(TAIL_TEMPERATURES), shards={p.name: checksum(p.read_bytes()) for p in shards},
     )
     manifest.write(out)
     holder = publish(out, manifest)

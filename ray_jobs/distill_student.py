@@ -31,7 +31,7 @@ from raykd.scoring import score_task
 from raykd.student import build_student, check_student
 from raykd.teacher import teacher_dir
 from raykd.training.checkpoints import build_from_latest, restore_checkpoint
-from raykd.training.loop import EvalFn, make_optimizer, micro_batches, run_steps, worker_device
+from raykd.training.loop import EvalFn, make_optimizer, run_steps, worker_device
 from raykd.training.session import Session, train_session
 from raykd.training.trainer import trainer_for
 
@@ -62,9 +62,8 @@ def fit_student(cfg: RaykdConfig, vocab: int, data, session: Session, evaluate: 
     def report_extra(model, final: bool) -> dict:
         return {"teacher_forward_passes": forwards()} | (evaluate(model, final) if evaluate else {})
 
-    state = run_steps(model, optimizer, scheduler, micro_batches(data, cfg.distill.batch_size),
-                      make_loss_fn(cfg, vocab, teacher), cfg.distill, state, trainable, device, "distill", session,
-                      report_extra)
+    state = run_steps(model, optimizer, scheduler, data, make_loss_fn(cfg, vocab, teacher), cfg.distill, state,
+                      trainable, device, "distill", session, cfg.seed, report_extra)
     return state.__dict__ | {"teacher_forward_passes": forwards()}
 
 

@@ -26,15 +26,20 @@ from raykd.models import resolve_tokenizer, shard_model
 from raykd.runs import finetune_inputs
 from raykd.scoring import score_task
 from raykd.teacher import build_teacher, check_teacher
+from raykd.tokens import IGNORE_INDEX
 from raykd.training.checkpoints import build_from_latest, restore_checkpoint
-from raykd.training.loop import make_optimizer, micro_batches, run_steps, worker_device
+from raykd.training.loop import make_optimizer, run_steps, worker_device
 from raykd.training.session import train_session
 from raykd.training.trainer import trainer_for
 
 
-def task_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """HF loss of a batch: mean CE over label tokens (causal LM) or examples (classification)."""
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+def task_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed CE, target count) of a batch: over label tokens (causal LM, shifted) or examples
+    (classification). HF's loss is the mean over exactly those targets."""
+    labels = batch["labels"]
+    count = labels.numel() if labels.dim() == 1 else (labels[:, 1:] != IGNORE_INDEX).sum()
+    loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).loss
+    return loss * count, count
 
 
 def train_loop(config: dict) -> dict:
@@ -49,9 +54,8 @@ def train_loop(config: dict) -> dict:
     state = restore_checkpoint(model, optimizer, session)
     if state.step and session.rank == 0:
         print(f"[finetune] resumed from checkpoint at step {state.step}", flush=True)
-    batches = micro_batches(ray.train.get_dataset_shard("train"), cfg.finetune.batch_size)
-    state = run_steps(model, optimizer, scheduler, batches, task_loss, cfg.finetune, state, trainable, device,
-                      "finetune", session)
+    state = run_steps(model, optimizer, scheduler, ray.train.get_dataset_shard("train"), task_loss, cfg.finetune,
+                      state, trainable, device, "finetune", session, cfg.seed)
     return state.__dict__
 
 

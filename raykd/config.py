@@ -95,7 +95,9 @@ class FinetuneConfig(TrainConfig):
 @dataclass
 class CacheConfig:
     teacher: str = knob("", "teacher HF directory to cache (default: RUN/teacher from `raykd finetune`)")
-    top_k: int = knob(16, "teacher logits kept per token", ge=1)
+    top_k: int = knob(16, "teacher log-probs kept exactly per token (the top k)", ge=1)
+    tail_samples: int = knob(32, "tail tokens sampled per token from the tempered teacher (the KL's tail is "
+                             "importance-sampled from them; see raykd.losses)", ge=4)
     include_train: bool = knob(True, "cache the labeled training split")
     include_unlabeled: bool = knob(True, "cache the unlabeled split (prompts are completed by the teacher)")
     actors: int = knob(1, "teacher actors scoring in parallel (Ray Data actor pool)", ge=1)
@@ -113,7 +115,6 @@ class DistillConfig(TrainConfig):
     teacher_source: str = knob("cache", "cache (read RUN/teacher_cache), online (teacher forward in every step) "
                                "or none (hard labels of data.train only; needs alpha=0)",
                                choices=("cache", "online", "none"))
-    top_k: int = knob(0, "use only the teacher's first k cached logits (0 = all the cache holds)", ge=0)
     chunk_tokens: int = knob(1024, "tokens per chunk of the loss (bounds full-vocabulary temporaries)", ge=1)
     output: str = knob("student", "output directory name under RUN/")
 
@@ -126,7 +127,6 @@ class TuneConfig:
     temperature: list[float] = knob([1.0, 8.0], "temperature range [low, high], sampled log-uniformly")
     alpha: list[float] = knob([0.0, 1.0], "alpha range [low, high], sampled uniformly")
     lr: list[float] = knob([], "learning-rate range [low, high] (log-uniform); [] keeps distill.lr")
-    top_k: list[int] = knob([], "cached logits per token to try, e.g. [4, 8, 16]; [] uses them all")
     steps: int = knob(100, "optimizer steps per trial (ASHA's max_t)", ge=1)
     eval_every: int = knob(20, "steps between held-out evaluations (what ASHA compares)", ge=1)
     grace_period: int = knob(20, "steps before ASHA may stop a trial", ge=1)
@@ -312,8 +312,6 @@ def _cross_check(cfg: RaykdConfig) -> None:
     for key in ("temperature", "alpha"):
         if not getattr(t, key):
             raise ConfigError(f"'tune.{key}' needs [low, high] (equal bounds fix the value)")
-    if any(k < 1 for k in t.top_k):
-        raise ConfigError(f"'tune.top_k' = {t.top_k}: every k must be >= 1")
     s = cfg.serve
     if s.min_replicas > s.max_replicas:
         raise ConfigError(f"'serve.min_replicas' = {s.min_replicas} exceeds serve.max_replicas = {s.max_replicas}")

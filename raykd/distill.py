@@ -7,16 +7,16 @@ from __future__ import annotations
 import ray.data
 import torch
 
-from raykd.cache.schema import check_compatible, check_top_k
+from raykd.cache.schema import check_compatible
 from raykd.cache.store import load
 from raykd.config import RaykdConfig
 from raykd.data import tokenized_dataset
-from raykd.losses import distillation_loss
+from raykd.losses import TEACHER_KEYS, distillation_loss
 from raykd.models import ForwardCounter, resolve_tokenizer
 from raykd.teacher import teacher_dir
 from raykd.tokens import load_tokenizer
 
-TEACHER_COLUMNS = ("values", "indices", "lse")
+TEACHER_COLUMNS = TEACHER_KEYS
 
 
 def student_positions(logits: torch.Tensor, batch: dict, task: str) -> tuple[torch.Tensor, dict]:
@@ -31,8 +31,7 @@ def student_positions(logits: torch.Tensor, batch: dict, task: str) -> tuple[tor
 
 
 def make_loss_fn(cfg: RaykdConfig, vocab: int, teacher: ForwardCounter | None):
-    """``loss_fn(model, batch) -> loss`` for the configured teacher source (``distill.top_k`` > 0 keeps
-    only the first k of the cached logits, which are sorted by value)."""
+    """``loss_fn(model, batch) -> (summed loss, target count)`` for the configured teacher source."""
     d = cfg.distill
 
     def loss_fn(model, batch):
@@ -44,10 +43,9 @@ def make_loss_fn(cfg: RaykdConfig, vocab: int, teacher: ForwardCounter | None):
             signal = {"logits": student_positions(t, batch, cfg.task)[0]}
         else:
             signal = {k: flat[k] for k in TEACHER_COLUMNS if k in flat}
-            if d.top_k and signal:
-                signal |= {k: signal[k][:, : d.top_k] for k in ("values", "indices")}
-        return distillation_loss(flat_logits, flat["labels"], signal, d.alpha if signal else 0.0, d.temperature,
-                                 d.chunk_tokens)["loss"]
+        out = distillation_loss(flat_logits, flat["labels"], signal, d.alpha if signal else 0.0, d.temperature,
+                                d.chunk_tokens)
+        return out["loss"] * out["tokens"], out["tokens"]
 
     return loss_fn
 
@@ -64,7 +62,6 @@ def training_data(cfg: RaykdConfig) -> tuple[ray.data.Dataset, int, str, str]:
     ds, manifest, source = load(cache_dir)
     teacher = teacher_dir(cfg)
     check_compatible(manifest, teacher, teacher, cache_dir)
-    check_top_k("distill.top_k", cfg.distill.top_k, manifest, cache_dir)
     if cfg.distill.teacher_source == "online":
         ds = ds.drop_columns(list(TEACHER_COLUMNS))
     return ds, manifest.vocab_size, teacher, source

@@ -1,17 +1,40 @@
-"""The knowledge-distillation loss, as pure functions.
+"""The knowledge-distillation loss, as pure functions, and the teacher summary the cache stores.
 
     soft = KL( softmax(t/T) || softmax(s/T) ) * T**2    # mean over valid tokens (or examples)
     hard = cross_entropy(s, y)
     loss = alpha * soft + (1 - alpha) * hard
 
-From the cache the teacher is known only on its top-k tokens plus the full log-sum-exp ``lse`` of
-its logits at T=1. The rest of the mass, ``1 - sum(softmax(t)[topk])``, is exact at T=1; we spread
-it uniformly over the other ``V - k`` tokens (each gets the logit ``log(tail_mass / (V - k)) + lse``)
-and apply T to that reconstructed logit vector. At T=1 the tail *mass* is exact; at T!=1 the error
-comes only from the tail's shape (measured in bench/distill_cache.py). With k = V it is exact.
+**What the cache keeps per position** (``summarize_teacher``), all from the teacher's log-probabilities
+``lp = t - logsumexp(t)`` at T=1 (the quantity vLLM's ``prompt_logprobs`` returns; they survive fp16,
+raw logits of a large model do not):
+
+- the top-k log-probs and their token ids;
+- ``m`` tail samples: token ids drawn from the teacher's *tempered tail* (the ``V - k`` other tokens),
+  ``m / 4`` at each temperature of ``TAIL_TEMPERATURES`` = (1, 2, 4, 8), and their log-probs;
+- ``tail_lse``: the tail's exact log-partition ``log sum_tail exp(lp / T_g)`` at each of those temperatures.
+
+**Why the tail needs that.** Tempering flattens the teacher: at V = 128k a real LM with < 0.1% of its
+mass beyond the top 32 at T=1 puts 26-99% there at T=2-4, spread in a shape the top-k cannot tell.
+Spreading the tail mass uniformly before tempering (this module until schema 2) made the rebuilt
+teacher put ~97% on the tail and the KL 22-73x too large; dropping the tail makes it far too small.
+
+**The estimator** (``kd_topk``). Write ``g(x) = x + exp(-x) - 1 >= 0`` and, at temperature T,
+``p`` the tempered teacher and ``q`` the tempered student. Then exactly
+
+    KL(p || q) = sum_top p_i g(log p_i - log q_i) + sum_tail p_i g(log p_i - log q_i)
+
+because the ``q_i - p_i`` terms inside g sum to zero over the vocabulary. The top-k sum is exact.
+The tail sum is estimated by importance sampling from the cached samples: the proposal is the mixture
+of the tempered tails at ``TAIL_TEMPERATURES`` (its density at every sample is known from ``lp`` and
+``tail_lse``), the weights are self-normalised, and the tail's tempered mass comes from ``tail_lse``
+(exact at the four temperatures, importance-sampled between them). Every term is >= 0, so the loss is
+a divergence: zero exactly when the student matches the teacher on the top-k tokens and the samples,
+and the student's tail mass then equals the teacher's. In g's form each sample contributes a
+second-order term in ``log p - log q``, which is what keeps the variance low (measured in
+``bench/topk_temperature.py``). With k = V there is no tail and the loss is the exact KL.
 
 Nothing here builds a full-vocabulary teacher tensor: student log-probabilities are computed a
-chunk of tokens at a time, and the tail enters through ``sum(log q)`` over the vocabulary.
+chunk of tokens at a time.
 """
 
 from __future__ import annotations
@@ -22,47 +45,82 @@ import torch
 import torch.nn.functional as F
 
 IGNORE_INDEX = -100
+TAIL_TEMPERATURES = (1.0, 2.0, 4.0, 8.0)
+TEACHER_KEYS = ("values", "indices", "tail_values", "tail_indices", "tail_lse")
 
 
-def tail_logit(top_values: torch.Tensor, lse: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """Logit each of the ``V - k`` unseen tokens gets so their total mass matches the teacher's.
-
-    Args: top_values ``(n, k)`` teacher logits at T=1; lse ``(n,)`` log-sum-exp over the full vocab.
-    Returns ``(n,)``; ``-inf`` when k = V (no tail).
-    """
-    k = top_values.shape[-1]
-    if k >= vocab_size:
-        return torch.full_like(lse, float("-inf"))
-    top_mass = torch.logsumexp(top_values.float(), dim=-1) - lse  # log of the top-k share (<= 0)
-    log_tail_mass = torch.log1p(-top_mass.exp().clamp(max=1 - 1e-6))
-    return log_tail_mass - math.log(vocab_size - k) + lse
+def samples_per_temperature(samples: int) -> list[int]:
+    """How ``samples`` tail draws split over ``TAIL_TEMPERATURES`` (as evenly as possible)."""
+    n = len(TAIL_TEMPERATURES)
+    return [samples // n + (g < samples % n) for g in range(n)]
 
 
-def kd_topk(student_logits: torch.Tensor, values: torch.Tensor, indices: torch.Tensor,
-            lse: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Per-token ``KL(p_T || q_T) * T**2`` from a top-k teacher.
+def summarize_teacher(logits: torch.Tensor, k: int, samples: int, generator: torch.Generator | None = None
+                      ) -> dict[str, torch.Tensor]:
+    """What the cache stores of a teacher: ``logits`` ``(n, V)`` fp32 → ``values``/``indices`` ``(n, k)``
+    (top-k log-probs), ``tail_values``/``tail_indices`` ``(n, m)`` (sampled tail tokens' log-probs) and
+    ``tail_lse`` ``(n, G)``. With k >= V the tail is empty: its columns are one ignored sample, -inf."""
+    log_probs = F.log_softmax(logits.float(), dim=-1)
+    values, indices = log_probs.topk(min(k, log_probs.shape[-1]), dim=-1)
+    n, vocab = log_probs.shape
+    if values.shape[-1] >= vocab:
+        empty = torch.full((n, 1), float("-inf"))
+        return {"values": values, "indices": indices, "tail_values": empty, "tail_indices": empty.long().clamp(0),
+                "tail_lse": empty.expand(n, len(TAIL_TEMPERATURES)).clone()}
+    tail = log_probs.scatter(-1, indices, float("-inf"))  # (n, V): the tail's log-probs, top-k masked
+    draws, lse = [], []
+    for temperature, count in zip(TAIL_TEMPERATURES, samples_per_temperature(samples)):
+        tempered = tail / temperature
+        lse.append(torch.logsumexp(tempered, dim=-1))
+        if count:
+            draws.append(torch.multinomial(F.softmax(tempered, dim=-1), count, replacement=True, generator=generator))
+    tail_indices = torch.cat(draws, dim=-1)
+    return {"values": values, "indices": indices, "tail_values": log_probs.gather(-1, tail_indices),
+            "tail_indices": tail_indices, "tail_lse": torch.stack(lse, dim=-1)}
+
+
+def _bregman(log_mass: torch.Tensor, log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """``mass * g(log p - log q)`` with ``g(x) = x + exp(-x) - 1``, computed without overflow."""
+    return log_mass.exp() * (log_p - log_q) + (log_mass + log_q - log_p).exp() - log_mass.exp()
+
+
+def _tail_weights(tail_values: torch.Tensor, tail_lse: torch.Tensor, beta: float) -> torch.Tensor:
+    """``(n, m)`` log of ``exp(beta * lp) / proposal density`` at each tail sample (importance weights)."""
+    counts = samples_per_temperature(tail_values.shape[-1])
+    lp = tail_values.float()
+    mixture = torch.stack([math.log(c / lp.shape[-1]) + lp / t - tail_lse[:, g:g + 1].float()
+                           for g, (t, c) in enumerate(zip(TAIL_TEMPERATURES, counts)) if c], dim=0)
+    return beta * lp - torch.logsumexp(mixture, dim=0)
+
+
+def kd_topk(student_logits: torch.Tensor, values: torch.Tensor, indices: torch.Tensor, tail_values: torch.Tensor,
+            tail_indices: torch.Tensor, tail_lse: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Per-token ``KL(p_T || q_T) * T**2`` from the cached teacher summary (see the module docstring).
 
     Args:
         student_logits: ``(n, V)`` student logits over the real vocabulary.
-        values: ``(n, k)`` teacher logits (T=1) at ``indices`` ``(n, k)``.
-        lse: ``(n,)`` teacher log-sum-exp over the full vocabulary at T=1.
+        values, indices: ``(n, k)`` teacher top-k log-probs (T=1) and token ids.
+        tail_values, tail_indices: ``(n, m)`` sampled tail tokens' log-probs and ids.
+        tail_lse: ``(n, G)`` ``log sum_tail exp(lp / T_g)`` at ``TAIL_TEMPERATURES``.
     Returns ``(n,)``.
     """
-    n, vocab = student_logits.shape
-    k = values.shape[-1]
+    vocab, k = student_logits.shape[-1], values.shape[-1]
+    beta = 1.0 / temperature
     log_q = F.log_softmax(student_logits.float() / temperature, dim=-1)  # (n, V)
-    tail = tail_logit(values, lse, vocab) / temperature  # (n,), -inf without a tail
-    top = values.float() / temperature  # (n, k)
-    tail_total = tail + math.log(max(vocab - k, 1))  # log of the tail's summed exp(logit / T)
-    log_z = torch.logsumexp(torch.cat([top, tail_total[:, None]], dim=-1), dim=-1)  # (n,)
-    log_p_top, log_p_tail = top - log_z[:, None], tail - log_z  # (n, k), (n,)
-    log_q_top = log_q.gather(-1, indices.long())  # (n, k)
-    kl = (log_p_top.exp() * (log_p_top - log_q_top)).sum(-1)
-    if k < vocab:
-        sum_log_q_tail = log_q.sum(-1) - log_q_top.sum(-1)  # (n,)
-        p_each = log_p_tail.exp()
-        kl = kl + p_each * ((vocab - k) * log_p_tail - sum_log_q_tail)
-    return kl * temperature**2
+    top = values.float() * beta  # (n, k) unnormalised tempered log-probs
+    if k >= vocab:
+        log_p_top = top - torch.logsumexp(top, dim=-1, keepdim=True)
+        return _bregman(log_p_top, log_p_top, log_q.gather(-1, indices.long())).sum(-1) * temperature**2
+    log_w = _tail_weights(tail_values, tail_lse, beta)  # (n, m)
+    grid = [g for g, t in enumerate(TAIL_TEMPERATURES) if math.isclose(t, temperature)]
+    log_tail = tail_lse[:, grid[0]].float() if grid else torch.logsumexp(log_w, -1) - math.log(log_w.shape[-1])
+    log_z = torch.logsumexp(torch.cat([top, log_tail[:, None]], dim=-1), dim=-1, keepdim=True)  # (n, 1)
+    log_p_top = top - log_z
+    kl = _bregman(log_p_top, log_p_top, log_q.gather(-1, indices.long())).sum(-1)
+    # Each sample's share of the tail's tempered mass: p_tail * normalised weight.
+    log_share = (log_tail[:, None] - log_z) + F.log_softmax(log_w, dim=-1)
+    tail = _bregman(log_share, tail_values.float() * beta - log_z, log_q.gather(-1, tail_indices.long()))
+    return (kl + tail.sum(-1)) * temperature**2
 
 
 def kd_full(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -80,7 +138,8 @@ def distillation_loss(student_logits: torch.Tensor, labels: torch.Tensor, teache
         student_logits: ``(n, V)`` at the valid positions' flattened rows (already shifted for a
             causal LM: row i predicts ``labels[i]``); V is the real vocabulary.
         labels: ``(n,)`` hard targets; ``-100`` rows are skipped.
-        teacher: either ``{"logits": (n, V)}`` (online) or ``{"values", "indices": (n, k), "lse": (n,)}``.
+        teacher: either ``{"logits": (n, V)}`` (online) or the cached summary (``TEACHER_KEYS``, see
+            ``kd_topk``).
     Returns ``{"loss", "soft", "hard", "tokens"}`` (means over valid rows).
     """
     valid = labels != IGNORE_INDEX

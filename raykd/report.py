@@ -57,10 +57,12 @@ def build_report(cfg: RaykdConfig, arms: dict[str, dict], dirs: dict[str, Path],
         if cfg.task == "causal_lm":
             m["perplexity"] = math.exp(m["loss"])
     t, s, b = arms["teacher"], arms["student"], arms["baseline"]
+    scored = s["score"] is not None  # plain-text data has a loss and no score
     return {
         "teacher_score": t["score"], "student_score": s["score"], "baseline_score": b["score"],
-        "retention": s["score"] / t["score"] if t["score"] else float("nan"),
-        "gain_over_baseline": s["score"] - b["score"],
+        "teacher_loss": t["loss"], "student_loss": s["loss"], "baseline_loss": b["loss"],
+        "retention": (s["score"] / t["score"] if t["score"] else float("nan")) if scored else None,
+        "gain_over_baseline": s["score"] - b["score"] if scored else None,
         "params_ratio": s["params"] / t["params"], "size_ratio": s["bytes"] / t["bytes"],
         "latency_speedup": t["latency_p50_s"] / s["latency_p50_s"],
         "throughput_speedup": s["throughput_per_s"] / t["throughput_per_s"],
@@ -69,9 +71,15 @@ def build_report(cfg: RaykdConfig, arms: dict[str, dict], dirs: dict[str, Path],
 
 
 def headline(report: dict) -> str:
-    return (f"student keeps {report['retention']:.0%} of the teacher's score "
-            f"({report['student_score']:.3f} vs {report['teacher_score']:.3f}; no-teacher baseline "
-            f"{report['baseline_score']:.3f}) with {report['params_ratio']:.1%} of its parameters, "
+    """One sentence: the score kept (or, on plain text, the held-out loss), size and speed."""
+    if report["retention"] is None:
+        quality = (f"student test loss {report['student_loss']:.3f} vs the teacher's {report['teacher_loss']:.3f} "
+                   f"(no-teacher baseline {report['baseline_loss']:.3f}; plain text has no score)")
+    else:
+        quality = (f"student keeps {report['retention']:.0%} of the teacher's score "
+                   f"({report['student_score']:.3f} vs {report['teacher_score']:.3f}; no-teacher baseline "
+                   f"{report['baseline_score']:.3f})")
+    return (f"{quality} with {report['params_ratio']:.1%} of its parameters, "
             f"{report['size_ratio']:.1%} of its bytes, {report['latency_speedup']:.1f}x faster at batch 1")
 
 
@@ -89,12 +97,14 @@ def write_report(out: Path, report: dict) -> None:
              "| model | score | loss | params | bytes | p50 latency (s) | throughput (/s) |",
              "|---|---|---|---|---|---|---|"]
     for arm, m in arms.items():
-        lines.append(f"| {arm} | {m['score']:.3f} | {m['loss']:.3f} | {m['params']:,} | {m['bytes']:,} | "
+        score = "n/a" if m["score"] is None else f"{m['score']:.3f}"
+        lines.append(f"| {arm} | {score} | {m['loss']:.3f} | {m['params']:,} | {m['bytes']:,} | "
                      f"{m.get('latency_p50_s', float('nan')):.4f} | {m.get('throughput_per_s', float('nan')):.0f} |")
     (out / "report.md").write_text("\n".join(lines) + "\n")
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
-    for ax, key, title in zip(axes, ("score", "params", "latency_p50_s"),
-                              ("test score", "parameters", "batch-1 latency p50 (s)")):
+    quality = ("score", "test score") if report["retention"] is not None else ("loss", "test loss")
+    for ax, key, title in zip(axes, (quality[0], "params", "latency_p50_s"),
+                              (quality[1], "parameters", "batch-1 latency p50 (s)")):
         names = [a for a in arms if key in arms[a]]
         ax.bar(names, [arms[a][key] for a in names], color=["#4c72b0", "#dd8452", "#55a868"][: len(names)])
         ax.set_title(title)

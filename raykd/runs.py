@@ -17,8 +17,9 @@ import os
 from pathlib import Path
 
 from raykd.builtin.data import generate_split
-from raykd.cache.schema import CacheManifest, teacher_hash, tokenizer_hash
+from raykd.cache.schema import CacheManifest
 from raykd.config import RaykdConfig, TrainConfig
+from raykd.model_hash import model_hash, tokenizer_hash
 from raykd.models import resolve_model
 from raykd.teacher import teacher_dir
 
@@ -40,13 +41,13 @@ def source_identity(spec: str) -> str:
     return ";".join(f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files if f.is_file())
 
 
-def model_identity(spec: str) -> str:
-    """A model spec with the hash of its directory's config and weights (a re-trained teacher in the
-    same place is another model)."""
+def model_identity(spec: str, cfg: RaykdConfig) -> str:
+    """A model spec with the content hash of its directory's config and weights (a re-trained teacher
+    in the same place is another model); hashed once per content, recorded in the run directory."""
     if spec.startswith(("tiny:", "teacher-layers:")):
         return spec
     path = resolve_model(spec)
-    return f"{spec}#{teacher_hash(path)}" if os.path.isdir(path) else spec
+    return f"{spec}#{model_hash(path, cfg.run_dir)}" if os.path.isdir(path) else spec
 
 
 def cache_identity(cache_dir: Path) -> str:
@@ -89,7 +90,7 @@ def run_name(base: str, inputs: dict, storage: Path, stage: str) -> str:
 
 
 def finetune_inputs(cfg: RaykdConfig, tokenizer_dir: str) -> dict:
-    return common_inputs(cfg, tokenizer_dir) | {"stage": "finetune", "teacher": model_identity(cfg.models.teacher),
+    return common_inputs(cfg, tokenizer_dir) | {"stage": "finetune", "teacher": model_identity(cfg.models.teacher, cfg),
                                                 "train": source_identity(cfg.data.train),
                                                 "knobs": stage_knobs(cfg.finetune)}
 
@@ -98,12 +99,12 @@ def distill_inputs(cfg: RaykdConfig, tokenizer_dir: str) -> dict:
     """The student base, the knobs, and where the targets come from: the cache's manifest (which names
     its teacher, tokenizer and sources), or the labeled data for the no-teacher baseline."""
     d = cfg.distill
-    inputs = common_inputs(cfg, tokenizer_dir) | {"stage": "distill", "student": model_identity(cfg.models.student),
-                                                  "knobs": stage_knobs(d)}
+    inputs = common_inputs(cfg, tokenizer_dir) | {"stage": "distill", "knobs": stage_knobs(d),
+                                                  "student": model_identity(cfg.models.student, cfg)}
     if d.teacher_source == "none":
         inputs["train"] = source_identity(cfg.data.train)
     else:
         inputs["cache"] = cache_identity(cfg.stage_dir("teacher_cache"))
     if d.teacher_source == "online" or cfg.models.student.startswith("teacher-layers:"):
-        inputs["teacher"] = model_identity(teacher_dir(cfg))
+        inputs["teacher"] = model_identity(teacher_dir(cfg), cfg)
     return inputs

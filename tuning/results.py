@@ -95,6 +95,6 @@ def summarize(grid, cfg: RaykdConfig, metric: str, mode: str, out: Path, wall_s:
         "data_sources": sorted(frame["data_source"].dropna().unique().tolist()),
         "best_config": str(out / "best_config.yaml"), "wall_s": round(wall_s, 1),
     }
-    metrics |= {f"best_{k}": _plain(best[k]) for k in ("lr", "top_k") if k in best and not pd.isna(best[k])}
+    metrics |= {f"best_{k}": _plain(best[k]) for k in ("lr",) if k in best and not pd.isna(best[k])}
     write_metrics(out, metrics)
     return metrics

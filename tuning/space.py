@@ -10,7 +10,7 @@ from ray import tune
 from raykd.config import TuneConfig
 
 # Sampled key -> the distill knob it sets.
-KNOBS = {"temperature": "temperature", "alpha": "alpha", "lr": "lr", "top_k": "top_k"}
+KNOBS = {"temperature": "temperature", "alpha": "alpha", "lr": "lr"}
 DIVERGED_LOSS = 1e9  # reported instead of NaN/inf: ASHA compares finite numbers only
 
 
@@ -20,12 +20,10 @@ def _between(bounds: list[float], sampler):
 
 
 def search_space(t: TuneConfig) -> dict:
-    """Ray Tune ``param_space``: temperature log-uniform, alpha uniform, optional lr (log-uniform) and k."""
+    """Ray Tune ``param_space``: temperature log-uniform, alpha uniform, optional lr (log-uniform)."""
     space = {"temperature": _between(t.temperature, tune.loguniform), "alpha": _between(t.alpha, tune.uniform)}
     if t.lr:
         space["lr"] = _between(t.lr, tune.loguniform)
-    if t.top_k:
-        space["top_k"] = tune.choice(t.top_k)
     return space
 
 

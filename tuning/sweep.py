@@ -1,7 +1,7 @@
-"""Stage 4: search distillation temperature and alpha (optionally lr and k) with Ray Tune.
+"""Stage 4: search distillation temperature and alpha (optionally lr) with Ray Tune.
 
     raykd tune --config configs/demo.yaml
-    raykd tune --config configs/demo.yaml tune.num_samples=16 "tune.lr=[1e-4,1e-2]" "tune.top_k=[4,8,16]"
+    raykd tune --config configs/demo.yaml tune.num_samples=16 "tune.lr=[1e-4,1e-2]"
     python -m tuning.sweep --config configs/demo.yaml tune.search=optuna     # pip install -e ".[tune]"
 
 Every trial runs ``ray_jobs.distill_student.fit_student`` (the distillation job's own loop) in one
@@ -24,8 +24,8 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from ray_jobs.distill_student import fit_student
-from raykd.cache.schema import CacheManifest, check_top_k
-from raykd.cache.store import publish
+from raykd.cache.schema import CacheManifest
+from raykd.cache.store import block_source, publish
 from raykd.config import ConfigError, RaykdConfig, from_dict
 from raykd.data import held_out_rows
 from raykd.distill import training_data
@@ -43,12 +43,14 @@ METRIC, MODE = "eval_loss", "min"
 RUN_KNOBS = ("resume", "max_concurrent_trials", "cpus_per_trial", "gpus_per_trial")  # how, not what, it runs
 
 
-def trial(sampled: dict, base: dict, data, vocab: int, source: str, rows: list[dict], kind: str) -> None:
+def trial(sampled: dict, base: dict, data, vocab: int, rows: list[dict], kind: str) -> None:
     """One Tune trial: distil with the sampled knobs from ``data`` (the cache's blocks in the object
-    store), reporting the held-out loss every eval_every steps and the exact-match score at the end."""
+    store), reporting the held-out loss every eval_every steps and the exact-match score at the end,
+    and where its blocks were found (``raykd.cache.store.block_source``)."""
     cfg = from_dict(trial_config(base, sampled))
     ray.data.DataContext.get_current().enable_progress_bars = False  # one bar per trial floods the log
     tokenizer = load_tokenizer(teacher_dir(cfg))
+    source = block_source(data, CacheManifest.read(cfg.stage_dir("teacher_cache")))
 
     def evaluate(model, final: bool) -> dict:
         held_out = score_model(model, tokenizer, rows, cfg.data, cfg.task, kind, generate=final)
@@ -118,16 +120,15 @@ def run(cfg: RaykdConfig) -> dict:
                           "must be cache (or online, to measure what the cache saves)")
     cache_dir = cfg.stage_dir("teacher_cache")
     manifest = CacheManifest.read(cache_dir)
-    check_top_k("tune.top_k", max(cfg.tune.top_k, default=0), manifest, cache_dir)
     # Trials hold the CPUs, leaving none for Ray Data tasks (reading Parquet, even from_arrow_refs'
     # metadata): publish the cache to the object store and build its dataset here, before any trial.
     publish(cache_dir, manifest)
-    data, vocab, _, source = training_data(cfg)  # also checks the cache's teacher and tokenizer
+    data, vocab, _, _ = training_data(cfg)  # also checks the cache's teacher and tokenizer
     data = data.materialize()  # a no-op on the cache's blocks; runs teacher_source=online's column drop now
     check_student(cfg)
     rows, kind = held_out_rows(cfg.data.eval, cfg.data, cfg.task)
     trainable = tune.with_resources(
-        tune.with_parameters(trial, base=cfg.to_dict(), data=data, vocab=vocab, source=source, rows=rows, kind=kind),
+        tune.with_parameters(trial, base=cfg.to_dict(), data=data, vocab=vocab, rows=rows, kind=kind),
         {"cpu": cfg.tune.cpus_per_trial, "gpu": cfg.tune.gpus_per_trial})
     print(f"[tune] {cfg.tune.num_samples} trials of {cfg.tune.steps} steps, {cfg.tune.max_concurrent_trials} at "
           f"a time, {cfg.tune.search} search, ASHA on {METRIC} every {cfg.tune.eval_every} steps", flush=True)

@@ -4,11 +4,14 @@ Rows (one per example, fixed width ``S = data.max_seq_len``; targets aligned wit
 position j holds the teacher's distribution *for* token j, predicted at position j-1):
 
     input_ids (S,) int64, attention_mask (S,) int64, labels (S,) int64 (-100 = no target),
-    values (S, k) float16   teacher logits at T=1 of its top-k tokens,
-    indices (S, k) int16|int32  their token ids,
-    lse (S,) float32        log-sum-exp of the teacher logits over the real vocabulary.
+    values (S, k) float16        teacher log-probabilities at T=1 of its top-k tokens,
+    indices (S, k) int16|int32   their token ids,
+    tail_values (S, m) float16   log-probabilities of m tokens sampled from the tempered tail,
+    tail_indices (S, m) int16|int32  their token ids,
+    tail_lse (S, G) float32      log sum over the tail of exp(log-prob / T) at G temperatures.
 
-Sequence classification stores one position per row (``labels`` and ``lse`` of shape (1,)).
+(``raykd.losses`` says why and how the loss uses them.) Sequence classification stores one position
+per row. The manifest records the values' kind, the tail's temperatures and a SHA-256 per shard.
 
 Readers check a cache against the manifest and the configured teacher and tokenizer before use.
 """
@@ -22,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from raykd.config import ConfigError
+from raykd.model_hash import model_hash, tokenizer_hash
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: log-probs, sampled tail, shard checksums (1 held raw logits and lse)
 SHARDS_DIR, MANIFEST_FILE = "shards", "manifest.json"
 
 
@@ -47,6 +51,14 @@ class CacheManifest:
     bytes: int  # Parquet bytes on storage
     sources: list[str]
     teacher_forward_s: float
+    values_kind: str  # "logprob": log softmax of the teacher's logits at T=1
+    tail_samples: int
+    tail_temperatures: list[float]
+    shards: dict[str, str]  # shard file name -> SHA-256 of its bytes
+
+    def content_key(self) -> str:
+        """What names this cache's content: its shards' checksums (and so its rows, k, teacher...)."""
+        return hashlib.sha256(json.dumps(self.shards, sort_keys=True).encode()).hexdigest()[:16]
 
     def write(self, cache_dir: Path) -> None:
         (cache_dir / MANIFEST_FILE).write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
@@ -63,42 +75,17 @@ class CacheManifest:
         return cls(**data)
 
 
-def fingerprint(directory: str, names: tuple[str, ...]) -> str:
-    """SHA-256 over the named files that exist in ``directory`` (all of a small file; for weight
-    files, their size plus the first and last MiB, so a 140 GB teacher hashes in milliseconds)."""
-    digest = hashlib.sha256()
-    for path in sorted(p for name in names for p in Path(directory).glob(name)):
-        size = path.stat().st_size
-        digest.update(f"{path.name}:{size}".encode())
-        with open(path, "rb") as f:
-            digest.update(f.read(1 << 20))
-            if size > 2 << 20:
-                f.seek(-(1 << 20), 2)
-                digest.update(f.read())
-    return digest.hexdigest()[:16]
-
-
-def teacher_hash(model_dir: str) -> str:
-    return fingerprint(model_dir, ("config.json", "*.safetensors", "*.bin"))
-
-
-def tokenizer_hash(tokenizer_dir: str) -> str:
-    return fingerprint(tokenizer_dir, ("tokenizer.json", "tokenizer.model", "vocab.json", "merges.txt"))
+def checksum(data: bytes) -> str:
+    """A shard's checksum (SHA-256 of its bytes)."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def check_compatible(manifest: CacheManifest, teacher_dir: str, tokenizer_dir: str, cache_dir: Path) -> None:
-    """Refuse a cache whose teacher or tokenizer differs from the ones configured now."""
-    if manifest.teacher_hash != teacher_hash(teacher_dir):
+    """Refuse a cache whose teacher or tokenizer differs from the ones configured now (the teacher's
+    hash is recorded beside the cache, so a large external teacher is hashed once)."""
+    now = model_hash(teacher_dir, cache_dir.parent)
+    if manifest.teacher_hash != now:
         raise CacheMismatchError(f"{cache_dir}: cache was made by another teacher (hash {manifest.teacher_hash}, "
-                                 f"{teacher_dir} is {teacher_hash(teacher_dir)}); re-run `raykd cache`")
+                                 f"{teacher_dir} is {now}); re-run `raykd cache`")
     if manifest.tokenizer_hash != tokenizer_hash(tokenizer_dir):
         raise CacheMismatchError(f"{cache_dir}: cache was made with another tokenizer than {tokenizer_dir}")
-
-
-
-
-def check_top_k(key: str, k: int, manifest: CacheManifest, cache_dir: Path) -> None:
-    """Refuse asking for more cached logits per token than the cache holds."""
-    if k > manifest.k:
-        raise ConfigError(f"'{key}' asks for {k} logits per token but the cache in {cache_dir} holds only "
-                          f"{manifest.k} (re-run `raykd cache` with a larger cache.top_k)")

@@ -1,5 +1,6 @@
 """The teacher pass that fills the cache: every source normalised to one schema, then a Ray Data actor
-that completes target-less prompts with the teacher and keeps the top-k logits of every target."""
+that completes target-less prompts with the teacher and keeps, for every target, the teacher summary
+of ``raykd.losses.summarize_teacher`` (top-k log-probs, sampled tail, tail partitions)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ import torch
 
 from raykd.config import ConfigError, DataConfig, RaykdConfig, from_dict
 from raykd.data import check_fields, encode_classification_batch, encode_lm_batch, read_dataset, text_column
+from raykd.losses import summarize_teacher
 from raykd.models import load_configured
 from raykd.scoring import generate_completions
 from raykd.tokens import load_tokenizer
+
+SUMMARY_POSITIONS = 2048
 
 
 def normalize(batch: dict, kind: str, labeled: bool, data: dict, spec: str) -> dict:
@@ -79,29 +83,38 @@ class TeacherScorer:
             for i, completion in zip(todo, done):
                 targets[i] = completion
         out = encode_lm_batch(self.tokenizer, list(zip(prompts, targets)), self.cfg.data.max_seq_len)
-        logits = self._logits(out)[..., : self.vocab]
-        values, indices, lse = self._topk(logits)  # (B, S, k), (B, S, k), (B, S) at the predicting position
+        summary = self._summary(self._logits(out)[..., : self.vocab], out["input_ids"])  # each (B, S, ...)
         # Shift so position j holds the distribution *for* token j (predicted at j-1), like labels.
-        out_values, out_indices, out_lse = np.zeros_like(values), np.zeros_like(indices), np.zeros_like(lse)
-        out_values[:, 1:], out_indices[:, 1:], out_lse[:, 1:] = values[:, :-1], indices[:, :-1], lse[:, :-1]
-        return out | {"values": out_values, "indices": out_indices, "lse": out_lse}
+        shifted = {}
+        for name, column in summary.items():
+            shifted[name] = np.zeros_like(column)
+            shifted[name][:, 1:] = column[:, :-1]
+        return out | shifted
 
     def _logits(self, encoded: dict[str, np.ndarray]) -> torch.Tensor:
         """fp32 teacher logits of a padded batch: ``(B, S, V)`` (causal LM) or ``(B, classes)``."""
         return self.model(input_ids=torch.as_tensor(encoded["input_ids"], device=self.device),
                           attention_mask=torch.as_tensor(encoded["attention_mask"], device=self.device)).logits.float()
 
-    def _topk(self, logits: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        k = min(self.cfg.cache.top_k, logits.shape[-1])
-        values, indices = logits.topk(k, dim=-1)
-        lse = torch.logsumexp(logits, dim=-1)
-        return (values.half().cpu().numpy(), indices.cpu().numpy().astype(self.index_dtype),
-                lse.cpu().numpy().astype(np.float32))
+    def _summary(self, logits: torch.Tensor, input_ids: np.ndarray) -> dict[str, np.ndarray]:
+        """``summarize_teacher`` of ``(B, S, V)`` logits as ``(B, S, ...)`` arrays in the cache's dtypes.
+        The tail draws are seeded by the run's seed and the rows, so a re-cache of the same rows by any
+        actor, in any order, stores the same samples."""
+        seed = (self.cfg.seed * 1_000_003 + int((input_ids.astype(np.int64) % 65521).sum())) % 2**63
+        generator = torch.Generator(device=logits.device).manual_seed(seed)
+        shape, rows = logits.shape[:-1], logits.reshape(-1, logits.shape[-1])
+        # A few positions at a time: each step holds several (positions, V) fp32 temporaries.
+        parts = [summarize_teacher(rows[i : i + SUMMARY_POSITIONS], self.cfg.cache.top_k,
+                                   self.cfg.cache.tail_samples, generator)
+                 for i in range(0, len(rows), SUMMARY_POSITIONS)]
+        dtypes = {"values": np.float16, "tail_values": np.float16, "tail_lse": np.float32,
+                  "indices": self.index_dtype, "tail_indices": self.index_dtype}
+        return {k: torch.cat([p[k] for p in parts]).reshape(*shape, -1).cpu().numpy().astype(dtype)
+                for k, dtype in dtypes.items()}
 
     def _classification(self, batch: dict) -> dict:
         out = encode_classification_batch(self.tokenizer, batch["prompt"], self.cfg.data.max_seq_len)
         logits = self._logits(out)[:, None, :]
-        values, indices, lse = self._topk(logits)  # (B, 1, k)
         given = np.asarray(batch["label"], dtype=np.int64)
         labels = np.where(given >= 0, given, logits[:, 0].argmax(-1).cpu().numpy())[:, None]  # pseudo-labels
-        return out | {"labels": labels, "values": values, "indices": indices, "lse": lse}
+        return out | {"labels": labels} | self._summary(logits, out["input_ids"])  # (B, 1, ...)

@@ -2,41 +2,50 @@
 
 Two copies: Parquet shards + ``manifest.json`` under ``RUN/teacher_cache/`` (the record), and Arrow
 blocks in the Ray object store owned by a detached named actor, so a separately submitted job on
-the same cluster reads them without recomputing. When the actor is gone, readers use Parquet.
+the same cluster reads them without recomputing.
+
+The holder is named by the cache's content (the manifest's per-shard SHA-256s), and it reports the
+checksums of the bytes it actually loaded. Publishing a new cache in a directory kills the holders of
+that directory's earlier caches (their memory is freed). A reader uses the object store only when
+the holder's checksums match the manifest on storage; otherwise, or when no holder lives, Parquet.
 """
 
 from __future__ import annotations
 
-import hashlib
+import io
 from pathlib import Path
 
 import ray
 import ray.data
 
-from raykd.cache.schema import SHARDS_DIR, CacheManifest
+from raykd.cache.schema import SHARDS_DIR, CacheManifest, checksum
 
 NAMESPACE = "raykd"
+PREFIX = "raykd-cache-"
 
 
-def holder_name(cache_dir: Path, manifest: CacheManifest) -> str:
-    """Actor name: one holder per cache directory and content."""
-    key = hashlib.sha256(f"{cache_dir.resolve()}:{manifest.teacher_hash}:{manifest.rows}".encode()).hexdigest()
-    return f"raykd-cache-{key[:16]}"
+def holder_name(manifest: CacheManifest) -> str:
+    return PREFIX + manifest.content_key()
 
 
 @ray.remote(num_cpus=0)
 class CacheHolder:
     """Owns the cache's Arrow blocks in the object store; they live as long as this detached actor."""
 
-    def __init__(self, shards_dir: str):
+    def __init__(self, cache_dir: str):
         import pyarrow.parquet as pq
 
-        table = pq.read_table(shards_dir)
+        self.cache_dir = cache_dir
+        self.checksums, tables = {}, []
+        for path in sorted((Path(cache_dir) / SHARDS_DIR).glob("*.parquet")):
+            data = path.read_bytes()  # checksum and table from the same bytes
+            self.checksums[path.name] = checksum(data)
+            tables.append(pq.read_table(io.BytesIO(data)))
         # ray.put inside the actor: the actor, not the submitting driver, owns the objects.
-        self.refs = [ray.put(batch) for batch in _split(table, 4096)]
+        self.refs = [ray.put(block) for table in tables for block in _split(table, 4096)]
 
-    def blocks(self) -> list[ray.ObjectRef]:
-        return self.refs
+    def describe(self) -> dict:
+        return {"cache_dir": self.cache_dir, "checksums": self.checksums, "blocks": self.refs}
 
 
 def _split(table, rows: int):
@@ -44,23 +53,56 @@ def _split(table, rows: int):
 
 
 def publish(cache_dir: Path, manifest: CacheManifest) -> str:
-    """Load the Parquet shards into the object store under a detached actor; returns its name."""
-    name = holder_name(cache_dir, manifest)
+    """Load the Parquet shards into the object store under a detached actor named by their content,
+    after killing this directory's holders of other content; returns the actor's name."""
+    name = holder_name(manifest)
+    for old in _holders_of(cache_dir):
+        if old != name:
+            ray.kill(ray.get_actor(old, namespace=NAMESPACE))
+            print(f"[cache] freed the object-store copy of the previous cache in {cache_dir} ({old})", flush=True)
     holder = CacheHolder.options(name=name, namespace=NAMESPACE, lifetime="detached",
-                                 get_if_exists=True).remote(str(cache_dir / SHARDS_DIR))
-    ray.get(holder.blocks.remote())
+                                 get_if_exists=True).remote(str(cache_dir.resolve()))
+    ray.get(holder.describe.remote())
     return name
 
 
-def load(cache_dir: Path) -> tuple[ray.data.Dataset, CacheManifest, str]:
-    """The cache as a Ray dataset: from the object store when its actor lives, else from Parquet.
+def _holders_of(cache_dir: Path) -> list[str]:
+    """Names of the live holders whose cache lives in ``cache_dir``."""
+    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+             if a["namespace"] == NAMESPACE and a["name"].startswith(PREFIX)]
+    mine = []
+    for name in names:
+        try:
+            if ray.get(ray.get_actor(name, namespace=NAMESPACE).describe.remote())["cache_dir"] == \
+                    str(cache_dir.resolve()):
+                mine.append(name)
+        except (ValueError, ray.exceptions.RayActorError):
+            continue  # died meanwhile
+    return mine
 
-    Returns ``(dataset, manifest, source)`` with source ``"object_store"`` or ``"parquet"``.
-    """
+
+def block_source(ds: ray.data.Dataset, manifest: CacheManifest) -> str:
+    """Where ``ds``'s blocks are, checked on the blocks themselves: ``"object_store"`` when every one
+    is an object of the cache's holder, else ``"copy"`` (read from Parquet, or transformed since)."""
+    try:
+        held = set(ray.get(ray.get_actor(holder_name(manifest), namespace=NAMESPACE).describe.remote())["blocks"])
+    except (ValueError, ray.exceptions.RayActorError):
+        held = set()
+    refs = ds.to_arrow_refs()
+    return "object_store" if refs and set(refs) <= held else "copy"
+
+
+def load(cache_dir: Path) -> tuple[ray.data.Dataset, CacheManifest, str]:
+    """The cache as a Ray dataset: from the object store when a holder of exactly the manifest's
+    shards lives, else from Parquet. Returns ``(dataset, manifest, source)``, source ``"object_store"``
+    or ``"parquet"``."""
     manifest = CacheManifest.read(cache_dir)
     try:
-        holder = ray.get_actor(holder_name(cache_dir, manifest), namespace=NAMESPACE)
-        refs = ray.get(holder.blocks.remote())
-        return ray.data.from_arrow_refs(refs), manifest, "object_store"
+        held = ray.get(ray.get_actor(holder_name(manifest), namespace=NAMESPACE).describe.remote())
+        if held["checksums"] == manifest.shards:
+            return ray.data.from_arrow_refs(held["blocks"]), manifest, "object_store"
+        print(f"[raykd] the object-store copy of {cache_dir} does not match its manifest: reading Parquet",
+              flush=True)
     except (ValueError, ray.exceptions.RayActorError, ray.exceptions.ObjectLostError):
-        return ray.data.read_parquet(str(cache_dir / SHARDS_DIR)), manifest, "parquet"
+        pass
+    return ray.data.read_parquet(str(cache_dir / SHARDS_DIR)), manifest, "parquet"

@@ -1,13 +1,23 @@
 """The step loop shared by fine-tune, distil and Tune trials: device, precision, optimizer, micro-batches,
-gradient accumulation, periodic evaluation, checkpoints and resume."""
+gradient accumulation, periodic evaluation, checkpoints and resume.
+
+Averaging: a loss function returns the *sum* of its per-target losses and the target count; a step's
+gradient is that sum over all micro-batches and ranks divided by the global target count, so every
+token of the global batch weighs the same (a mean per micro-batch would over-weigh short ones).
+Order: each epoch is shuffled with the run's seed; a resumed run skips the micro-batches it already
+trained on, and every step seeds torch from (seed, step, rank), so dropout draws match a run that
+never stopped.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from raykd.config import TrainConfig
@@ -43,23 +53,83 @@ def make_optimizer(params, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, tor
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def micro_batches(data, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless micro-batches, epoch after epoch, from a Train worker's shard
-    (``ray.train.get_dataset_shard``) or a whole ``ray.data.Dataset`` (a Tune trial)."""
+SHUFFLE_ROWS = 512  # rows in each worker's shuffle buffer (a 70B cache row is ~0.5 MB)
+
+
+def micro_batches(data, batch_size: int, seed: int, skip: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless micro-batches, epoch after epoch, each epoch shuffled with ``seed`` and its number, from
+    a Train worker's shard (``ray.train.get_dataset_shard``) or a whole ``ray.data.Dataset`` (a Tune
+    trial). The first ``skip`` micro-batches (a resumed run's) are read and dropped."""
+    epoch = 0
     while True:
-        yield from data.iter_torch_batches(batch_size=batch_size, drop_last=True)
+        for batch in data.iter_torch_batches(batch_size=batch_size, drop_last=True,
+                                             local_shuffle_buffer_size=SHUFFLE_ROWS,
+                                             local_shuffle_seed=seed * 1000 + epoch):
+            if skip:
+                skip -= 1
+                continue
+            yield batch
+        epoch += 1
 
 
-LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]
+@contextlib.contextmanager
+def gradient_sync(model: nn.Module, enabled: bool):
+    """Skip the gradient all-reduce (DDP) / reduce-scatter (FSDP2) of a micro-batch that is not the
+    step's last: gradients accumulate locally and are synchronised once."""
+    if enabled:
+        yield
+    elif isinstance(model, nn.parallel.DistributedDataParallel):
+        with model.no_sync():
+            yield
+    elif hasattr(model, "set_requires_gradient_sync"):  # an FSDP2 (fully_shard) module
+        model.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            model.set_requires_gradient_sync(True)
+    else:
+        yield
+
+
+def global_sums(values: list[float], world: int) -> list[float]:
+    """``values`` summed over all ranks (one all-reduce; the identity on one process)."""
+    if world == 1:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]]
 EvalFn = Callable[[nn.Module, bool], dict]  # (model, final) -> held-out metrics added to a report
 
 
-def run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, batches: Iterator[dict],
-              loss_fn: LossFn, cfg: TrainConfig, state: LoopState, trainable: set[str], device: torch.device,
-              tag: str, session: Session, evaluate: EvalFn | None = None) -> LoopState:
-    """Train from ``state.step`` to ``cfg.steps``: accumulation, clipping, progress, checkpoints.
+def accumulate_gradients(model: nn.Module, batches: list[dict], loss_fn: LossFn, world: int, bf16: bool) -> float:
+    """Leave in ``.grad`` the gradient of the per-target mean loss over ``batches`` on every rank (one
+    optimizer step's micro-batches); gradients are synchronised once, after the last. Returns that mean."""
+    loss_sum, targets = 0.0, 0.0
+    for i, batch in enumerate(batches):
+        device = next(iter(batch.values())).device.type
+        with gradient_sync(model, i == len(batches) - 1), torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            summed, count = loss_fn(model, batch)
+            summed.backward()
+        loss_sum, targets = loss_sum + summed.item(), targets + float(count)
+    loss_sum, targets = global_sums([loss_sum, targets], world)
+    # DDP/FSDP averaged the summed gradients over ranks: times world / global count = per-target mean.
+    for p in model.parameters():
+        if p.grad is not None:
+            p.grad.mul_(world / max(targets, 1.0))
+    return loss_sum / max(targets, 1.0)
 
-    ``loss_fn(model, batch) -> mean loss``; throughput counts non-padding input tokens. Every
+
+def run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, data, loss_fn: LossFn,
+              cfg: TrainConfig, state: LoopState, trainable: set[str], device: torch.device, tag: str,
+              session: Session, seed: int, evaluate: EvalFn | None = None) -> LoopState:
+    """Train from ``state.step`` to ``cfg.steps`` on ``data`` (see ``micro_batches``): accumulation,
+    per-token averaging over the global batch, clipping, progress, checkpoints.
+
+    ``loss_fn(model, batch) -> (summed loss, target count)``; throughput counts non-padding input
+    tokens. Every
     ``cfg.checkpoint_every`` steps (and at the end) the loop checkpoints and reports ``step``,
     ``loss`` and, when given, ``evaluate(model, final)``'s held-out metrics. Every rank runs the same
     number of steps, so collectives (FSDP, DDP, checkpoint gathers) line up.
@@ -67,18 +137,15 @@ def run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, bat
     rank, world = session.rank, session.world
     for _ in range(state.step):
         scheduler.step()  # the schedule is a function of the step: replay it instead of storing it
+    batches = micro_batches(data, cfg.batch_size, seed, skip=state.step * cfg.grad_accum)
     bf16 = use_bf16(cfg, device)
     window_tokens, window_start = 0, time.time()
     while state.step < cfg.steps:
         model.train()
-        total = 0.0
-        for _ in range(cfg.grad_accum):
-            batch = {k: v.to(device) for k, v in next(batches).items()}
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss = loss_fn(model, batch)
-            (loss / cfg.grad_accum).backward()
-            total += loss.item() / cfg.grad_accum
-            window_tokens += int(batch["attention_mask"].sum()) * world
+        torch.manual_seed((seed * 1_000_003 + state.step) * 4099 + rank)
+        step_batches = [{k: v.to(device) for k, v in next(batches).items()} for _ in range(cfg.grad_accum)]
+        total = accumulate_gradients(model, step_batches, loss_fn, world, bf16)
+        window_tokens += sum(int(b["attention_mask"].sum()) for b in step_batches) * world
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step(), scheduler.step(), optimizer.zero_grad(set_to_none=True)
         state.step += 1

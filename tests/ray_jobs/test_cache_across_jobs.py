@@ -14,30 +14,50 @@ from raykd.cache import schema, store
 ray.init(namespace=store.NAMESPACE)
 cache = Path(sys.argv[1])
 if sys.argv[2] == "kill":
-    manifest = schema.CacheManifest.read(cache)
-    ray.kill(ray.get_actor(store.holder_name(cache, manifest), namespace=store.NAMESPACE))
+    ray.kill(ray.get_actor(store.holder_name(schema.CacheManifest.read(cache)), namespace=store.NAMESPACE))
 ds, manifest, source = store.load(cache)
-rows = sorted(hashlib.sha1(r["input_ids"].tobytes() + r["values"].tobytes() + r["lse"].tobytes()).hexdigest()
-              for r in ds.iter_rows())
-print("RESULT", source, len(rows), hashlib.sha1("".join(rows).encode()).hexdigest())
+rows = list(ds.iter_rows())
+width = rows[0]["values"].shape[-1]
+rows = sorted(hashlib.sha1(b"".join(r[c].tobytes() for c in ("input_ids", "values", "tail_values"))).hexdigest()
+              for r in rows)
+holders = sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"] in sys.argv[3:])
+print("RESULT", source, len(rows), width, hashlib.sha1("".join(rows).encode()).hexdigest(), *holders)
 """
 
 
-def read_cache(address: str, cache_dir, mode: str) -> list[str]:
+def read_cache(address: str, cache_dir, mode: str, *holders: str) -> list[str]:
+    """(source, rows, values' width, digest of the rows, which of ``holders`` are alive) in a new driver."""
     env = dict(os.environ, RAY_ADDRESS=address)
-    proc = subprocess.run([sys.executable, "-c", READER, str(cache_dir), mode], cwd=REPO, env=env,
+    proc = subprocess.run([sys.executable, "-c", READER, str(cache_dir), mode, *holders], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")), None)
     assert line, proc.stdout[-2000:] + proc.stderr[-2000:]
     return line.split()[1:]
 
 
-def test_second_job_reads_object_store_then_parquet_after_actor_dies(teacher_run, on_ray_head, tmp_path):
+def holder_of(cache_dir) -> str:
+    from raykd.cache import schema, store
+
+    return store.holder_name(schema.CacheManifest.read(cache_dir))
+
+
+def test_jobs_read_the_object_store_copy_of_the_current_cache_only(teacher_run, on_ray_head, tmp_path):
     run, overrides = teacher_run
     copy = tmp_path / "run"
     shutil.copytree(run / "teacher", copy / "teacher")
-    raykd("cache", "--config", str(DEMO), *overrides, f"run_dir={copy}")  # its driver exits here
-    source, rows, digest = read_cache(on_ray_head, copy / "teacher_cache", "read")
-    assert source == "object_store" and int(rows) == 700
-    fallback = read_cache(on_ray_head, copy / "teacher_cache", "kill")
-    assert fallback == ["parquet", rows, digest]
+    cache = copy / "teacher_cache"
+    args = ["cache", "--config", str(DEMO), *overrides, f"run_dir={copy}"]
+    raykd(*args)  # its driver exits here
+    first = holder_of(cache)
+    source, rows, width, digest, *alive = read_cache(on_ray_head, cache, "read", first)
+    assert (source, int(rows), int(width), alive) == ("object_store", 700, 16, [first])
+
+    recached = raykd(*args, "cache.top_k=8")  # another content: another holder, and the old one freed
+    second = holder_of(cache)
+    assert second != first and f"({first})" in recached.stdout
+    source, rows, width, new_digest, *alive = read_cache(on_ray_head, cache, "read", first, second)
+    assert (source, int(rows), int(width), alive) == ("object_store", 700, 8, [second])
+    assert new_digest != digest
+
+    fallback = read_cache(on_ray_head, cache, "kill", second)
+    assert fallback == ["parquet", rows, width, new_digest]

@@ -3,7 +3,8 @@
 import numpy as np
 import pyarrow.parquet as pq
 
-from raykd.cache.schema import CacheManifest
+from raykd.cache.schema import CacheManifest, checksum
+from raykd.losses import TEACHER_KEYS
 from tests.conftest import read_metrics
 
 
@@ -12,9 +13,18 @@ def test_manifest_and_shards_follow_the_schema(teacher_run):
     manifest = CacheManifest.read(run / "teacher_cache")
     assert manifest.rows == 200 + 500 and manifest.k == 16
     assert manifest.values_dtype == "float16" and manifest.indices_dtype == "int16"
-    table = pq.read_table(run / "teacher_cache" / "shards")
+    assert manifest.values_kind == "logprob" and manifest.tail_samples == 32
+    shards = run / "teacher_cache" / "shards"
+    assert manifest.shards == {p.name: checksum(p.read_bytes()) for p in shards.glob("*.parquet")}
+    table = pq.read_table(shards)
     assert table.num_rows == manifest.rows
-    assert set(table.column_names) >= {"input_ids", "labels", "attention_mask", "values", "indices", "lse"}
+    assert set(table.column_names) >= {"input_ids", "labels", "attention_mask", *TEACHER_KEYS}
+    row = table.slice(0, 1).to_pylist()[0]
+    valid = np.asarray(row["labels"]) != -100
+    top = np.asarray(row["values"], dtype=np.float64).reshape(len(valid), -1)[valid]
+    tail = np.asarray(row["tail_lse"], dtype=np.float64).reshape(len(valid), -1)[valid]
+    # log-probs: the top-k mass and the tail's exact mass (tail_lse at T=1) add up to one
+    assert np.allclose(np.exp(top).sum(-1) + np.exp(tail[:, 0]), 1.0, atol=0.02)
     metrics = read_metrics(run, "teacher_cache")
     assert metrics["bytes_per_token"] < metrics["full_fp32_bytes_per_token"]
 

@@ -1,7 +1,9 @@
 """The report: real measurements of teacher, student and a no-teacher baseline."""
 
 import json
+import math
 
+from raykd.builtin.data import generate_split
 from tests.conftest import DEMO, raykd
 
 
@@ -25,3 +27,18 @@ def test_report_compares_teacher_student_and_baseline(teacher_run):
 def test_evaluate_without_a_student_says_what_to_run(tmp_path):
     proc = raykd("evaluate", "--config", str(DEMO), f"run_dir={tmp_path}", check=False, timeout=300)
     assert proc.returncode == 2 and "run `raykd finetune` first" in proc.stderr
+
+
+def test_plain_text_test_data_gets_a_loss_report(teacher_run, tmp_path):
+    """Plain text ({"text": ...}) is valid held-out data: no exact-match score, the report compares losses."""
+    run, overrides = teacher_run
+    if not (run / "student" / "config.json").exists():
+        raykd("distill", "--config", str(DEMO), *overrides)
+    plain = tmp_path / "test.jsonl"
+    plain.write_text("".join(json.dumps({"text": r["prompt"] + r["completion"]}) + "\n"
+                             for r in generate_split("test")[:64]))
+    raykd("evaluate", "--config", str(DEMO), *overrides, f"data.test={plain}")
+    report = json.loads((run / "report" / "report.json").read_text())
+    assert report["student_score"] is None and report["retention"] is None
+    assert all(0 < report[f"{arm}_loss"] < math.inf for arm in ("teacher", "student", "baseline"))
+    assert "plain text has no score" in (run / "report" / "report.md").read_text()

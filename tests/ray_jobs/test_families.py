@@ -26,9 +26,9 @@ QUICK = ["finetune.steps=4", "finetune.checkpoint_every=4", "finetune.log_every=
          "cache.cpus_per_actor=0.5", "cache.batch_size=32", "data.eval_examples=8", "data.max_new_tokens=4",
          "finetune.warmup_steps=1", "distill.warmup_steps=1"]
 TWO_WORKERS = {  # family → how one of its stages trains instead of 1 worker, LoRA
-    "llama": ["finetune.workers=2", "finetune.sharding=fsdp"],
-    "gpt2": ["finetune.workers=2", "finetune.sharding=ddp", "finetune.method=full"],
-    "qwen2": ["distill.workers=2", "distill.sharding=fsdp"],
+    "llama": ["finetune.workers=2", "finetune.sharding=fsdp", "finetune.grad_accum=2"],
+    "gpt2": ["finetune.workers=2", "finetune.sharding=ddp", "finetune.method=full", "finetune.grad_accum=2"],
+    "qwen2": ["distill.workers=2", "distill.sharding=fsdp", "distill.grad_accum=2"],
     "mistral": ["finetune.workers=2", "finetune.sharding=fsdp", "finetune.method=full"],
     "bert": ["distill.workers=2", "distill.sharding=ddp"],
 }

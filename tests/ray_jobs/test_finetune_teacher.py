@@ -2,15 +2,18 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from raykd.builtin.data import generate_split
+from raykd.model_hash import HASH_FILE, model_hash
 from tests.conftest import DEMO, REPO, raykd, read_metrics
 
 
@@ -50,12 +53,32 @@ def test_a_data_error_inside_ray_data_reaches_the_user_as_one_line(tmp_path):
     assert last.startswith("raykd: error: ") and str(train) in last and "field 'completion'" in last
 
 
-def test_a_second_finetune_with_new_knobs_trains_afresh(tmp_path):
-    args = ["finetune", "--config", str(DEMO), f"run_dir={tmp_path}", "finetune.steps=4", "finetune.warmup_steps=1"]
+def same_ends(a: Path, b: Path, size: int = 1 << 20) -> bool:
+    """Same size and the same first and last ``size`` bytes: what a quick fingerprint would compare."""
+    x, y = a.read_bytes(), b.read_bytes()
+    return len(x) == len(y) and x[:size] == y[:size] and x[-size:] == y[-size:]
+
+
+def test_a_second_finetune_with_new_knobs_trains_afresh_and_is_another_teacher(tmp_path, teacher_run):
+    """New knobs retrain. The two LoRA teachers of one base (adapters on q_proj only, so their weight
+    files have the same size and the same first and last MiB) get different hashes, and a cache made
+    by another teacher is refused for the new one."""
+    args = ["finetune", "--config", str(DEMO), f"run_dir={tmp_path}", "finetune.steps=4", "finetune.warmup_steps=1",
+            "finetune.lora_target_modules=[q_proj]"]
     raykd(*args)
+    first = tmp_path / "first_teacher"
+    shutil.copytree(tmp_path / "teacher", first)
     changed = raykd(*args, "finetune.lr=1e-2")
     assert "training afresh" in changed.stdout and read_metrics(tmp_path, "teacher")["resumed_from_step"] == 0
     assert len(list((tmp_path / "checkpoints").glob("finetune-*"))) == 2  # one run per set of inputs
+
+    second = tmp_path / "teacher"
+    assert same_ends(first / "model.safetensors", second / "model.safetensors")
+    assert model_hash(str(first)) != model_hash(str(second))
+    assert json.loads((second / HASH_FILE).read_text())["hash"] == model_hash(str(second))  # the export's record
+    run, overrides = teacher_run  # another teacher's cache
+    proc = raykd("distill", "--config", str(DEMO), *overrides, f"cache.teacher={second}", check=False, timeout=300)
+    assert proc.returncode == 2 and "cache was made by another teacher" in proc.stderr
 
 
 def test_fsdp_lora_survives_sigkill_of_a_worker_and_beats_its_base(tmp_path):

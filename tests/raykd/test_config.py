@@ -80,7 +80,7 @@ def test_shipped_configs_load():
     (["serve.compare_concurrency=[]"], "serve.compare_concurrency"),
     (["serve.student_weight=1.2"], "serve.student_weight"),
     (["serve.engine=tensorrt"], "serve.engine"),
-    (["distill.top_k=-1"], "distill.top_k"),
+    (["cache.tail_samples=2"], "cache.tail_samples"),
 ])
 def test_serve_and_distill_cross_checks_name_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message):

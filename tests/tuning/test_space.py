@@ -21,17 +21,16 @@ def test_default_space_samples_temperature_log_uniform_and_alpha_uniform():
     assert (space["alpha"].lower, space["alpha"].upper) == (0.0, 1.0)
 
 
-def test_optional_lr_and_k_and_equal_bounds_fix_a_value():
-    t = load_config(DEMO, ["tune.lr=[1e-4, 1e-2]", "tune.top_k=[4, 8]", "tune.alpha=[0.5, 0.5]"]).tune
+def test_optional_lr_and_equal_bounds_fix_a_value():
+    t = load_config(DEMO, ["tune.lr=[1e-4, 1e-2]", "tune.alpha=[0.5, 0.5]"]).tune
     space = search_space(t)
     assert space["alpha"] == 0.5
-    assert space["top_k"].categories == [4, 8]
     assert isinstance(space["lr"].get_sampler(), tune.search.sample.LogUniform)
 
 
 @pytest.mark.parametrize("override, message", [
     ("tune.alpha=[0.2, 1.5]", "tune.alpha"), ("tune.temperature=[0, 4]", "tune.temperature"),
-    ("tune.temperature=[4, 2]", "low <= high"), ("tune.lr=[1e-3]", "tune.lr"), ("tune.top_k=[0, 4]", "tune.top_k"),
+    ("tune.temperature=[4, 2]", "low <= high"), ("tune.lr=[1e-3]", "tune.lr"),
     ("tune.temperature=[]", "tune.temperature"), ("tune.search=grid", "tune.search"),
 ])
 def test_bad_search_space_is_refused_naming_the_key(override, message):
@@ -41,9 +40,9 @@ def test_bad_search_space_is_refused_naming_the_key(override, message):
 
 def test_trial_config_sets_the_sampled_knobs_and_the_trial_budget():
     cfg = load_config(DEMO, ["tune.steps=40", "tune.eval_every=10", "tune.cpus_per_trial=0.5"])
-    trial = from_dict(trial_config(cfg.to_dict(), {"temperature": 3.0, "alpha": 0.25, "top_k": 4}))
+    trial = from_dict(trial_config(cfg.to_dict(), {"temperature": 3.0, "alpha": 0.25, "lr": 0.01}))
     d = trial.distill
-    assert (d.temperature, d.alpha, d.top_k, d.steps, d.checkpoint_every) == (3.0, 0.25, 4, 40, 10)
+    assert (d.temperature, d.alpha, d.lr, d.steps, d.checkpoint_every) == (3.0, 0.25, 0.01, 40, 10)
     assert (d.workers, d.cpus_per_worker, d.sharding) == (1, 0.5, "none")
     assert cfg.distill.temperature == 2.0  # the base is not modified
 
