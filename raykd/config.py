@@ -305,6 +305,11 @@ def _cross_check(cfg: RaykdConfig) -> None:
     if cfg.distill.teacher_source == "none" and cfg.distill.alpha != 0:
         raise ConfigError(f"'distill.alpha' = {cfg.distill.alpha} needs a teacher; with distill.teacher_source=none "
                           "it must be 0 (hard labels only)")
+    for name in ("finetune", "distill"):
+        stage = getattr(cfg, name)
+        if stage.workers > 1 and stage.sharding == "none":
+            raise ConfigError(f"'{name}.workers' = {stage.workers} needs {name}.sharding=ddp or fsdp (with none the "
+                              "workers would train separate copies)")
     t = cfg.tune
     _check_range("tune.temperature", t.temperature, 0.0, float("inf"), low_open=True)
     _check_range("tune.alpha", t.alpha, 0.0, 1.0)

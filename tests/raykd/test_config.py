@@ -16,7 +16,8 @@ def test_defaults_without_a_file():
 
 
 def test_override_sets_nested_typed_value():
-    cfg = load_config(DEMO, ["finetune.workers=2", "finetune.lr=1e-4", "finetune.lora_target_modules=[q_proj]"])
+    cfg = load_config(DEMO, ["finetune.workers=2", "finetune.sharding=ddp", "finetune.lr=1e-4",
+                             "finetune.lora_target_modules=[q_proj]"])
     assert cfg.finetune.workers == 2 and cfg.finetune.lr == pytest.approx(1e-4)
     assert cfg.finetune.lora_target_modules == ["q_proj"]
 
@@ -81,6 +82,7 @@ def test_shipped_configs_load():
     (["serve.student_weight=1.2"], "serve.student_weight"),
     (["serve.engine=tensorrt"], "serve.engine"),
     (["cache.tail_samples=2"], "cache.tail_samples"),
+    (["distill.workers=2"], "distill.sharding=ddp or fsdp"),
 ])
 def test_serve_and_distill_cross_checks_name_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message):
