@@ -66,28 +66,25 @@ def publish(cache_dir: Path, manifest: CacheManifest) -> str:
     return name
 
 
+def _describe(name: str) -> dict | None:
+    """The named holder's ``describe()``, or None when no such holder lives."""
+    try:
+        return ray.get(ray.get_actor(name, namespace=NAMESPACE).describe.remote())
+    except (ValueError, ray.exceptions.RayActorError, ray.exceptions.ObjectLostError):
+        return None
+
+
 def _holders_of(cache_dir: Path) -> list[str]:
     """Names of the live holders whose cache lives in ``cache_dir``."""
     names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
              if a["namespace"] == NAMESPACE and a["name"].startswith(PREFIX)]
-    mine = []
-    for name in names:
-        try:
-            if ray.get(ray.get_actor(name, namespace=NAMESPACE).describe.remote())["cache_dir"] == \
-                    str(cache_dir.resolve()):
-                mine.append(name)
-        except (ValueError, ray.exceptions.RayActorError):
-            continue  # died meanwhile
-    return mine
+    return [n for n in names if (_describe(n) or {}).get("cache_dir") == str(cache_dir.resolve())]
 
 
 def block_source(ds: ray.data.Dataset, manifest: CacheManifest) -> str:
     """Where ``ds``'s blocks are, checked on the blocks themselves: ``"object_store"`` when every one
     is an object of the cache's holder, else ``"copy"`` (read from Parquet, or transformed since)."""
-    try:
-        held = set(ray.get(ray.get_actor(holder_name(manifest), namespace=NAMESPACE).describe.remote())["blocks"])
-    except (ValueError, ray.exceptions.RayActorError):
-        held = set()
+    held = set((_describe(holder_name(manifest)) or {}).get("blocks", []))
     refs = ds.to_arrow_refs()
     return "object_store" if refs and set(refs) <= held else "copy"
 
@@ -97,12 +94,10 @@ def load(cache_dir: Path) -> tuple[ray.data.Dataset, CacheManifest, str]:
     shards lives, else from Parquet. Returns ``(dataset, manifest, source)``, source ``"object_store"``
     or ``"parquet"``."""
     manifest = CacheManifest.read(cache_dir)
-    try:
-        held = ray.get(ray.get_actor(holder_name(manifest), namespace=NAMESPACE).describe.remote())
-        if held["checksums"] == manifest.shards:
-            return ray.data.from_arrow_refs(held["blocks"]), manifest, "object_store"
+    held = _describe(holder_name(manifest))
+    if held is not None and held["checksums"] == manifest.shards:
+        return ray.data.from_arrow_refs(held["blocks"]), manifest, "object_store"
+    if held is not None:
         print(f"[raykd] the object-store copy of {cache_dir} does not match its manifest: reading Parquet",
               flush=True)
-    except (ValueError, ray.exceptions.RayActorError, ray.exceptions.ObjectLostError):
-        pass
     return ray.data.read_parquet(str(cache_dir / SHARDS_DIR)), manifest, "parquet"
