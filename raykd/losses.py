@@ -93,8 +93,9 @@ def _tail_weights(tail_values: torch.Tensor, tail_lse: torch.Tensor, beta: float
     return beta * lp - torch.logsumexp(mixture, dim=0)
 
 
-def kd_topk(student_logits: torch.Tensor, values: torch.Tensor, indices: torch.Tensor, tail_values: torch.Tensor,
-            tail_indices: torch.Tensor, tail_lse: torch.Tensor, temperature: float) -> torch.Tensor:
+def kd_topk(student_logits: torch.Tensor, values: torch.Tensor, indices: torch.Tensor,
+            tail_values: torch.Tensor | None = None, tail_indices: torch.Tensor | None = None,
+            tail_lse: torch.Tensor | None = None, temperature: float = 1.0) -> torch.Tensor:
     """Per-token ``KL(p_T || q_T) * T**2`` from the cached teacher summary (see the module docstring).
 
     Args:
@@ -102,6 +103,7 @@ def kd_topk(student_logits: torch.Tensor, values: torch.Tensor, indices: torch.T
         values, indices: ``(n, k)`` teacher top-k log-probs (T=1) and token ids.
         tail_values, tail_indices: ``(n, m)`` sampled tail tokens' log-probs and ids.
         tail_lse: ``(n, G)`` ``log sum_tail exp(lp / T_g)`` at ``TAIL_TEMPERATURES``.
+        Without the tail columns (a top-k-only cache) the tail is one bucket: ``kd_topk_bucket``.
     Returns ``(n,)``.
     """
     vocab, k = student_logits.shape[-1], values.shape[-1]
@@ -111,6 +113,8 @@ def kd_topk(student_logits: torch.Tensor, values: torch.Tensor, indices: torch.T
     if k >= vocab:
         log_p_top = top - torch.logsumexp(top, dim=-1, keepdim=True)
         return _bregman(log_p_top, log_p_top, log_q.gather(-1, indices.long())).sum(-1) * temperature**2
+    if tail_values is None:
+        return kd_topk_bucket(log_q, values, indices, beta) * temperature**2
     log_w = _tail_weights(tail_values, tail_lse, beta)  # (n, m)
     grid = [g for g, t in enumerate(TAIL_TEMPERATURES) if math.isclose(t, temperature)]
     log_tail = tail_lse[:, grid[0]].float() if grid else torch.logsumexp(log_w, -1) - math.log(log_w.shape[-1])
@@ -121,6 +125,37 @@ def kd_topk(student_logits: torch.Tensor, values: torch.Tensor, indices: torch.T
     log_share = (log_tail[:, None] - log_z) + F.log_softmax(log_w, dim=-1)
     tail = _bregman(log_share, tail_values.float() * beta - log_z, log_q.gather(-1, tail_indices.long()))
     return (kl + tail.sum(-1)) * temperature**2
+
+
+def bucket_log_mass(values: torch.Tensor, beta: float) -> torch.Tensor:
+    """``(n,)`` log of the tail's unnormalised tempered mass ``sum_tail p_i**beta`` known only from the
+    top-k log-probs ``values`` ``(n, k)``: the tail's mass ``r = 1 - sum exp(values)`` is exact, and its
+    tokens are taken to sit at the last kept level ``p_k`` (``r / p_k`` tokens of ``p_k`` each), so
+    ``r * p_k**(beta - 1)``. Exact at T=1; for T > 1 the smallest tail mass the top-k allows."""
+    lp = values.float()
+    log_rest = torch.log((-torch.expm1(torch.logsumexp(lp, dim=-1))).clamp(min=1e-12))
+    return log_rest + (beta - 1.0) * lp.min(dim=-1).values
+
+
+def kd_topk_bucket(log_q: torch.Tensor, values: torch.Tensor, indices: torch.Tensor, beta: float) -> torch.Tensor:
+    """Per-token KL over the top-k tokens plus the tail as one bucket (``(n,)``, not yet times T**2),
+    for a cache of the top-k alone (vLLM's ``prompt_logprobs``): the student's bucket is its mass off
+    the teacher's top-k, the teacher's is ``bucket_log_mass``. At T=1 this is the exact KL of the
+    coarse-grained distributions, a lower bound of the full KL (and zero only when the top-k and the
+    tail mass match).
+
+    Args:
+        log_q: ``(n, V)`` tempered student log-probs.
+        values, indices: ``(n, k)`` teacher top-k log-probs (T=1) and ids.
+    """
+    top = values.float() * beta
+    log_tail = bucket_log_mass(values, beta)
+    log_z = torch.logsumexp(torch.cat([top, log_tail[:, None]], dim=-1), dim=-1, keepdim=True)
+    log_q_top = log_q.gather(-1, indices.long())
+    log_q_tail = torch.log((-torch.expm1(torch.logsumexp(log_q_top, dim=-1))).clamp(min=1e-12))
+    kl = _bregman(top - log_z, top - log_z, log_q_top).sum(-1)
+    log_p_tail = log_tail - log_z[:, 0]
+    return kl + _bregman(log_p_tail, log_p_tail, log_q_tail)
 
 
 def kd_full(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -23,6 +23,7 @@ from raykd.config import ConfigError, RaykdConfig, load_config
 from raykd.launch import parse_stage_args, run_stage
 from raykd.models import resolve_model, resolve_tokenizer
 from raykd.tokens import has_tokenizer
+from raykd.vllm_support import resolve_engine
 from serving.deployments import ModelServer, arm_options
 from serving.router import Router
 
@@ -61,13 +62,15 @@ def build_app(cfg: RaykdConfig) -> Application:
     # distilled student shares its vocabulary, which `raykd distill` checks).
     tokenizers = {name: path if has_tokenizer(path) else resolve_tokenizer(cfg.models) for name, path in dirs.items()}
     settings, trust = dataclasses.asdict(s), cfg.models.trust_remote_code
-    parallel = {s.teacher_name: s.teacher_tensor_parallel, s.student_name: s.student_tensor_parallel}
-    arms = {name: ModelServer.options(**arm_options(name, s, parallel[name])).bind(path, tokenizers[name],
-                                                                                   parallel[name], settings, trust)
+    engine = resolve_engine(s.engine, "serve.engine")
+    print(f"[serve] engine: {engine} (serve.engine={s.engine})", flush=True)
+    arms = {name: ModelServer.options(**arm_options(name, s, engine)).bind(path, tokenizers[name], engine, name,
+                                                                           settings, trust)
             for name, path in dirs.items()}
     weights = {s.teacher_name: 1 - s.student_weight, s.student_name: s.student_weight}
     router = Router.options(name="router", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)
-    return router.bind(arms, weights, tokenizers[s.teacher_name], context_length(dirs, trust), settings, trust)
+    return router.bind(arms, weights, {name: engine for name in dirs}, tokenizers[s.teacher_name],
+                       context_length(dirs, trust), settings, trust)
 
 
 def build(args: dict) -> Application:

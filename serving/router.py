@@ -18,7 +18,7 @@ from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter, Histogram
 from starlette.exceptions import HTTPException
 
-from raykd.config import ServeConfig
+from raykd.config import ServeConfig, section
 from raykd.tokens import encode_lm_row, load_tokenizer
 from serving import protocol
 from serving.protocol import ApiError, ChatRequest, CompletionRequest
@@ -54,10 +54,10 @@ async def _unexpected(_: Request, error: Exception) -> JSONResponse:  # never a 
 @serve.deployment
 @serve.ingress(api)
 class Router:
-    def __init__(self, arms: dict[str, DeploymentHandle], weights: dict[str, float], tokenizer_dir: str,
-                 context: int, settings: dict, trust_remote_code: bool = False):
-        self.s = ServeConfig(**settings)
-        self.arms, self.weights = arms, weights
+    def __init__(self, arms: dict[str, DeploymentHandle], weights: dict[str, float], engines: dict[str, str],
+                 tokenizer_dir: str, context: int, settings: dict, trust_remote_code: bool = False):
+        self.s = section(ServeConfig, settings)
+        self.arms, self.weights, self.engines = arms, weights, engines
         self.tokenizer = load_tokenizer(tokenizer_dir, trust_remote_code)
         self.context = context
         self.limits = protocol.Limits(self.s.max_tokens, self.s.max_n)
@@ -126,18 +126,30 @@ class Router:
         self.m_latency.observe(latency, tags={"arm": arm})
         self.m_ttft.observe(ttft, tags={"arm": arm})
 
-    async def _collect(self, arm: str, generation: dict) -> tuple[str, str | None, int]:
-        text, finish, tokens = "", None, 0
+    async def _collect(self, arm: str, generation: dict) -> tuple[str, str | None, list | None, int]:
+        """The whole answer: text, finish reason, log-prob entries (None unless asked for), tokens."""
+        text, finish, tokens, entries = "", None, 0, None
         async for c in self._generate(arm, generation):
             text, finish, tokens = text + c["text"], c["finish_reason"] or finish, tokens + c["new_tokens"]
-        return text, finish, tokens
+            if c.get("logprobs") is not None:
+                entries = (entries or []) + c["logprobs"]
+        return text, finish, entries, tokens
+
+    def _check_engine(self, arm: str, generation: dict) -> None:
+        """``seed`` and ``logprobs`` are vLLM's: a transformers arm refuses them rather than ignore them."""
+        if self.engines[arm] == "vllm":
+            return
+        for name in ("seed", "logprobs"):
+            if generation[name] is not None:
+                raise ApiError(400, f"'{name}' needs the vLLM engine; model '{arm}' runs {self.engines[arm]} "
+                                    "(serve.engine=vllm)", name)
 
     def _shadow(self, arm: str, generation: dict, answer: str) -> None:
         """Send the request to the other arm in the background and record whether it agrees."""
         other = next(a for a in self.arms if a != arm)
 
         async def compare() -> None:
-            text, _, _ = await self._collect(other, generation)
+            text = (await self._collect(other, generation))[0]
             self.shadow.record(answer, text)
 
         task = asyncio.create_task(compare())
@@ -148,8 +160,8 @@ class Router:
         request = protocol.parse(cls, await self._body(http))
         max_tokens = protocol.check(request, self.limits)
         arm = self._arm(request)
-        generation = {"prompt_ids": self._prompt_ids(request, max_tokens), "max_tokens": max_tokens,
-                      "temperature": request.temperature, "top_p": request.top_p}
+        generation = protocol.generation(request, self._prompt_ids(request, max_tokens), max_tokens)
+        self._check_engine(arm, generation)
         chat, rid = cls is ChatRequest, protocol.new_id(cls is ChatRequest)
         shadowing = self.s.shadow and request.model == self.s.ab_alias
         headers = {"x-raykd-arm": arm}
@@ -160,8 +172,8 @@ class Router:
         results = await asyncio.gather(*(self._collect(arm, generation) for _ in range(request.n)))
         if shadowing:
             self._shadow(arm, generation, results[0][0])
-        use = protocol.usage(len(generation["prompt_ids"]), sum(r[2] for r in results))
-        body = protocol.response(chat, rid, arm, [(text, finish) for text, finish, _ in results], use)
+        use = protocol.usage(len(generation["prompt_ids"]), sum(r[3] for r in results))
+        body = protocol.response(chat, rid, arm, [r[:3] for r in results], use)
         return JSONResponse(body, headers=headers)
 
     async def _events(self, chat: bool, rid: str, arm: str, generation: dict, include_usage: bool,
@@ -171,9 +183,10 @@ class Router:
         text, tokens = "", 0
         try:
             async for c in self._generate(arm, generation):
+                logprobs = protocol.logprobs_body(chat, c.get("logprobs"), len(text))
                 text, tokens = text + c["text"], tokens + c["new_tokens"]
-                if c["text"] or c["finish_reason"]:
-                    yield protocol.stream_chunk(chat, rid, arm, c["text"], c["finish_reason"])
+                if c["text"] or c["finish_reason"] or logprobs:
+                    yield protocol.stream_chunk(chat, rid, arm, c["text"], c["finish_reason"], logprobs=logprobs)
         except ApiError as e:  # headers are sent: report the error in the stream
             yield protocol.error_event(e)
         if include_usage:
@@ -209,5 +222,6 @@ class Router:
         await self._body(http)
         engines = await asyncio.gather(*(handle.engine_stats.remote() for handle in self.arms.values()))
         return {"weights": self.weights,
-                "arms": {a: s.summary() | {"replica": e} for (a, s), e in zip(self.stats.items(), engines)},
+                "arms": {a: s.summary() | {"engine": self.engines[a], "replica": e}
+                         for (a, s), e in zip(self.stats.items(), engines)},
                 "shadow": self.shadow.summary() if self.s.shadow else None}

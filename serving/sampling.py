@@ -25,3 +25,20 @@ def next_tokens(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Te
     picked = torch.multinomial(sorted_probs, 1, generator=generator).squeeze(-1)
     sampled = order.gather(-1, picked[:, None]).squeeze(-1)
     return torch.where(temperature == 0, greedy, sampled)
+
+
+def visible_text(text: str, stops: list[str], final: bool) -> tuple[str, bool]:
+    """What of a completion's decoded ``text`` may be sent so far, and whether a stop string ended it.
+
+    Cut before the first stop string found; otherwise, unless ``final``, hold back an incomplete UTF-8
+    character and any ending that could still grow into a stop string.
+    """
+    found = [i for i in (text.find(s) for s in stops) if i >= 0]
+    if found:
+        return text[: min(found)], True
+    if final:
+        return text, False
+    text = text.rstrip("\ufffd")
+    held = max((n for s in stops for n in range(min(len(s) - 1, len(text)), 0, -1) if text.endswith(s[:n])),
+               default=0)
+    return text[: len(text) - held], False

@@ -10,6 +10,8 @@ position j holds the teacher's distribution *for* token j, predicted at position
     tail_indices (S, m) int16|int32  their token ids,
     tail_lse (S, G) float32      log sum over the tail of exp(log-prob / T) at G temperatures.
 
+A vLLM cache (``engine = "vllm"``) has no tail columns: vLLM's ``prompt_logprobs`` give the top-k only.
+
 (``raykd.losses`` says why and how the loss uses them.) Sequence classification stores one position
 per row. The manifest records the values' kind, the tail's temperatures and a SHA-256 per shard.
 
@@ -27,7 +29,7 @@ from pathlib import Path
 from raykd.config import ConfigError
 from raykd.model_hash import model_hash, tokenizer_hash
 
-SCHEMA_VERSION = 2  # 2: log-probs, sampled tail, shard checksums (1 held raw logits and lse)
+SCHEMA_VERSION = 3  # 3: the engine, top-k-only vLLM caches; 2: log-probs, sampled tail, shard checksums
 SHARDS_DIR, MANIFEST_FILE = "shards", "manifest.json"
 
 
@@ -52,7 +54,8 @@ class CacheManifest:
     sources: list[str]
     teacher_forward_s: float
     values_kind: str  # "logprob": log softmax of the teacher's logits at T=1
-    tail_samples: int
+    engine: str  # "transformers" (full logits: sampled tail) or "vllm" (prompt_logprobs: top-k only)
+    tail_samples: int  # 0: no tail columns (the loss makes the tail one bucket)
     tail_temperatures: list[float]
     shards: dict[str, str]  # shard file name -> SHA-256 of its bytes
 

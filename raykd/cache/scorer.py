@@ -54,11 +54,43 @@ def distillation_rows(cfg: RaykdConfig) -> ray.data.Dataset:
     return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
 
 
-class TeacherScorer:
-    """Ray Data actor: holds the teacher; completes target-less prompts, then keeps top-k per target."""
+class RowScorer:
+    """A Ray Data actor holding the teacher: completes target-less prompts, then keeps the teacher's
+    summary of every target. Engines differ in ``complete`` and ``summarize`` (and only the
+    transformers one scores classifiers)."""
 
     def __init__(self, cfg_dict: dict, model_dir: str):
         self.cfg = from_dict(cfg_dict)
+        self.tokenizer = load_tokenizer(model_dir, self.cfg.models.trust_remote_code)
+        self.vocab = len(self.tokenizer) if self.cfg.task == "causal_lm" else self.cfg.data.num_labels
+        self.index_dtype = np.int16 if self.vocab <= np.iinfo(np.int16).max else np.int32
+
+    def __call__(self, batch: dict) -> dict:
+        if self.cfg.task == "sequence_classification":
+            return self._classification(batch)
+        prompts, targets = list(batch["prompt"]), list(batch["target"])
+        todo = [i for i, t in enumerate(targets) if not t and prompts[i]]
+        if todo:
+            for i, completion in zip(todo, self.complete([prompts[i] for i in todo])):
+                targets[i] = completion
+        out = encode_lm_batch(self.tokenizer, list(zip(prompts, targets)), self.cfg.data.max_seq_len)
+        return out | self.summarize(out)
+
+    def complete(self, prompts: list[str]) -> list[str]:
+        """The teacher's completions of ``prompts`` (greedy, or sampled per ``cache.do_sample``)."""
+        raise NotImplementedError
+
+    def summarize(self, encoded: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The cached columns of right-padded rows (``encode_lm_batch``): ``(B, S, ...)`` arrays aligned
+        with the labels (position j holds the distribution *for* token j, predicted at j-1)."""
+        raise NotImplementedError
+
+
+class TeacherScorer(RowScorer):
+    """The transformers teacher: ``generate`` for completions, one forward pass for the summary."""
+
+    def __init__(self, cfg_dict: dict, model_dir: str):
+        super().__init__(cfg_dict, model_dir)
         gpus = self.cfg.cache.gpus_per_actor if torch.cuda.is_available() else 0
         self.device = torch.device("cuda" if gpus else "cpu")
         # A teacher too big for one GPU (gpus_per_actor > 1) is spread over the actor's GPUs, in bf16.
@@ -66,30 +98,22 @@ class TeacherScorer:
         self.model = load_configured(model_dir, self.cfg, **big).eval()
         if not big:
             self.model.to(self.device)
-        self.tokenizer = load_tokenizer(model_dir, self.cfg.models.trust_remote_code)
-        self.vocab = len(self.tokenizer) if self.cfg.task == "causal_lm" else self.cfg.data.num_labels
-        self.index_dtype = np.int16 if self.vocab <= np.iinfo(np.int16).max else np.int32
 
     @torch.no_grad()
-    def __call__(self, batch: dict) -> dict:
-        if self.cfg.task == "sequence_classification":
-            return self._classification(batch)
-        prompts, targets = list(batch["prompt"]), list(batch["target"])
-        todo = [i for i, t in enumerate(targets) if not t and prompts[i]]
-        if todo:
-            done = generate_completions(self.model, self.tokenizer, [prompts[i] for i in todo],
-                                        self.cfg.data.max_new_tokens, self.cfg.data.max_seq_len, len(todo),
-                                        self.cfg.cache.do_sample, self.cfg.cache.sample_temperature)
-            for i, completion in zip(todo, done):
-                targets[i] = completion
-        out = encode_lm_batch(self.tokenizer, list(zip(prompts, targets)), self.cfg.data.max_seq_len)
-        summary = self._summary(self._logits(out)[..., : self.vocab], out["input_ids"])  # each (B, S, ...)
+    def complete(self, prompts: list[str]) -> list[str]:
+        return generate_completions(self.model, self.tokenizer, prompts, self.cfg.data.max_new_tokens,
+                                    self.cfg.data.max_seq_len, len(prompts), self.cfg.cache.do_sample,
+                                    self.cfg.cache.sample_temperature)
+
+    @torch.no_grad()
+    def summarize(self, encoded: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        summary = self._summary(self._logits(encoded)[..., : self.vocab], encoded["input_ids"])  # each (B, S, ...)
         # Shift so position j holds the distribution *for* token j (predicted at j-1), like labels.
         shifted = {}
         for name, column in summary.items():
             shifted[name] = np.zeros_like(column)
             shifted[name][:, 1:] = column[:, :-1]
-        return out | shifted
+        return shifted
 
     def _logits(self, encoded: dict[str, np.ndarray]) -> torch.Tensor:
         """fp32 teacher logits of a padded batch: ``(B, S, V)`` (causal LM) or ``(B, classes)``."""
@@ -112,6 +136,7 @@ class TeacherScorer:
         return {k: torch.cat([p[k] for p in parts]).reshape(*shape, -1).cpu().numpy().astype(dtype)
                 for k, dtype in dtypes.items()}
 
+    @torch.no_grad()
     def _classification(self, batch: dict) -> dict:
         out = encode_classification_batch(self.tokenizer, batch["prompt"], self.cfg.data.max_seq_len)
         logits = self._logits(out)[:, None, :]

@@ -13,7 +13,7 @@ def test_manifest_and_shards_follow_the_schema(teacher_run):
     manifest = CacheManifest.read(run / "teacher_cache")
     assert manifest.rows == 200 + 500 and manifest.k == 16
     assert manifest.values_dtype == "float16" and manifest.indices_dtype == "int16"
-    assert manifest.values_kind == "logprob" and manifest.tail_samples == 32
+    assert manifest.values_kind == "logprob" and manifest.tail_samples == 32 and manifest.engine == "transformers"
     shards = run / "teacher_cache" / "shards"
     assert manifest.shards == {p.name: checksum(p.read_bytes()) for p in shards.glob("*.parquet")}
     table = pq.read_table(shards)

@@ -107,3 +107,24 @@ def test_gradient_flows_to_student_only():
     t = logits(seed=14)
     distillation_loss(s, t.argmax(-1), topk(t, 5), 0.5, 2.0)["loss"].backward()
     assert s.grad is not None and torch.isfinite(s.grad).all() and not math.isnan(s.grad.sum().item())
+
+
+def test_a_top_k_only_cache_gives_the_exact_kl_of_top_k_plus_one_tail_bucket_at_t1():
+    from raykd.losses import bucket_log_mass
+
+    t, s = logits(seed=6), logits(seed=7)
+    log_p, log_q = F.log_softmax(t, -1), F.log_softmax(s, -1)
+    values, indices = log_p.topk(8, -1)
+    coarse_p = torch.cat([values.exp(), 1 - values.exp().sum(-1, keepdim=True)], -1)  # k tokens + the tail
+    q_top = log_q.gather(-1, indices).exp()
+    coarse_q = torch.cat([q_top, 1 - q_top.sum(-1, keepdim=True)], -1)
+    expected = (coarse_p * (coarse_p.log() - coarse_q.log())).sum(-1)
+    bucket = kd_topk(s, values, indices, temperature=1.0)
+    assert torch.allclose(bucket, expected, atol=1e-5)
+    assert (bucket <= kd_full(s, t, 1.0) + 1e-6).all()  # coarse-graining never adds divergence
+    assert kd_topk(t, values, indices, temperature=1.0).abs().max() < 1e-5  # zero for the teacher itself
+    for temperature in (2.0, 4.0):  # the assumed tail: exact mass at T=1, never more tempered mass than the truth
+        true = torch.logsumexp(log_p.scatter(-1, indices, float("-inf")) / temperature, -1)
+        assert (bucket_log_mass(values, 1 / temperature) <= true + 1e-5).all()
+    assert torch.allclose(bucket_log_mass(values, 1.0), torch.logsumexp(log_p.scatter(-1, indices, float("-inf")), -1),
+                          atol=1e-5)

@@ -77,6 +77,13 @@ def test_raw_streaming_events_end_with_done(server):
     assert pieces[-1]["finish_reason"] in ("stop", "length")
     whole = httpx.post(f"{url}/v1/completions", json=body | {"stream": False}, headers=AUTH, timeout=60).json()
     assert "".join(p["text"] for p in pieces) == whole["choices"][0]["text"]  # greedy: same text either way
+    cut = whole["choices"][0]["text"].strip()[:2]  # a stop string: the text ends before it, streamed or not
+    stopped = httpx.post(f"{url}/v1/completions", json=body | {"stream": False, "stop": cut}, headers=AUTH,
+                         timeout=60).json()["choices"][0]
+    assert stopped["finish_reason"] == "stop" and cut not in stopped["text"]
+    with httpx.stream("POST", f"{url}/v1/completions", json=body | {"stop": [cut]}, headers=AUTH, timeout=60) as r:
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    assert "".join(e["choices"][0]["text"] for e in events) == stopped["text"]
 
 
 def test_ab_split_is_70_30_sticky_per_user_with_shadow_and_batching(server):
@@ -120,6 +127,9 @@ BAD = [
     ("POST", "/v1/completions", {"model": "ab", "prompt": PROMPT, "n": 99}, 400),
     ("POST", "/v1/completions", {"model": "ab", "prompt": "word " * 500}, 400),
     ("POST", "/v1/completions", {"model": "gpt-4", "prompt": PROMPT}, 404),
+    ("POST", "/v1/completions", {"model": "teacher", "prompt": PROMPT, "seed": 1}, 400),  # vLLM's, not ours
+    ("POST", "/v1/completions", {"model": "student", "prompt": PROMPT, "logprobs": 2}, 400),
+    ("POST", "/v1/completions", {"model": "ab", "prompt": PROMPT, "stop": ["a", "b", "c", "d", "e"]}, 400),
     ("POST", "/v1/completions", {"prompt": PROMPT}, 400),
     ("POST", "/v1/chat/completions", {"model": "ab", "messages": []}, 400),
     ("POST", "/v1/chat/completions", {"model": "ab", "messages": [{"content": "no role"}]}, 400),

@@ -43,10 +43,11 @@ def test_arm_options_fit_the_config_and_tensor_parallel_arms_get_gpu_bundles():
     from serving.deployments import arm_options
 
     s = load_config(REPO / "configs" / "llama70b_to_7b.yaml").serve
-    teacher, student = arm_options("teacher", s, s.teacher_tensor_parallel), arm_options("student", s, 1)
+    teacher, student = arm_options("teacher", s, "vllm"), arm_options("student", s, "vllm")
     assert teacher["placement_group_bundles"] == [{"CPU": 4.0}] + [{"GPU": 1}] * 4
     assert teacher["ray_actor_options"]["num_gpus"] == 0 and "placement_group_bundles" not in student
     assert student["ray_actor_options"] == {"num_cpus": 4.0, "num_gpus": 1.0}
     assert student["autoscaling_config"]["max_replicas"] == 4 and student["max_ongoing_requests"] == 64
     demo = load_config(REPO / "configs" / "demo.yaml").serve
-    assert arm_options("student", demo, 1)["ray_actor_options"] == {"num_cpus": 0.5, "num_gpus": 0.0}
+    assert arm_options("student", demo, "transformers")["ray_actor_options"] == {"num_cpus": 0.5, "num_gpus": 0.0}
+    assert "placement_group_bundles" not in arm_options("teacher", s, "transformers")  # TP is vLLM's

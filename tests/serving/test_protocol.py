@@ -52,14 +52,51 @@ def test_defaults_and_chat_max_completion_tokens():
 
 def test_response_and_stream_shapes():
     use = protocol.usage(3, 2)
-    chat = protocol.response(True, "chatcmpl-1", "student", [("hi", "stop")], use)
+    chat = protocol.response(True, "chatcmpl-1", "student", [("hi", "stop", None)], use)
     assert chat["object"] == "chat.completion" and chat["choices"][0]["message"] == {"role": "assistant",
                                                                                      "content": "hi"}
     assert chat["usage"] == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
-    text = protocol.response(False, "cmpl-1", "teacher", [("a", "length"), ("b", "stop")], use)
+    text = protocol.response(False, "cmpl-1", "teacher", [("a", "length", None), ("b", "stop", None)], use)
     assert [c["text"] for c in text["choices"]] == ["a", "b"] and text["object"] == "text_completion"
     event = protocol.stream_chunk(True, "chatcmpl-1", "student", " there", None)
     assert event.startswith("data: ") and event.endswith("\n\n")
     assert json.loads(event[6:])["choices"][0]["delta"] == {"content": " there"}
     final = json.loads(protocol.stream_chunk(False, "cmpl-1", "student", None, None, use)[6:])
     assert final["choices"] == [] and final["usage"]["total_tokens"] == 5
+
+
+ENTRIES = [{"token": "a", "logprob": -0.1, "top": [("a", -0.1), ("b", -2.5)]},
+           {"token": "bc", "logprob": -0.7, "top": [("x", -0.6), ("bc", -0.7)]}]
+
+
+def test_logprobs_take_openais_shapes_for_chat_and_completions():
+    chat = protocol.logprobs_body(True, ENTRIES)["content"]
+    assert [c["token"] for c in chat] == ["a", "bc"] and chat[1]["bytes"] == [98, 99]
+    assert chat[0]["top_logprobs"] == [{"token": "a", "logprob": -0.1, "bytes": [97]},
+                                       {"token": "b", "logprob": -2.5, "bytes": [98]}]
+    legacy = protocol.logprobs_body(False, ENTRIES, offset=5)
+    assert legacy["tokens"] == ["a", "bc"] and legacy["token_logprobs"] == [-0.1, -0.7]
+    assert legacy["top_logprobs"][1] == {"x": -0.6, "bc": -0.7} and legacy["text_offset"] == [5, 6]
+    assert protocol.logprobs_body(True, None) is None
+    shaped = protocol.response(False, "cmpl-1", "student", [("abc", "length", ENTRIES)], protocol.usage(1, 2))
+    assert shaped["choices"][0]["logprobs"]["tokens"] == ["a", "bc"]
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("stop", ["a", ""], "stop must be at most 4 non-empty strings"),
+    ("stop", list("abcde"), "stop must be at most 4"),
+    ("logprobs", 21, "logprobs must be between 0 and 20"),
+])
+def test_stop_and_logprobs_are_range_checked(field, value, message):
+    request = protocol.CompletionRequest(model="student", prompt="hi", **{field: value})
+    with pytest.raises(protocol.ApiError, match=message):
+        protocol.check(request, protocol.Limits(64, 4))
+
+
+def test_generation_carries_vllms_sampling_parameters():
+    chat = protocol.ChatRequest(model="teacher", messages=[{"role": "user", "content": "hi"}], stop="\n", seed=7,
+                                logprobs=True, top_logprobs=3)
+    assert protocol.generation(chat, [1, 2], 8) == {"prompt_ids": [1, 2], "max_tokens": 8, "temperature": 1.0,
+                                                    "top_p": 1.0, "stop": ["\n"], "seed": 7, "logprobs": 3}
+    plain = protocol.CompletionRequest(model="teacher", prompt="hi")
+    assert protocol.generation(plain, [1], 4)["logprobs"] is None and protocol.generation(plain, [1], 4)["stop"] == []

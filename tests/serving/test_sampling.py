@@ -34,3 +34,14 @@ def test_rows_mix_greedy_and_sampled():
     logits = torch.tensor([[0.0, 5.0], [0.0, 0.0]])
     tokens = next_tokens(logits, torch.tensor([0.0, 1.0]), torch.ones(2), torch.Generator().manual_seed(0))
     assert tokens[0] == 1 and tokens.shape == (2,)
+
+
+def test_visible_text_cuts_at_a_stop_string_and_holds_back_what_may_become_one():
+    from serving.sampling import visible_text
+
+    assert visible_text("red fox.\nnext", ["\n"], final=False) == ("red fox.", True)
+    assert visible_text("a b END c", ["END", "b"], final=False) == ("a ", True)  # the first one found
+    assert visible_text("red fo", ["fox"], final=False) == ("red ", False)  # "fo" may become "fox"
+    assert visible_text("red fo", ["fox"], final=True) == ("red fo", False)
+    assert visible_text("caf\ufffd", [], final=False) == ("caf", False)  # an incomplete UTF-8 character
+    assert visible_text("plain", [], final=False) == ("plain", False)
