@@ -26,10 +26,9 @@ QUICK = ["finetune.steps=4", "finetune.checkpoint_every=4", "finetune.log_every=
          "cache.cpus_per_actor=0.5", "cache.batch_size=32", "data.eval_examples=8", "data.max_new_tokens=4",
          "finetune.warmup_steps=1", "distill.warmup_steps=1"]
 TWO_WORKERS = {  # family → how one of its stages trains instead of 1 worker, LoRA
-    "llama": ["finetune.workers=2", "finetune.sharding=fsdp", "finetune.grad_accum=2"],
+    "llama": ["finetune.workers=2", "finetune.sharding=fsdp", "finetune.method=full", "finetune.grad_accum=2"],
     "gpt2": ["finetune.workers=2", "finetune.sharding=ddp", "finetune.method=full", "finetune.grad_accum=2"],
     "qwen2": ["distill.workers=2", "distill.sharding=fsdp", "distill.grad_accum=2"],
-    "mistral": ["finetune.workers=2", "finetune.sharding=fsdp", "finetune.method=full"],
     "bert": ["distill.workers=2", "distill.sharding=ddp"],
 }
 
@@ -106,7 +105,8 @@ def assert_arm_answers(cfg, url: str, arm: str) -> None:
 
 
 
-@pytest.mark.parametrize("family", [*families.CAUSAL, "bert"])
+# Mistral (Llama's blocks and tokenizer behaviour) only builds and loads here: its chain would repeat Llama's.
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gpt2", "bert"])
 def test_each_family_runs_the_whole_chain(family, tmp_path, local_ray, models_root, few_rows, serve_port):
     cfg = family_config(family, tmp_path / "run", models_root, few_rows)
     finetune_teacher.run(cfg)
@@ -125,12 +125,12 @@ def test_each_family_runs_the_whole_chain(family, tmp_path, local_ray, models_ro
 
 
 def test_a_student_with_another_tokenizer_exits_2_naming_both(tmp_path, models_root):
-    llama, gpt2 = families.build("llama", models_root, 2), families.build("gpt2", models_root, 1)
-    proc = raykd("distill", "--config", str(DEMO), f"run_dir={tmp_path}", f"cache.teacher={llama}",
+    mistral, gpt2 = families.build("mistral", models_root, 2), families.build("gpt2", models_root, 1)
+    proc = raykd("distill", "--config", str(DEMO), f"run_dir={tmp_path}", f"cache.teacher={mistral}",
                  f"models.student={gpt2}", check=False)
     assert proc.returncode == 2, proc.stderr[-2000:]
     line = proc.stderr.strip().splitlines()[-1]
-    assert str(llama) in line and str(gpt2) in line and "tokenizer" in line
+    assert str(mistral) in line and str(gpt2) in line and "tokenizer" in line
     assert "Started a local Ray instance" not in proc.stdout + proc.stderr  # refused before any Ray work
 
 
