@@ -21,6 +21,7 @@ from raykd.config import ConfigError, RaykdConfig
 from raykd.data import held_out_rows
 from raykd.launch import parse_stage_args, run_stage, write_metrics
 from raykd.report import ARMS, baseline_config, build_report, headline, measure, write_report
+from raykd.vllm_support import resolve_engine
 
 
 def run(cfg: RaykdConfig) -> dict:
@@ -30,10 +31,13 @@ def run(cfg: RaykdConfig) -> dict:
     for arm, stage in (("teacher", "finetune"), ("student", "distill")):
         if not (dirs[arm] / "config.json").exists():
             raise ConfigError(f"{dirs[arm]}: no {arm} model; run `raykd {stage}` first")
+    engine = resolve_engine(cfg.evaluate.engine, "evaluate.engine", generative=cfg.task == "causal_lm")
     distill_student.run(baseline_config(cfg))
     rows, kind = held_out_rows(cfg.data.test, cfg.data, cfg.task)
-    arms = ray.get(measure.options(num_cpus=1).remote(cfg.to_dict(), {a: str(d) for a, d in dirs.items()}, rows, kind))
-    report = build_report(cfg, arms, dirs, len(rows)) | {"wall_s": time.time() - started}
+    print(f"[evaluate] scoring teacher, student and baseline on {len(rows)} rows with {engine}", flush=True)
+    task = measure.options(num_cpus=cfg.evaluate.cpus, num_gpus=cfg.evaluate.gpus or None)
+    arms = ray.get(task.remote(cfg.to_dict(), {a: str(d) for a, d in dirs.items()}, rows, kind, engine))
+    report = build_report(cfg, arms, dirs, len(rows)) | {"engine": engine, "wall_s": time.time() - started}
     out = cfg.stage_dir("report")
     write_report(out, report)
     write_metrics(out, {k: v for k, v in report.items() if not isinstance(v, dict)})

@@ -141,6 +141,18 @@ class DistillConfig(TrainConfig):
 
 
 @dataclass
+class EvalConfig:
+    """``raykd evaluate``: the engine that scores the report's arms (quality and speed)."""
+
+    engine: str = knob("auto", "transformers (one Ray task loads every arm), vllm (each arm on vLLM's engine, for "
+                       "teachers too big for generate() in one process) or auto (vllm where its CUDA build and "
+                       "GPUs exist)", choices=ENGINES)
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
+    cpus: float = knob(1.0, "CPUs of the scoring task", gt=0)
+    gpus: float = knob(0.0, "GPUs of the scoring task (with vLLM: the arms' tensor_parallel)", ge=0)
+
+
+@dataclass
 class TuneConfig:
     """The Ray Tune sweep over the distillation knobs (``raykd tune``); trials read the teacher cache."""
 
@@ -217,6 +229,7 @@ class RaykdConfig:
     cache: CacheConfig = field(default_factory=CacheConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
 
     def stage_dir(self, stage: str) -> Path:

@@ -63,5 +63,5 @@ def training_data(cfg: RaykdConfig) -> tuple[ray.data.Dataset, int, str, str]:
     teacher = teacher_dir(cfg)
     check_compatible(manifest, teacher, teacher, cache_dir)
     if cfg.distill.teacher_source == "online":
-        ds = ds.drop_columns(list(TEACHER_COLUMNS))
+        ds = ds.drop_columns([c for c in TEACHER_COLUMNS if c in ds.columns()])  # a vLLM cache has no tail
     return ds, manifest.vocab_size, teacher, source

@@ -25,9 +25,14 @@ def model_bytes(model_dir: Path) -> int:
 
 
 @ray.remote
-def measure(cfg_dict: dict, dirs: dict[str, str], rows: list[dict], kind: str) -> dict:
-    """Quality, size and speed of every arm, in one worker so speeds are measured side by side."""
+def measure(cfg_dict: dict, dirs: dict[str, str], rows: list[dict], kind: str, engine: str) -> dict:
+    """Quality, size and speed of every arm, in one worker so speeds are measured side by side; with
+    ``engine="vllm"`` each arm runs on vLLM (``raykd.vllm_eval``)."""
     cfg = from_dict(cfg_dict)
+    if engine == "vllm":
+        from raykd.vllm_eval import measure_vllm
+
+        return measure_vllm(cfg, dirs, rows, kind)
     torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
     models = {arm: load_configured(d, cfg).eval() for arm, d in dirs.items()}
     tokenizer = load_tokenizer(dirs["teacher"], cfg.models.trust_remote_code)

