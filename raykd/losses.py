@@ -43,6 +43,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 IGNORE_INDEX = -100
 TAIL_TEMPERATURES = (1.0, 2.0, 4.0, 8.0)
@@ -182,17 +183,65 @@ def distillation_loss(student_logits: torch.Tensor, labels: torch.Tensor, teache
     hard = student_logits.new_zeros((), dtype=torch.float32)
     for start in range(0, student_logits.shape[0], chunk_tokens):
         sl = slice(start, start + chunk_tokens)
-        if alpha > 0:
-            if "logits" in teacher:
-                per_token = kd_full(student_logits[sl], teacher["logits"][sl], temperature)
-            else:
-                per_token = kd_topk(student_logits[sl], **{k: v[sl] for k, v in teacher.items()},
-                                    temperature=temperature)
-            soft = soft + torch.where(valid[sl], per_token, 0.0).sum()
-        if alpha < 1:
-            hard = hard + F.cross_entropy(student_logits[sl].float(), labels[sl], ignore_index=IGNORE_INDEX,
-                                          reduction="sum")
+        chunk_soft, chunk_hard = _chunk_sums(student_logits[sl], labels[sl], {k: v[sl] for k, v in teacher.items()},
+                                             alpha, temperature)
+        soft, hard = soft + chunk_soft, hard + chunk_hard
+    return _means(soft, hard, valid, alpha)
+
+
+def _chunk_sums(student_logits: torch.Tensor, labels: torch.Tensor, teacher: dict[str, torch.Tensor], alpha: float,
+                temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed soft and hard losses of one chunk of rows (``(c, V)`` logits, ``(c,)`` labels)."""
+    valid = labels != IGNORE_INDEX
+    soft = student_logits.new_zeros((), dtype=torch.float32)
+    hard = student_logits.new_zeros((), dtype=torch.float32)
+    if alpha > 0:
+        if "logits" in teacher:
+            per_token = kd_full(student_logits, teacher["logits"], temperature)
+        else:
+            per_token = kd_topk(student_logits, **teacher, temperature=temperature)
+        soft = torch.where(valid, per_token, 0.0).sum()
+    if alpha < 1:
+        hard = F.cross_entropy(student_logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum")
+    return soft, hard
+
+
+def _means(soft: torch.Tensor, hard: torch.Tensor, valid: torch.Tensor, alpha: float) -> dict[str, torch.Tensor]:
     count = valid.sum().clamp(min=1)
     soft, hard = soft / count, hard / count
     return {"loss": alpha * soft + (1 - alpha) * hard, "soft": soft.detach(), "hard": hard.detach(),
             "tokens": valid.sum()}
+
+
+def _head_chunk_sums(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, labels: torch.Tensor,
+                     teacher: dict[str, torch.Tensor], alpha: float, temperature: float
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    return _chunk_sums(F.linear(hidden, weight, bias), labels, teacher, alpha, temperature)
+
+
+def fused_distillation_loss(hidden: torch.Tensor, head_weight: torch.Tensor, labels: torch.Tensor,
+                            teacher: dict[str, torch.Tensor], alpha: float, temperature: float,
+                            chunk_tokens: int = 1024, head_bias: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """``distillation_loss`` with the student's LM head fused in: the head and the loss run a chunk of
+    target rows at a time and each chunk is recomputed in backward (activation checkpointing), so the
+    full-vocabulary logits, their log-softmax and the loss temporaries of the batch are never held;
+    rows without a target never reach the head. Same values and gradients as the unfused loss.
+
+    Args:
+        hidden: ``(n, H)`` the student's final hidden states at the flattened, shifted rows.
+        head_weight: ``(V, H)`` the LM head's rows of the real vocabulary (``head_bias`` ``(V,)``).
+        labels, teacher, alpha, temperature: as ``distillation_loss``.
+    """
+    valid = labels != IGNORE_INDEX
+    rows = valid.nonzero().squeeze(-1)
+    hidden, labels = hidden[rows], labels[rows]
+    teacher = {k: v[rows] for k, v in teacher.items()}
+    soft = hidden.new_zeros((), dtype=torch.float32)
+    hard = hidden.new_zeros((), dtype=torch.float32)
+    for start in range(0, hidden.shape[0], chunk_tokens):
+        sl = slice(start, start + chunk_tokens)
+        chunk_soft, chunk_hard = torch.utils.checkpoint.checkpoint(
+            _head_chunk_sums, hidden[sl], head_weight, head_bias, labels[sl], {k: v[sl] for k, v in teacher.items()},
+            alpha, temperature, use_reentrant=False)
+        soft, hard = soft + chunk_soft, hard + chunk_hard
+    return _means(soft, hard, valid, alpha)

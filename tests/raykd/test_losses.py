@@ -128,3 +128,30 @@ def test_a_top_k_only_cache_gives_the_exact_kl_of_top_k_plus_one_tail_bucket_at_
         assert (bucket_log_mass(values, 1 / temperature) <= true + 1e-5).all()
     assert torch.allclose(bucket_log_mass(values, 1.0), torch.logsumexp(log_p.scatter(-1, indices, float("-inf")), -1),
                           atol=1e-5)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("source", ["sampled", "bucket", "online"])
+def test_the_fused_head_and_loss_equal_the_unfused_in_value_and_gradients(alpha, source):
+    from raykd.losses import fused_distillation_loss
+
+    g = torch.Generator().manual_seed(8)
+    n, hidden_size = 40, 16
+    hidden = torch.randn(n, hidden_size, generator=g, requires_grad=True)
+    weight = torch.randn(V, hidden_size, generator=g, requires_grad=True)
+    bias = torch.randn(V, generator=g, requires_grad=True)
+    labels = torch.randint(0, V, (n,), generator=g)
+    labels[::3] = -100  # prompt and padding rows
+    t = logits(n=n, seed=9)
+    teacher = {"logits": t} if source == "online" else topk(t, 8)
+    if source == "bucket":
+        teacher = {k: teacher[k] for k in ("values", "indices")}
+    unfused = distillation_loss(F.linear(hidden, weight, bias), labels, teacher, alpha, 2.0, chunk_tokens=7)
+    expected = torch.autograd.grad(unfused["loss"], (hidden, weight, bias))
+    fused = fused_distillation_loss(hidden, weight, labels, teacher, alpha, 2.0, chunk_tokens=7, head_bias=bias)
+    got = torch.autograd.grad(fused["loss"], (hidden, weight, bias))
+    assert fused["loss"].item() == pytest.approx(unfused["loss"].item(), rel=1e-5)
+    assert fused["tokens"] == unfused["tokens"] and fused["soft"].item() == pytest.approx(unfused["soft"].item(),
+                                                                                          rel=1e-5)
+    for a, b in zip(got, expected):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
