@@ -83,6 +83,10 @@ def test_shipped_configs_load():
     (["serve.engine=tensorrt"], "serve.engine"),
     (["cache.tail_samples=2"], "cache.tail_samples"),
     (["distill.workers=2"], "distill.sharding=ddp or fsdp"),
+    (["cache.vllm.tensor_parallel=4", "cache.gpus_per_actor=2"], "cache.vllm.tensor_parallel"),
+    (["serve.teacher_vllm.gpu_memory_utilization=1.5"], "serve.teacher_vllm.gpu_memory_utilization"),
+    (["evaluate.engine=tgi"], "evaluate.engine"),
+    (["serve.student_vllm.max_model_lenn=64"], "did you mean 'serve.student_vllm.max_model_len'"),
 ])
 def test_serve_and_distill_cross_checks_name_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message):
