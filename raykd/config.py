@@ -137,6 +137,9 @@ class DistillConfig(TrainConfig):
                                "or none (hard labels of data.train only; needs alpha=0)",
                                choices=("cache", "online", "none"))
     chunk_tokens: int = knob(1024, "tokens per chunk of the loss (bounds full-vocabulary temporaries)", ge=1)
+    fused_loss: bool = knob(True, "run the student's LM head inside the chunked loss, recomputed in backward, so "
+                            "the batch's full-vocabulary logits are never held (causal LMs with a plain linear "
+                            "head; others use the plain loss)")
     output: str = knob("student", "output directory name under RUN/")
 
 

@@ -11,8 +11,9 @@ from raykd.cache.schema import check_compatible
 from raykd.cache.store import load
 from raykd.config import RaykdConfig
 from raykd.data import tokenized_dataset
-from raykd.losses import TEACHER_KEYS, distillation_loss
+from raykd.losses import TEACHER_KEYS, distillation_loss, fused_distillation_loss
 from raykd.models import ForwardCounter, resolve_tokenizer
+from raykd.student_head import fuses_exactly, head_inputs, output_head
 from raykd.teacher import teacher_dir
 from raykd.tokens import load_tokenizer
 
@@ -31,20 +32,39 @@ def student_positions(logits: torch.Tensor, batch: dict, task: str) -> tuple[tor
 
 
 def make_loss_fn(cfg: RaykdConfig, vocab: int, teacher: ForwardCounter | None):
-    """``loss_fn(model, batch) -> (summed loss, target count)`` for the configured teacher source."""
+    """``loss_fn(model, batch) -> (summed loss, target count)`` for the configured teacher source; with
+    ``distill.fused_loss`` (causal LMs whose logits are a plain linear head of their hidden states,
+    checked on the first batch) the student's LM head runs inside the chunked loss."""
     d = cfg.distill
+    fused: dict[str, bool] = {}
+
+    def teacher_signal(batch: dict, flat: dict) -> dict:
+        if teacher is None:
+            return {k: flat[k] for k in TEACHER_COLUMNS if k in flat}
+        with torch.no_grad():
+            t = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[..., :vocab]
+        return {"logits": student_positions(t, batch, cfg.task)[0]}
 
     def loss_fn(model, batch):
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[..., :vocab]
-        flat_logits, flat = student_positions(logits, batch, cfg.task)
-        if teacher is not None:
-            with torch.no_grad():
-                t = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[..., :vocab]
-            signal = {"logits": student_positions(t, batch, cfg.task)[0]}
+        head = output_head(model) if d.fused_loss and cfg.task == "causal_lm" else None
+        if head is not None and "ok" not in fused:
+            fused["ok"] = fuses_exactly(model, head, batch, vocab)
+            if not fused["ok"]:
+                print("[distill] this student's logits are not a plain linear head of its hidden states: "
+                      "using the unfused loss", flush=True)
+        if head is not None and fused["ok"]:
+            hidden = head_inputs(model, head, batch["input_ids"], batch["attention_mask"])
+            flat_hidden, flat = student_positions(hidden, batch, cfg.task)
+            signal = teacher_signal(batch, flat)
+            bias = None if head.bias is None else head.bias[:vocab]
+            out = fused_distillation_loss(flat_hidden, head.weight[:vocab], flat["labels"], signal,
+                                          d.alpha if signal else 0.0, d.temperature, d.chunk_tokens, bias)
         else:
-            signal = {k: flat[k] for k in TEACHER_COLUMNS if k in flat}
-        out = distillation_loss(flat_logits, flat["labels"], signal, d.alpha if signal else 0.0, d.temperature,
-                                d.chunk_tokens)
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[..., :vocab]
+            flat_logits, flat = student_positions(logits, batch, cfg.task)
+            signal = teacher_signal(batch, flat)
+            out = distillation_loss(flat_logits, flat["labels"], signal, d.alpha if signal else 0.0, d.temperature,
+                                    d.chunk_tokens)
         return out["loss"] * out["tokens"], out["tokens"]
 
     return loss_fn
