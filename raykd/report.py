@@ -11,6 +11,7 @@ from pathlib import Path
 import ray
 import torch
 
+from raykd.bootstrap import difference_interval, score_interval
 from raykd.config import RaykdConfig, from_dict
 from raykd.models import count_params, load_configured
 from raykd.scoring import score_model
@@ -63,11 +64,15 @@ def build_report(cfg: RaykdConfig, arms: dict[str, dict], dirs: dict[str, Path],
             m["perplexity"] = math.exp(m["loss"])
     t, s, b = arms["teacher"], arms["student"], arms["baseline"]
     scored = s["score"] is not None  # plain-text data has a loss and no score
+    gain_ci = difference_interval(s["hits"], b["hits"], seed=cfg.seed) if scored else None
+    for m in arms.values():  # per-example hits become each score's 95% interval
+        hits = m.pop("hits", None)
+        m["score_ci"] = score_interval(hits, seed=cfg.seed) if hits else None
     return {
         "teacher_score": t["score"], "student_score": s["score"], "baseline_score": b["score"],
         "teacher_loss": t["loss"], "student_loss": s["loss"], "baseline_loss": b["loss"],
         "retention": (s["score"] / t["score"] if t["score"] else float("nan")) if scored else None,
-        "gain_over_baseline": s["score"] - b["score"] if scored else None,
+        "gain_over_baseline": s["score"] - b["score"] if scored else None, "gain_over_baseline_ci": gain_ci,
         "params_ratio": s["params"] / t["params"], "size_ratio": s["bytes"] / t["bytes"],
         "latency_speedup": t["latency_p50_s"] / s["latency_p50_s"],
         "throughput_speedup": s["throughput_per_s"] / t["throughput_per_s"],
@@ -81,9 +86,11 @@ def headline(report: dict) -> str:
         quality = (f"student test loss {report['student_loss']:.3f} vs the teacher's {report['teacher_loss']:.3f} "
                    f"(no-teacher baseline {report['baseline_loss']:.3f}; plain text has no score)")
     else:
+        low, high = report["gain_over_baseline_ci"]
         quality = (f"student keeps {report['retention']:.0%} of the teacher's score "
                    f"({report['student_score']:.3f} vs {report['teacher_score']:.3f}; no-teacher baseline "
-                   f"{report['baseline_score']:.3f})")
+                   f"{report['baseline_score']:.3f}, student - baseline {report['gain_over_baseline']:+.3f}, "
+                   f"95% CI [{low:+.3f}, {high:+.3f}])")
     return (f"{quality} with {report['params_ratio']:.1%} of its parameters, "
             f"{report['size_ratio']:.1%} of its bytes, {report['latency_speedup']:.1f}x faster at batch 1")
 
@@ -99,10 +106,10 @@ def write_report(out: Path, report: dict) -> None:
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     arms = report["arms"]
     lines = ["# raykd report", "", headline(report), "",
-             "| model | score | loss | params | bytes | p50 latency (s) | throughput (/s) |",
+             "| model | score [95% CI] | loss | params | bytes | p50 latency (s) | throughput (/s) |",
              "|---|---|---|---|---|---|---|"]
     for arm, m in arms.items():
-        score = "n/a" if m["score"] is None else f"{m['score']:.3f}"
+        score = "n/a" if m["score"] is None else f"{m['score']:.3f} [{m['score_ci'][0]:.3f}, {m['score_ci'][1]:.3f}]"
         lines.append(f"| {arm} | {score} | {m['loss']:.3f} | {m['params']:,} | {m['bytes']:,} | "
                      f"{m.get('latency_p50_s', float('nan')):.4f} | {m.get('throughput_per_s', float('nan')):.0f} |")
     (out / "report.md").write_text("\n".join(lines) + "\n")

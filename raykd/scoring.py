@@ -53,12 +53,13 @@ def generate_completions(model, tokenizer, prompts: list[str], max_new_tokens: i
 
 def score_model(model, tokenizer, rows: list[dict], data: DataConfig, task: str, kind: str,
                 batch_size: int = 64, generate: bool = True) -> dict[str, float | None]:
-    """``{"loss", "score"}`` of ``model`` on ``rows``. Score: accuracy (classification), exact match of
-    the stripped greedy completion (prompt/completion data; None unless ``generate``: generation is
-    the slow part), None for plain text (loss only)."""
+    """``{"loss", "score", "hits"}`` of ``model`` on ``rows``. Score: accuracy (classification), exact
+    match of the stripped greedy completion (prompt/completion data; None unless ``generate``:
+    generation is the slow part), None for plain text (loss only); ``hits``: 1/0 per row behind the
+    score (None without one), for confidence intervals."""
     model.eval()
     cfg = dataclasses.asdict(data)
-    total, count, correct = 0.0, 0, 0
+    total, count, hits = 0.0, 0, []
     for i in range(0, len(rows), batch_size):
         chunk = rows[i : i + batch_size]
         arrays = tokenize_batch(_columns(chunk), tokenizer.name_or_path, cfg, task, kind)
@@ -67,15 +68,13 @@ def score_model(model, tokenizer, rows: list[dict], data: DataConfig, task: str,
         total, count = total + loss_sum, count + n
         if task == "sequence_classification":
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            correct += int((logits.argmax(-1) == batch["labels"]).sum())
-    score = None
-    if task == "sequence_classification":
-        score = correct / len(rows)
-    elif kind == "prompt" and generate:
+            hits += (logits.argmax(-1) == batch["labels"]).int().tolist()
+    if task == "causal_lm" and kind == "prompt" and generate:
         preds = generate_completions(model, tokenizer, [r[data.prompt_field] for r in rows],
                                    data.max_new_tokens, data.max_seq_len, batch_size)
-        score = sum(p.strip() == r[data.completion_field].strip() for p, r in zip(preds, rows)) / len(rows)
-    return {"loss": total / max(1, count), "score": score}
+        hits = [int(p.strip() == r[data.completion_field].strip()) for p, r in zip(preds, rows)]
+    score = sum(hits) / len(rows) if hits else None
+    return {"loss": total / max(1, count), "score": score, "hits": hits or None}
 
 
 @ray.remote

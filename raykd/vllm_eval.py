@@ -33,7 +33,8 @@ def params_on_disk(model_dir: str) -> int:
 
 
 def vllm_quality(llm, tokenizer, rows: list[dict], cfg: RaykdConfig, kind: str) -> dict:
-    """``{"loss", "score"}`` of one engine on held-out rows (score: exact match; None for plain text),
+    """``{"loss", "score", "hits"}`` of one engine on held-out rows (score: exact match, ``hits`` its 1/0
+    per row; None for plain text),
     the rows encoded as ``raykd.scoring.score_model`` encodes them."""
     from vllm import SamplingParams, TokensPrompt
 
@@ -49,13 +50,13 @@ def vllm_quality(llm, tokenizer, rows: list[dict], cfg: RaykdConfig, kind: str) 
         for j, ranked in enumerate(out.prompt_logprobs):
             if ranked and labels[j] != IGNORE_INDEX:
                 nll, count = nll - ranked[int(labels[j])].logprob, count + 1
-    score = None
+    hits = None
     if kind == "prompt":
         prompts = [TokensPrompt(prompt_token_ids=encode_lm_row(tokenizer, r[d.prompt_field], None, d.max_seq_len)[0])
                    for r in rows]
         outs = llm.generate(prompts, SamplingParams(max_tokens=d.max_new_tokens, temperature=0), use_tqdm=False)
-        score = sum(o.outputs[0].text.strip() == r[d.completion_field].strip() for o, r in zip(outs, rows)) / len(rows)
-    return {"loss": nll / max(1, count), "score": score}
+        hits = [int(o.outputs[0].text.strip() == r[d.completion_field].strip()) for o, r in zip(outs, rows)]
+    return {"loss": nll / max(1, count), "score": sum(hits) / len(rows) if hits else None, "hits": hits}
 
 
 def vllm_speed(llms: dict, prompt_ids: list[int], new_tokens: int, repeats: int = 15, batch: int = 32) -> dict:

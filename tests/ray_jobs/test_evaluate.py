@@ -22,6 +22,11 @@ def test_report_compares_teacher_student_and_baseline(teacher_run):
     assert (run / "baseline" / "metrics.json").exists()
     assert (run / "report" / "report.png").stat().st_size > 1000
     assert "student keeps" in (run / "report" / "report.md").read_text()
+    for arm in ("teacher", "student", "baseline"):  # 95% bootstrap intervals over the test examples
+        low, high = report["arms"][arm]["score_ci"]
+        assert low <= report[f"{arm}_score"] <= high and "hits" not in report["arms"][arm]
+    low, high = report["gain_over_baseline_ci"]
+    assert low <= report["gain_over_baseline"] <= high and "95% CI" in (run / "report" / "report.md").read_text()
 
 
 def test_evaluate_without_a_student_says_what_to_run(tmp_path):
@@ -39,6 +44,6 @@ def test_plain_text_test_data_gets_a_loss_report(teacher_run, tmp_path):
                              for r in generate_split("test")[:64]))
     raykd("evaluate", "--config", str(DEMO), *overrides, f"data.test={plain}")
     report = json.loads((run / "report" / "report.json").read_text())
-    assert report["student_score"] is None and report["retention"] is None
+    assert report["student_score"] is None and report["retention"] is None and report["gain_over_baseline_ci"] is None
     assert all(0 < report[f"{arm}_loss"] < math.inf for arm in ("teacher", "student", "baseline"))
     assert "plain text has no score" in (run / "report" / "report.md").read_text()
