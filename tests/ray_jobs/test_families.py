@@ -25,11 +25,11 @@ QUICK = ["finetune.steps=4", "finetune.checkpoint_every=4", "finetune.log_every=
          "distill.steps=4", "distill.checkpoint_every=4", "distill.log_every=2", "distill.cpus_per_worker=0.5",
          "cache.cpus_per_actor=0.5", "cache.batch_size=32", "data.eval_examples=8", "data.max_new_tokens=4",
          "finetune.warmup_steps=1", "distill.warmup_steps=1"]
+REPORTED = ("llama", "bert")  # the report's causal and classifier paths; it trains a third model per family
 TWO_WORKERS = {  # family → how one of its stages trains instead of 1 worker, LoRA
     "llama": ["finetune.workers=2", "finetune.sharding=fsdp", "finetune.method=full", "finetune.grad_accum=2"],
-    "gpt2": ["finetune.workers=2", "finetune.sharding=ddp", "finetune.method=full", "finetune.grad_accum=2"],
     "qwen2": ["distill.workers=2", "distill.sharding=fsdp", "distill.grad_accum=2"],
-    "bert": ["distill.workers=2", "distill.sharding=ddp"],
+    "bert": ["distill.workers=2", "distill.sharding=ddp", "distill.grad_accum=2"],
 }
 
 
@@ -105,16 +105,18 @@ def assert_arm_answers(cfg, url: str, arm: str) -> None:
 
 
 
-# Mistral (Llama's blocks and tokenizer behaviour) only builds and loads here: its chain would repeat Llama's.
-@pytest.mark.parametrize("family", ["llama", "qwen2", "gpt2", "bert"])
+# Mistral (Llama's blocks and tokenizer behaviour) and GPT-2 (one token for BOS and EOS, c_attn) are
+# built, tokenised (tests/raykd/test_tokens.py), LoRA-targeted and refused below; their full chains
+# repeated Llama's stages and would push the suite past CI's limit.
+@pytest.mark.parametrize("family", ["llama", "qwen2", "bert"])
 def test_each_family_runs_the_whole_chain(family, tmp_path, local_ray, models_root, few_rows, serve_port):
     cfg = family_config(family, tmp_path / "run", models_root, few_rows)
     finetune_teacher.run(cfg)
     cache_teacher_logits.run(cfg)
     distilled = distill_student.run(cfg)
-    report = evaluate.run(cfg)
     assert distilled["teacher_forward_passes"] == 0 and distilled["steps"] == 4
-    assert set(report["arms"]) == {"teacher", "student", "baseline"}
+    if family in REPORTED:
+        assert set(evaluate.run(cfg)["arms"]) == {"teacher", "student", "baseline"}
     auto = AutoModelForSequenceClassification if family == "bert" else AutoModelForCausalLM
     for arm in ("teacher", "student"):
         auto.from_pretrained(cfg.stage_dir(arm))
