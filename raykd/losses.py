@@ -134,8 +134,12 @@ def bucket_log_mass(values: torch.Tensor, beta: float) -> torch.Tensor:
     tokens are taken to sit at the last kept level ``p_k`` (``r / p_k`` tokens of ``p_k`` each), so
     ``r * p_k**(beta - 1)``. Exact at T=1; for T > 1 the smallest tail mass the top-k allows."""
     lp = values.float()
-    log_rest = torch.log((-torch.expm1(torch.logsumexp(lp, dim=-1))).clamp(min=1e-12))
-    return log_rest + (beta - 1.0) * lp.min(dim=-1).values
+    return _log_rest(lp) + (beta - 1.0) * lp.min(dim=-1).values
+
+
+def _log_rest(log_probs: torch.Tensor) -> torch.Tensor:
+    """``(n,)`` ``log(1 - sum exp(log_probs))``: the log-mass outside ``(n, k)`` log-probs."""
+    return torch.log((-torch.expm1(torch.logsumexp(log_probs, dim=-1))).clamp(min=1e-12))
 
 
 def kd_topk_bucket(log_q: torch.Tensor, values: torch.Tensor, indices: torch.Tensor, beta: float) -> torch.Tensor:
@@ -153,7 +157,7 @@ def kd_topk_bucket(log_q: torch.Tensor, values: torch.Tensor, indices: torch.Ten
     log_tail = bucket_log_mass(values, beta)
     log_z = torch.logsumexp(torch.cat([top, log_tail[:, None]], dim=-1), dim=-1, keepdim=True)
     log_q_top = log_q.gather(-1, indices.long())
-    log_q_tail = torch.log((-torch.expm1(torch.logsumexp(log_q_top, dim=-1))).clamp(min=1e-12))
+    log_q_tail = _log_rest(log_q_top)
     kl = _bregman(top - log_z, top - log_z, log_q_top).sum(-1)
     log_p_tail = log_tail - log_z[:, 0]
     return kl + _bregman(log_p_tail, log_p_tail, log_q_tail)
