@@ -5,7 +5,8 @@
 
 Needs a run directory with RUN/teacher and RUN/teacher_cache (``raykd demo`` or finetune + cache).
 Measures, with the project's own loss and model code:
-1. time per epoch of distillation steps: cached top-k vs online teacher forward (same rows, same student);
+1. time per epoch of distillation steps: cached top-k vs online teacher forward vs a plain
+   cross-entropy step (the model's own ``labels`` loss, no teacher) — same rows, same student;
 2. cache bytes per target token vs full fp32 logits (this vocabulary and a 32k one);
 3. error of the top-k KL vs the full-logit KL on real teacher logits, at T = 1, 2, 4;
 4. student quality after the same steps trained from the top-k cache vs from full teacher logits;
@@ -77,7 +78,7 @@ def batches(data: dict, size: int):
 def trainee(cfg, vocab: int, source: str, steps: int):
     """A fresh student, its loss for ``source`` (cache: top-k columns; online: teacher forward), and
     its optimizer; plus a function that drops the cached columns from a batch for the online case."""
-    cfg.distill.teacher_source, cfg.distill.steps = source, steps
+    cfg.distill.teacher_source, cfg.distill.steps = ("cache" if source == "ce" else source), steps
     torch.manual_seed(0)
     student = build_student(cfg)
     teacher = load_model(str(cfg.stage_dir("teacher")), cfg.task, 2).eval().requires_grad_(False) \
@@ -86,11 +87,15 @@ def trainee(cfg, vocab: int, source: str, steps: int):
     loss_fn = make_loss_fn(cfg, vocab, teacher)
 
     def step(batch: dict) -> None:
-        if source == "online":
-            batch = {k: v for k, v in batch.items() if k not in TEACHER_COLUMNS}
         student.train()
-        summed, count = loss_fn(student, batch)
-        (summed / count).backward()
+        if source == "ce":  # what a user trains without a teacher: the model's own shifted CE
+            student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    labels=batch["labels"]).loss.backward()
+        else:
+            if source == "online":
+                batch = {k: v for k, v in batch.items() if k not in TEACHER_COLUMNS}
+            summed, count = loss_fn(student, batch)
+            (summed / count).backward()
         opt.step(), sched.step(), opt.zero_grad()
 
     return student, step
@@ -164,13 +169,19 @@ def main() -> None:
     manifest = CacheManifest.read(run / "teacher_cache")
     vocab = manifest.vocab_size
     data = cache_rows(run, args.rows)
-    for source in ("cache", "online"):  # warm-up: first epochs pay allocation and kernel selection
+    sources = ("cache", "online", "ce")
+    for source in sources:  # warm-up: first epochs pay allocation and kernel selection
         epoch_seconds(cfg, data, vocab, source)
-    seconds = {source: epoch_seconds(cfg, data, vocab, source) for source in ("cache", "online")}
+    seconds = {source: [] for source in sources}
+    for _ in range(3):  # interleaved repeats: the machine's noise hits every source alike
+        for source in sources:
+            seconds[source].append(epoch_seconds(cfg, data, vocab, source))
+    seconds = {source: float(np.median(times)) for source, times in seconds.items()}
     result = {
         "epoch_rows": len(data["input_ids"]),
         "epoch_s": seconds,
         "online_over_cached_epoch_time": seconds["online"] / seconds["cache"],
+        "cached_kd_over_plain_ce_epoch_time": seconds["cache"] / seconds["ce"],
         "bytes_per_target_token": manifest.bytes / manifest.tokens,
         "full_fp32_bytes_per_token": 4 * vocab,
         "stored_bytes_per_position": (2 + (2 if manifest.indices_dtype == "int16" else 4))

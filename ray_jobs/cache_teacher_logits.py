@@ -9,7 +9,8 @@ transformers (``raykd.cache.scorer``) or vLLM (``raykd.cache.vllm_scorer``, ``ca
 Unlabeled prompts are first completed by the teacher (sequence-level distillation) and the teacher's
 summary is kept over prompt + completion: top-k log-probs and a sampled tail (``raykd.losses``), or
 with vLLM the top-k alone (``prompt_logprobs``). Writes Parquet shards + ``manifest.json`` (``raykd.cache.schema``,
-with a SHA-256 per shard) to ``RUN/teacher_cache/`` and publishes the cache to the object store under
+with a SHA-256 per shard) to ``RUN/teacher_cache/`` (the held-out eval rows, scored for
+``tune.metric=kl``, apart in ``held_out/``) and publishes the cache to the object store under
 a detached actor named by that content (``raykd.cache.store``), freeing the previous cache's copy.
 """
 
@@ -22,8 +23,8 @@ import time
 import ray
 import ray.data
 
-from raykd.cache.schema import MANIFEST_FILE, SCHEMA_VERSION, SHARDS_DIR, CacheManifest, checksum
-from raykd.cache.scorer import TeacherScorer, distillation_rows, sources
+from raykd.cache.schema import HELD_OUT_DIR, MANIFEST_FILE, SCHEMA_VERSION, SHARDS_DIR, CacheManifest, checksum
+from raykd.cache.scorer import TeacherScorer, distillation_rows, rows_of_part, sources
 from raykd.cache.store import publish
 from raykd.cache.vllm_scorer import VLLMTeacherScorer
 from raykd.config import RaykdConfig
@@ -42,21 +43,26 @@ def run(cfg: RaykdConfig) -> dict:
     out = cfg.stage_dir("teacher_cache")
     engine = resolve_engine(cfg.cache.engine, "cache.engine", generative=cfg.task == "causal_lm")
     rows = distillation_rows(cfg)
-    total = rows.count()
+    scoring = rows.count()
     tail = f"tail_samples={cfg.cache.tail_samples}" if engine == "transformers" else "no tail (vLLM: top-k only)"
-    print(f"[cache] scoring {total} rows with {cfg.cache.actors} {engine} teacher actor(s), top_k={cfg.cache.top_k}, "
+    print(f"[cache] scoring {scoring} rows with {cfg.cache.actors} {engine} teacher actor(s), top_k={cfg.cache.top_k}, "
           f"{tail}")
     scorer = VLLMTeacherScorer if engine == "vllm" else TeacherScorer
     scored = rows.map_batches(
         scorer, batch_format="numpy", batch_size=cfg.cache.batch_size, concurrency=cfg.cache.actors,
         num_cpus=cfg.cache.cpus_per_actor, num_gpus=cfg.cache.gpus_per_actor or None,
         fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "model_dir": model_dir},
-    )
-    shutil.rmtree(out / SHARDS_DIR, ignore_errors=True)  # a re-run replaces the cache, never appends to it
-    scored.write_parquet(str(out / SHARDS_DIR))
+    ).materialize()  # one teacher pass, then written as two parts
+    parts = {}
+    for part, held_out in ((SHARDS_DIR, False), (HELD_OUT_DIR, True)):
+        shutil.rmtree(out / part, ignore_errors=True)  # a re-run replaces the cache, never appends to it
+        scored.map_batches(rows_of_part, batch_format="numpy", fn_kwargs={"held_out": held_out}).write_parquet(
+            str(out / part))
+        parts[part] = {p.name: checksum(p.read_bytes()) for p in sorted((out / part).glob("*.parquet"))}
     forward_s = time.time() - started
     shards = sorted((out / SHARDS_DIR).glob("*.parquet"))
     stored = ray.data.read_parquet(str(out / SHARDS_DIR))
+    total = stored.count()
     tokens = int(stored.map_batches(lambda b: {"n": (b["labels"] != IGNORE_INDEX).sum(axis=-1)},
                                     batch_format="numpy").sum("n"))
     first = stored.take(1)[0]
@@ -70,18 +76,20 @@ def run(cfg: RaykdConfig) -> dict:
         teacher_forward_s=forward_s, values_kind="logprob", engine=engine,
         tail_samples=int(first["tail_values"].shape[-1]) if "tail_values" in first else 0,
         tail_temperatures=list(TAIL_TEMPERATURES) if "tail_values" in first else [],
-        shards={p.name: checksum(p.read_bytes()) for p in shards},
+        shards=parts[SHARDS_DIR], held_out_shards=parts[HELD_OUT_DIR],
+        held_out_rows=ray.data.read_parquet(str(out / HELD_OUT_DIR)).count() if parts[HELD_OUT_DIR] else 0,
     )
     manifest.write(out)
     holder = publish(out, manifest)
     metrics = dataclasses.asdict(manifest) | {
-        "rows_per_s": total / forward_s, "bytes_per_token": manifest.bytes / max(1, tokens),
+        "rows_per_s": scoring / forward_s, "bytes_per_token": manifest.bytes / max(1, tokens),
         "full_fp32_bytes_per_token": 4 * manifest.vocab_size, "object_store_actor": holder,
         "wall_s": time.time() - started,
     }
     write_metrics(out, metrics)
-    print(f"[cache] {total} rows, {tokens} target tokens, {metrics['bytes_per_token']:.1f} bytes/token "
-          f"(full fp32 logits: {metrics['full_fp32_bytes_per_token']}), {metrics['rows_per_s']:.1f} rows/s; "
+    print(f"[cache] {total} rows (+ {manifest.held_out_rows} held out), {tokens} target tokens, "
+          f"{metrics['bytes_per_token']:.1f} bytes/token (full fp32 logits: {metrics['full_fp32_bytes_per_token']}), "
+          f"{metrics['rows_per_s']:.1f} rows/s; "
           f"{out / MANIFEST_FILE}; object store actor {holder}")
     return metrics
 

@@ -40,7 +40,8 @@ def run(cfg: RaykdConfig) -> dict:
     tuned = results["tune"]
     print(f"\n=== done in {sum(times.values()):.0f}s ({times}) ===\n{headline(results['evaluate'])}\n"
           f"best sweep trial: temperature {tuned['best_temperature']:.3g}, alpha {tuned['best_alpha']:.3g} "
-          f"(held-out loss {tuned['best_eval_loss']:.4f}) -> {tuned['best_config']}\n"
+          f"(ranked by {tuned['metric']}: held-out score {tuned['best_score']}, loss {tuned['best_eval_loss']}) -> "
+          f"{tuned['best_config']}\n"
           f"served student vs teacher p50 speedup by concurrency: {results['compare']['speedup_p50']}")
     return results
 

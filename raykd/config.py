@@ -121,6 +121,8 @@ class CacheConfig:
                              "importance-sampled from them; see raykd.losses)", ge=4)
     include_train: bool = knob(True, "cache the labeled training split")
     include_unlabeled: bool = knob(True, "cache the unlabeled split (prompts are completed by the teacher)")
+    include_eval: bool = knob(True, "also cache the teacher on data.eval's first data.eval_examples rows, kept apart "
+                              "in RUN/teacher_cache/held_out/ and never trained on: what tune.metric=kl measures")
     actors: int = knob(1, "teacher actors scoring in parallel (Ray Data actor pool)", ge=1)
     batch_size: int = knob(64, "rows per teacher forward pass", ge=1)
     cpus_per_actor: float = knob(1.0, "CPUs per teacher actor", gt=0)
@@ -160,6 +162,10 @@ class TuneConfig:
     """The Ray Tune sweep over the distillation knobs (``raykd tune``); trials read the teacher cache."""
 
     num_samples: int = knob(8, "trials", ge=1)
+    metric: str = knob("score", "what trials are ranked by and ASHA compares: score (held-out task score, exact "
+                       "match or accuracy; needs labeled eval rows), kl (held-out KL to the teacher at T=1 on its "
+                       "cached held-out rows; favours alpha near 1) or ce (held-out cross-entropy on the labels; "
+                       "favours alpha near 0)", choices=("score", "kl", "ce"))
     temperature: list[float] = knob([1.0, 8.0], "temperature range [low, high], sampled log-uniformly")
     alpha: list[float] = knob([0.0, 1.0], "alpha range [low, high], sampled uniformly")
     lr: list[float] = knob([], "learning-rate range [low, high] (log-uniform); [] keeps distill.lr")

@@ -4,6 +4,7 @@ The distillation job and every Tune trial use these."""
 
 from __future__ import annotations
 
+import numpy as np
 import ray.data
 import torch
 
@@ -68,6 +69,23 @@ def make_loss_fn(cfg: RaykdConfig, vocab: int, teacher: ForwardCounter | None):
         return out["loss"] * out["tokens"], out["tokens"]
 
     return loss_fn
+
+
+@torch.no_grad()
+def held_out_kl(model, rows: dict[str, np.ndarray], vocab: int, task: str, batch_size: int = 64) -> float:
+    """Mean KL(teacher ‖ student) at T = 1 per target (the loss's soft term at alpha = 1) on cached
+    held-out rows (``raykd.cache.store.held_out_rows``: ``(R, S, ...)`` arrays): no teacher runs."""
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for start in range(0, len(rows["input_ids"]), batch_size):
+        batch = {k: torch.as_tensor(v[start : start + batch_size]).to(device) for k, v in rows.items()}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[..., :vocab]
+        flat_logits, flat = student_positions(logits.float(), batch, task)
+        teacher = {k: flat[k] for k in TEACHER_COLUMNS if k in flat}
+        out = distillation_loss(flat_logits, flat["labels"], teacher, alpha=1.0, temperature=1.0)
+        total, count = total + out["loss"].item() * int(out["tokens"]), count + int(out["tokens"])
+    return total / max(1, count)
 
 
 def training_data(cfg: RaykdConfig) -> tuple[ray.data.Dataset, int, str, str]:

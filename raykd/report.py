@@ -71,7 +71,7 @@ def build_report(cfg: RaykdConfig, arms: dict[str, dict], dirs: dict[str, Path],
     return {
         "teacher_score": t["score"], "student_score": s["score"], "baseline_score": b["score"],
         "teacher_loss": t["loss"], "student_loss": s["loss"], "baseline_loss": b["loss"],
-        "retention": (s["score"] / t["score"] if t["score"] else float("nan")) if scored else None,
+        "retention": s["score"] / t["score"] if scored and t["score"] else None,  # None: no score, or a teacher at 0
         "gain_over_baseline": s["score"] - b["score"] if scored else None, "gain_over_baseline_ci": gain_ci,
         "params_ratio": s["params"] / t["params"], "size_ratio": s["bytes"] / t["bytes"],
         "latency_speedup": t["latency_p50_s"] / s["latency_p50_s"],
@@ -82,14 +82,15 @@ def build_report(cfg: RaykdConfig, arms: dict[str, dict], dirs: dict[str, Path],
 
 def headline(report: dict) -> str:
     """One sentence: the score kept (or, on plain text, the held-out loss), size and speed."""
-    if report["retention"] is None:
+    if report["student_score"] is None:
         quality = (f"student test loss {report['student_loss']:.3f} vs the teacher's {report['teacher_loss']:.3f} "
                    f"(no-teacher baseline {report['baseline_loss']:.3f}; plain text has no score)")
     else:
         low, high = report["gain_over_baseline_ci"]
-        quality = (f"student keeps {report['retention']:.0%} of the teacher's score "
-                   f"({report['student_score']:.3f} vs {report['teacher_score']:.3f}; no-teacher baseline "
-                   f"{report['baseline_score']:.3f}, student - baseline {report['gain_over_baseline']:+.3f}, "
+        kept = "n/a (the teacher scores 0)" if report["retention"] is None else f"{report['retention']:.0%}"
+        quality = (f"student keeps {kept} of the teacher's score ({report['student_score']:.3f} vs "
+                   f"{report['teacher_score']:.3f}; no-teacher baseline {report['baseline_score']:.3f}, "
+                   f"student - baseline {report['gain_over_baseline']:+.3f}, "
                    f"95% CI [{low:+.3f}, {high:+.3f}])")
     return (f"{quality} with {report['params_ratio']:.1%} of its parameters, "
             f"{report['size_ratio']:.1%} of its bytes, {report['latency_speedup']:.1f}x faster at batch 1")
@@ -114,7 +115,7 @@ def write_report(out: Path, report: dict) -> None:
                      f"{m.get('latency_p50_s', float('nan')):.4f} | {m.get('throughput_per_s', float('nan')):.0f} |")
     (out / "report.md").write_text("\n".join(lines) + "\n")
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
-    quality = ("score", "test score") if report["retention"] is not None else ("loss", "test loss")
+    quality = ("score", "test score") if report["student_score"] is not None else ("loss", "test loss")
     for ax, key, title in zip(axes, (quality[0], "params", "latency_p50_s"),
                               (quality[1], "parameters", "batch-1 latency p50 (s)")):
         names = [a for a in arms if key in arms[a]]

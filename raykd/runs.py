@@ -51,9 +51,11 @@ def model_identity(spec: str, cfg: RaykdConfig) -> str:
 
 
 def cache_identity(cache_dir: Path) -> str:
-    """The cache's manifest, less what a re-run of the same cache changes (its timing)."""
+    """The cache's manifest, less what a re-run of the same cache changes (its timing) and what no
+    student trains on (the held-out rows: ``raykd tune`` adds them where it ranks by them)."""
     manifest = dataclasses.asdict(CacheManifest.read(cache_dir))
-    manifest.pop("teacher_forward_s")
+    for key in ("teacher_forward_s", "held_out_rows", "held_out_shards"):
+        manifest.pop(key)
     return json.dumps(manifest, sort_keys=True)
 
 

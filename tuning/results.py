@@ -11,7 +11,7 @@ from raykd.config import RaykdConfig, from_dict
 from raykd.launch import write_metrics
 from tuning.space import DIVERGED_LOSS, KNOBS
 
-COLUMNS = ("trial_id", *KNOBS, "eval_loss", "eval_score", "step", "training_iteration", "stopped_early",
+COLUMNS = ("trial_id", *KNOBS, "eval_loss", "eval_kl", "eval_score", "step", "training_iteration", "stopped_early",
            "teacher_forward_passes", "data_source", "time_total_s")
 
 
@@ -38,21 +38,26 @@ def best_config(cfg: RaykdConfig, best: pd.Series) -> dict:
     return data
 
 
-def plot(frame: pd.DataFrame, path: Path, metric: str) -> None:
-    """Held-out loss over temperature × alpha; crosses are trials stopped early (at their last report)."""
+def plot(frame: pd.DataFrame, path: Path, metric: str, mode: str) -> None:
+    """``metric`` over temperature × alpha, the best trial ringed; crosses are trials stopped early
+    (at their last report)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    finite = frame[frame[metric] < DIVERGED_LOSS]
+    finite = frame.dropna(subset=[metric])
+    finite = finite[finite[metric] < DIVERGED_LOSS]
     finite = frame if finite.empty else finite
+    cmap = "viridis" if mode == "max" else "viridis_r"  # the best trial is the brightest either way
     for early, marker in ((False, "o"), (True, "X")):
         part = finite[finite["stopped_early"] == early]
-        points = ax.scatter(part["temperature"], part["alpha"], c=part[metric], cmap="viridis_r", s=80,
+        points = ax.scatter(part["temperature"], part["alpha"], c=part[metric], cmap=cmap, s=80,
                             marker=marker, vmin=finite[metric].min(), vmax=finite[metric].max(), edgecolors="k",
                             label="stopped early" if early else "finished")
+    best = finite.loc[finite[metric].idxmax() if mode == "max" else finite[metric].idxmin()]
+    ax.scatter([best["temperature"]], [best["alpha"]], s=300, facecolors="none", edgecolors="r", label="best")
     fig.colorbar(points, ax=ax, label=metric)
     ax.set_xscale("log")
     ax.set(xlabel="temperature", ylabel="alpha", title=f"{metric} per trial ({len(frame)} trials)")
@@ -60,6 +65,13 @@ def plot(frame: pd.DataFrame, path: Path, metric: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def rank(frame: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
+    """Trials that reported ``metric``, best first; ties (a task score has many) go to the lower
+    held-out loss."""
+    keys = [metric] + (["eval_loss"] if metric != "eval_loss" and "eval_loss" in frame else [])
+    return frame.dropna(subset=[metric]).sort_values(keys, ascending=[mode == "min", True][: len(keys)])
 
 
 def unfinished(grid, num_samples: int) -> int:
@@ -76,20 +88,21 @@ def summarize(grid, cfg: RaykdConfig, metric: str, mode: str, out: Path, wall_s:
     frame = trials_frame(grid.get_dataframe(), cfg.tune.steps)
     frame.to_parquet(out / "results.parquet")
     frame.to_csv(out / "results.csv", index=False)
-    ranked = frame.dropna(subset=[metric]).sort_values(metric, ascending=mode == "min")
+    ranked = rank(frame, metric, mode)
     if ranked.empty:
         raise RuntimeError(f"no trial reported {metric}: see the trial errors under {out}")
     best = ranked.iloc[0]
     (out / "best_config.yaml").write_text(
         "# The sweep's best distillation knobs: raykd distill --config " + str(out / "best_config.yaml") + "\n"
         + yaml.safe_dump(best_config(cfg, best), sort_keys=False))
-    plot(frame, out / "sweep.png", metric)
+    plot(frame, out / "sweep.png", metric, mode)
     score = best.get("eval_score")
     metrics = {
         "trials": len(frame), "finished": int((~frame["stopped_early"]).sum()),
         "stopped_early": int(frame["stopped_early"].sum()), "errored": grid.num_errors,
         "best_trial": best["trial_id"], "best_temperature": float(best["temperature"]),
-        "best_alpha": float(best["alpha"]), "best_eval_loss": float(best[metric]),
+        "metric": metric, "mode": mode, "best_alpha": float(best["alpha"]),
+        "best_eval_loss": None if pd.isna(best.get("eval_loss")) else float(best["eval_loss"]),
         "best_score": None if score is None or pd.isna(score) else float(score),
         "teacher_forward_passes": int(frame["teacher_forward_passes"].fillna(0).sum()),
         "data_sources": sorted(frame["data_source"].dropna().unique().tolist()),

@@ -6,9 +6,11 @@
 
 Every trial runs ``ray_jobs.distill_student.fit_student`` (the distillation job's own loop) in one
 process, reading the one teacher cache from the object store: the teacher's forward pass runs zero
-times (counted per trial and reported). ASHA compares the held-out loss every ``tune.eval_every``
-steps and stops the worst trials. Writes ``RUN/tune/`` (results.parquet/csv, best_config.yaml,
-sweep.png, metrics.json); re-running after an interruption resumes the experiment (Tuner.restore).
+times (counted per trial and reported). Every ``tune.eval_every`` steps ASHA compares the trials on
+``tune.metric`` and stops the worst: the held-out task score by default; ``kl``, the KL to the
+teacher on its cached held-out rows (favours alpha near 1); ``ce``, cross-entropy on the labels
+(favours alpha near 0). Writes ``RUN/tune/`` (results.parquet/csv, best_config.yaml, sweep.png,
+metrics.json); re-running after an interruption resumes the experiment (Tuner.restore).
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from ray_jobs.distill_student import fit_student
 from raykd.cache.schema import CacheManifest
 from raykd.cache.store import block_source, publish
+from raykd.cache.store import held_out_rows as held_out_teacher_rows
 from raykd.config import ConfigError, RaykdConfig, from_dict
 from raykd.data import held_out_rows
-from raykd.distill import training_data
+from raykd.distill import held_out_kl, training_data
 from raykd.launch import parse_stage_args, run_stage
 from raykd.runs import distill_inputs, fingerprint, run_name
 from raykd.scoring import score_model
@@ -39,23 +42,30 @@ from raykd.training.session import tune_session
 from tuning.results import summarize, unfinished
 from tuning.space import finite_loss, search_space, trial_config
 
-METRIC, MODE = "eval_loss", "min"
+# tune.metric -> (the reported column trials are ranked by, Tune's mode)
+OBJECTIVES = {"score": ("eval_score", "max"), "kl": ("eval_kl", "min"), "ce": ("eval_loss", "min")}
 RUN_KNOBS = ("resume", "max_concurrent_trials", "cpus_per_trial", "gpus_per_trial")  # how, not what, it runs
 
 
-def trial(sampled: dict, base: dict, data, vocab: int, rows: list[dict], kind: str) -> None:
+def trial(sampled: dict, base: dict, data, vocab: int, rows: list[dict], kind: str,
+          teacher_rows: dict | None) -> None:
     """One Tune trial: distil with the sampled knobs from ``data`` (the cache's blocks in the object
-    store), reporting the held-out loss every eval_every steps and the exact-match score at the end,
-    and where its blocks were found (``raykd.cache.store.block_source``)."""
+    store), reporting every eval_every steps the held-out loss, the held-out score (every time when
+    ``tune.metric`` is score, else at the end: generation is the slow part), and where its blocks were
+    found (``raykd.cache.store.block_source``); with ``teacher_rows`` (tune.metric=kl) also the KL to
+    the teacher on them."""
     cfg = from_dict(trial_config(base, sampled))
     ray.data.DataContext.get_current().enable_progress_bars = False  # one bar per trial floods the log
     tokenizer = load_tokenizer(teacher_dir(cfg))
     source = block_source(data, CacheManifest.read(cfg.stage_dir("teacher_cache")))
 
+    every_time = cfg.tune.metric == "score"
+
     def evaluate(model, final: bool) -> dict:
-        held_out = score_model(model, tokenizer, rows, cfg.data, cfg.task, kind, generate=final)
-        return {METRIC: finite_loss(held_out["loss"]), "data_source": source} | (
-            {"eval_score": held_out["score"]} if final else {})
+        held_out = score_model(model, tokenizer, rows, cfg.data, cfg.task, kind, generate=final or every_time)
+        kl = {} if teacher_rows is None else {"eval_kl": finite_loss(held_out_kl(model, teacher_rows, vocab, cfg.task))}
+        return {"eval_loss": finite_loss(held_out["loss"]), "data_source": source} | kl | (
+            {"eval_score": held_out["score"]} if final or every_time else {})
 
     fit_student(cfg, vocab, data, tune_session(), evaluate)
 
@@ -78,17 +88,21 @@ def searcher(cfg: RaykdConfig):
 def sweep_inputs(cfg: RaykdConfig) -> dict:
     """What a sweep's trials depend on: the distillation inputs and the search (see ``raykd.runs``)."""
     search = {k: v for k, v in dataclasses.asdict(cfg.tune).items() if k not in RUN_KNOBS}
-    return distill_inputs(cfg, teacher_dir(cfg)) | {"stage": "tune", "tune": search}
+    inputs = distill_inputs(cfg, teacher_dir(cfg)) | {"stage": "tune", "tune": search}
+    if cfg.tune.metric == "kl":  # what trials are ranked against
+        inputs["held_out"] = CacheManifest.read(cfg.stage_dir("teacher_cache")).held_out_shards
+    return inputs
 
 
 def make_tuner(cfg: RaykdConfig, trainable, name: str) -> tune.Tuner:
     t = cfg.tune
+    metric, mode = OBJECTIVES[t.metric]
     scheduler = ASHAScheduler(time_attr="step", max_t=t.steps, grace_period=min(t.grace_period, t.steps),
                               reduction_factor=t.reduction_factor)
     return tune.Tuner(
         trainable,
         param_space=search_space(t),
-        tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, num_samples=t.num_samples, scheduler=scheduler,
+        tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=t.num_samples, scheduler=scheduler,
                                     search_alg=searcher(cfg)),
         run_config=tune.RunConfig(name=name, storage_path=str(cfg.stage_dir("tune")),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
@@ -127,21 +141,28 @@ def run(cfg: RaykdConfig) -> dict:
     data = data.materialize()  # a no-op on the cache's blocks; runs teacher_source=online's column drop now
     check_student(cfg)
     rows, kind = held_out_rows(cfg.data.eval, cfg.data, cfg.task)
+    if cfg.tune.metric == "score" and cfg.task == "causal_lm" and kind != "prompt":
+        raise ConfigError(f"tune.metric=score needs prompt/completion rows in data.eval ({cfg.data.eval} is plain "
+                          "text, which has no task score): set tune.metric=ce")
+    metric, mode = OBJECTIVES[cfg.tune.metric]
+    teacher_rows = held_out_teacher_rows(cache_dir, manifest) if cfg.tune.metric == "kl" else None
     trainable = tune.with_resources(
-        tune.with_parameters(trial, base=cfg.to_dict(), data=data, vocab=vocab, rows=rows, kind=kind),
+        tune.with_parameters(trial, base=cfg.to_dict(), data=data, vocab=vocab, rows=rows, kind=kind,
+                             teacher_rows=teacher_rows),
         {"cpu": cfg.tune.cpus_per_trial, "gpu": cfg.tune.gpus_per_trial})
     print(f"[tune] {cfg.tune.num_samples} trials of {cfg.tune.steps} steps, {cfg.tune.max_concurrent_trials} at "
-          f"a time, {cfg.tune.search} search, ASHA on {METRIC} every {cfg.tune.eval_every} steps", flush=True)
+          f"a time, {cfg.tune.search} search, ASHA on {metric} ({mode}) every {cfg.tune.eval_every} steps", flush=True)
     grid = tuner_for(cfg, trainable).fit()
     missing = unfinished(grid, cfg.tune.num_samples)
     if missing:  # Ctrl-C: Tune saved the experiment and returned early
         raise KeyboardInterrupt(f"sweep interrupted with {missing} trials unfinished; run the same command again "
                                 "to resume it (or set tune.resume=false to start over)")
-    metrics = summarize(grid, cfg, METRIC, MODE, Path(cfg.stage_dir("tune")), time.time() - started)
+    metrics = summarize(grid, cfg, metric, mode, Path(cfg.stage_dir("tune")), time.time() - started)
     print(f"[tune] best of {metrics['trials']} trials: temperature {metrics['best_temperature']:.3g}, "
-          f"alpha {metrics['best_alpha']:.3g}, {METRIC} {metrics['best_eval_loss']:.4f}, score "
-          f"{metrics['best_score']}; {metrics['stopped_early']} stopped early; teacher forward passes "
-          f"{metrics['teacher_forward_passes']}\n[tune] best config: {metrics['best_config']}", flush=True)
+          f"alpha {metrics['best_alpha']:.3g}, held-out loss {metrics['best_eval_loss']:.4f}, score "
+          f"{metrics['best_score']} (ranked by {metric}); {metrics['stopped_early']} stopped early; teacher "
+          f"forward passes {metrics['teacher_forward_passes']}\n[tune] best config: {metrics['best_config']}",
+          flush=True)
     return metrics
 
 

@@ -14,6 +14,7 @@ A vLLM cache (``engine = "vllm"``) has no tail columns: vLLM's ``prompt_logprobs
 
 (``raykd.losses`` says why and how the loss uses them.) Sequence classification stores one position
 per row. The manifest records the values' kind, the tail's temperatures and a SHA-256 per shard.
+The teacher's rows of the held-out eval data are kept apart, in ``held_out/`` (same columns).
 
 Readers check a cache against the manifest and the configured teacher and tokenizer before use.
 """
@@ -30,7 +31,7 @@ from raykd.config import ConfigError
 from raykd.model_hash import model_hash, tokenizer_hash
 
 SCHEMA_VERSION = 3  # 3: the engine, top-k-only vLLM caches; 2: log-probs, sampled tail, shard checksums
-SHARDS_DIR, MANIFEST_FILE = "shards", "manifest.json"
+SHARDS_DIR, HELD_OUT_DIR, MANIFEST_FILE = "shards", "held_out", "manifest.json"
 
 
 class CacheMismatchError(ConfigError):
@@ -58,6 +59,10 @@ class CacheManifest:
     tail_samples: int  # 0: no tail columns (the loss makes the tail one bucket)
     tail_temperatures: list[float]
     shards: dict[str, str]  # shard file name -> SHA-256 of its bytes
+    # The teacher on data.eval's first rows (HELD_OUT_DIR, same columns), never trained on: what
+    # tune.metric=kl compares students with. Empty without cache.include_eval.
+    held_out_rows: int = 0
+    held_out_shards: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def content_key(self) -> str:
         """What names this cache's content: its shards' checksums (and so its rows, k, teacher...)."""

@@ -20,18 +20,21 @@ from raykd.tokens import load_tokenizer
 SUMMARY_POSITIONS = 2048
 
 
-def normalize(batch: dict, kind: str, labeled: bool, data: dict, spec: str) -> dict:
-    """Rows of any source → ``prompt``, ``target`` ('' = the teacher completes it), ``label`` (-1 = unknown)."""
+def normalize(batch: dict, kind: str, labeled: bool, data: dict, spec: str, held_out: bool = False) -> dict:
+    """Rows of any source → ``prompt``, ``target`` ('' = the teacher completes it), ``label`` (-1 = unknown),
+    ``held_out`` (scored for evaluation, never trained on)."""
     cfg = DataConfig(**data)
     n = len(next(iter(batch.values())))
     if kind == "classification":
         labels = batch[cfg.label_field] if labeled else np.full(n, -1)
-        return {"prompt": text_column(batch, cfg.text_field, spec), "target": np.full(n, ""),
+        rows = {"prompt": text_column(batch, cfg.text_field, spec), "target": np.full(n, ""),
                 "label": np.asarray(labels, dtype=np.int64)}
-    if kind == "prompt":
+    elif kind == "prompt":
         targets = text_column(batch, cfg.completion_field, spec) if labeled else np.full(n, "")
-        return {"prompt": text_column(batch, cfg.prompt_field, spec), "target": targets, "label": np.full(n, -1)}
-    return {"prompt": np.full(n, ""), "target": text_column(batch, cfg.text_field, spec), "label": np.full(n, -1)}
+        rows = {"prompt": text_column(batch, cfg.prompt_field, spec), "target": targets, "label": np.full(n, -1)}
+    else:
+        rows = {"prompt": np.full(n, ""), "target": text_column(batch, cfg.text_field, spec), "label": np.full(n, -1)}
+    return rows | {"held_out": np.full(n, held_out)}
 
 
 def sources(cfg: RaykdConfig) -> list[tuple[str, bool]]:
@@ -44,14 +47,25 @@ def sources(cfg: RaykdConfig) -> list[tuple[str, bool]]:
 
 
 def distillation_rows(cfg: RaykdConfig) -> ray.data.Dataset:
-    """Every source read, checked and normalised to one schema, unioned."""
+    """Every source read, checked and normalised to one schema, unioned; with ``cache.include_eval``
+    also the first ``data.eval_examples`` rows of ``data.eval``, marked ``held_out``."""
+    chosen = [(spec, labeled, False) for spec, labeled in sources(cfg)]
+    chosen += [(cfg.data.eval, True, True)] * (cfg.cache.include_eval and bool(cfg.data.eval))
     parts = []
-    for spec, labeled in sources(cfg):
+    for spec, labeled, held_out in chosen:
         ds = read_dataset(spec)
         kind = check_fields(ds, spec, cfg.data, cfg.task, labeled)
+        ds = ds.limit(cfg.data.eval_examples) if held_out else ds
         parts.append(ds.map_batches(normalize, batch_format="numpy", fn_kwargs={
-            "kind": kind, "labeled": labeled, "data": dataclasses.asdict(cfg.data), "spec": spec}))
+            "kind": kind, "labeled": labeled, "data": dataclasses.asdict(cfg.data), "spec": spec,
+            "held_out": held_out}))
     return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+
+
+def rows_of_part(batch: dict[str, np.ndarray], held_out: bool) -> dict[str, np.ndarray]:
+    """The scored rows of one part of the cache (training rows, or the held-out ones), without the marker."""
+    keep = batch["held_out"] == held_out
+    return {k: v[keep] for k, v in batch.items() if k != "held_out"}
 
 
 class RowScorer:
@@ -74,7 +88,7 @@ class RowScorer:
             for i, completion in zip(todo, self.complete([prompts[i] for i in todo])):
                 targets[i] = completion
         out = encode_lm_batch(self.tokenizer, list(zip(prompts, targets)), self.cfg.data.max_seq_len)
-        return out | self.summarize(out)
+        return out | self.summarize(out) | {"held_out": np.asarray(batch["held_out"])}
 
     def complete(self, prompts: list[str]) -> list[str]:
         """The teacher's completions of ``prompts`` (greedy, or sampled per ``cache.do_sample``)."""
@@ -142,4 +156,5 @@ class TeacherScorer(RowScorer):
         logits = self._logits(out)[:, None, :]
         given = np.asarray(batch["label"], dtype=np.int64)
         labels = np.where(given >= 0, given, logits[:, 0].argmax(-1).cpu().numpy())[:, None]  # pseudo-labels
-        return out | {"labels": labels} | self._summary(logits, out["input_ids"])  # (B, 1, ...)
+        return out | {"labels": labels, "held_out": np.asarray(batch["held_out"])} | self._summary(
+            logits, out["input_ids"])  # (B, 1, ...)

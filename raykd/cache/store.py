@@ -18,7 +18,8 @@ from pathlib import Path
 import ray
 import ray.data
 
-from raykd.cache.schema import SHARDS_DIR, CacheManifest, checksum
+from raykd.cache.schema import HELD_OUT_DIR, SHARDS_DIR, CacheManifest, CacheMismatchError, checksum
+from raykd.config import ConfigError
 
 NAMESPACE = "raykd"
 PREFIX = "raykd-cache-"
@@ -101,3 +102,16 @@ def load(cache_dir: Path) -> tuple[ray.data.Dataset, CacheManifest, str]:
         print(f"[raykd] the object-store copy of {cache_dir} does not match its manifest: reading Parquet",
               flush=True)
     return ray.data.read_parquet(str(cache_dir / SHARDS_DIR)), manifest, "parquet"
+
+
+def held_out_rows(cache_dir: Path, manifest: CacheManifest) -> dict:
+    """The teacher's cached rows of the held-out eval data as ``(R, S, ...)`` numpy arrays, after
+    checking their bytes against the manifest; raises ConfigError when the cache has none."""
+    if not manifest.held_out_rows:
+        raise ConfigError(f"{cache_dir} holds no held-out teacher rows: re-run `raykd cache` with "
+                          "cache.include_eval=true and data.eval set")
+    paths = sorted((cache_dir / HELD_OUT_DIR).glob("*.parquet"))
+    if {p.name: checksum(p.read_bytes()) for p in paths} != manifest.held_out_shards:
+        raise CacheMismatchError(f"{cache_dir / HELD_OUT_DIR}: its files do not match the manifest's checksums; "
+                                 "re-run `raykd cache`")
+    return ray.data.read_parquet([str(p) for p in paths]).take_batch(manifest.held_out_rows, batch_format="numpy")

@@ -47,7 +47,8 @@ def test_jobs_read_the_object_store_copy_of_the_current_cache_only(teacher_run, 
     shutil.copytree(run / "teacher", copy / "teacher")
     cache = copy / "teacher_cache"
     # the 200 labeled rows alone: the test is about where the blocks live, not about generation
-    args = ["cache", "--config", str(DEMO), *overrides, f"run_dir={copy}", "cache.include_unlabeled=false"]
+    args = ["cache", "--config", str(DEMO), *overrides, f"run_dir={copy}", "cache.include_unlabeled=false",
+            "cache.include_eval=false"]
     raykd(*args)  # its driver exits here
     first = holder_of(cache)
     source, rows, width, digest, *alive = read_cache(on_ray_head, cache, "read", first)

@@ -7,9 +7,9 @@ import pytest
 import yaml
 from ray import tune
 
-from raykd.config import ConfigError, from_dict, load_config
+from raykd.config import ConfigError, TuneConfig, from_dict, load_config
 from tests.conftest import DEMO
-from tuning.results import best_config, trials_frame
+from tuning.results import best_config, rank, trials_frame
 from tuning.space import DIVERGED_LOSS, finite_loss, search_space, trial_config
 
 
@@ -65,6 +65,20 @@ def test_trials_frame_and_best_config_round_trip_through_the_distill_loader(tmp_
     path.write_text(yaml.safe_dump(best))
     loaded = load_config(path)
     assert (loaded.distill.temperature, loaded.distill.alpha, loaded.distill.steps) == (2.5, 0.3, cfg.distill.steps)
+
+
+def test_trials_rank_by_the_chosen_metric_with_ties_to_the_lower_loss():
+    frame = pd.DataFrame({"trial_id": list("abcd"), "eval_score": [0.5, 0.9, 0.9, None],
+                          "eval_loss": [0.1, 0.4, 0.3, 0.05]})
+    assert rank(frame, "eval_score", "max")["trial_id"].tolist() == ["c", "b", "a"]  # d never scored
+    assert rank(frame, "eval_loss", "min")["trial_id"].tolist() == ["d", "a", "c", "b"]
+
+
+def test_the_default_objective_is_the_task_score():
+    from tuning.sweep import OBJECTIVES
+
+    assert OBJECTIVES[load_config(DEMO).tune.metric] == ("eval_score", "max")  # the default is not CE
+    assert set(OBJECTIVES) == set(TuneConfig.__dataclass_fields__["metric"].metadata["choices"])
 
 
 def test_searchers_limit_concurrency_and_optuna_is_optional():

@@ -20,7 +20,9 @@ from tests.conftest import DEMO, REPO, raykd, read_metrics
 
 # Sequential trials make the run order (and so ASHA's comparisons) deterministic; lr up to 20 is a
 # clearly bad region. With seed 0 the first trial samples a sane lr and a later one a degenerate one.
-SWEEP = ["tune.num_samples=4", "tune.steps=40", "tune.eval_every=10", "tune.grace_period=10",
+# Ranked by held-out KL to the teacher (the cache's held-out rows; no teacher runs): the degenerate lr
+# is clearly worst at the first rung, where a task score can tie.
+SWEEP = ["tune.metric=kl", "tune.num_samples=4", "tune.steps=40", "tune.eval_every=10", "tune.grace_period=10",
          "tune.max_concurrent_trials=1", "tune.lr=[1e-3, 20.0]"]
 
 
@@ -58,11 +60,11 @@ def test_sweep_stops_bad_trials_never_runs_the_teacher_and_resumes_after_a_kille
     assert "resuming the sweep" in resumed.stdout
     frame = pd.read_csv(copy / "tune" / "results.csv")
     assert len(frame) == 4 and frame["trial_id"].is_unique
-    assert {"temperature", "alpha", "lr", "eval_loss", "stopped_early"} <= set(frame.columns)
+    assert {"temperature", "alpha", "lr", "eval_loss", "eval_kl", "stopped_early"} <= set(frame.columns)
     for trial, count in lines_before.items():  # finished before the kill: not run again
         assert len((experiment / trial / "result.json").read_text().splitlines()) == count
     metrics = read_metrics(copy, "tune")
-    assert metrics["trials"] == 4 and metrics["teacher_forward_passes"] == 0
+    assert metrics["trials"] == 4 and metrics["teacher_forward_passes"] == 0 and metrics["metric"] == "eval_kl"
     assert metrics["data_sources"] == ["object_store"]
     assert metrics["stopped_early"] >= 1
     worst = frame.sort_values("lr").iloc[-1]
