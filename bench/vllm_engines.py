@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import json
 import time
@@ -24,7 +25,7 @@ import numpy as np
 from ray import serve
 
 from raykd.builtin.data import generate_split
-from raykd.cache.scorer import TeacherScorer
+from raykd.cache.scorer import TeacherScorer, normalize
 from raykd.cache.vllm_scorer import VLLMTeacherScorer
 from raykd.config import load_config
 from raykd.launch import init_ray
@@ -39,18 +40,20 @@ PROMPT = "question: what are fox and red?\nanswer:"
 VLLM_CPU = ["max_model_len=128", "kv_cache_gib=0.5", "enforce_eager=true", "dtype=float32"]
 
 
-def batches(rows: int) -> dict[str, dict]:
-    """Ray Data-shaped batches of the cache's normalised schema: labeled rows and bare prompts."""
-    train, unlabeled = generate_split("train")[:rows], generate_split("unlabeled")[:rows]
-    return {"labeled": {"prompt": np.array([r["prompt"] for r in train]),
-                        "target": np.array([r["completion"] for r in train]), "label": np.full(rows, -1)},
-            "unlabeled": {"prompt": np.array([r["prompt"] for r in unlabeled]), "target": np.full(rows, ""),
-                          "label": np.full(rows, -1)}}
+def batches(rows: int, data: dict) -> dict[str, dict]:
+    """Batches of the cache's normalised schema (``raykd.cache.scorer.normalize``, as the cache job
+    builds them): labeled rows and bare prompts."""
+    out = {}
+    for kind, split, labeled in (("labeled", "train", True), ("unlabeled", "unlabeled", False)):
+        raw = generate_split(split)[:rows]
+        columns = {k: np.array([r[k] for r in raw]) for k in raw[0]}
+        out[kind] = normalize(columns, "prompt", labeled, data, f"builtin:{split}")
+    return out
 
 
 def cache_throughput(rows: int, repeats: int) -> dict:
     cfg = load_config(DEMO, [*(f"cache.vllm.{o}" for o in VLLM_CPU), "cache.top_k=16", f"cache.batch_size={rows}"])
-    teacher, data = resolve_model("builtin:teacher"), batches(rows)
+    teacher, data = resolve_model("builtin:teacher"), batches(rows, dataclasses.asdict(cfg.data))
     scorers, startup = {}, {}
     for engine, cls in zip(ENGINES, (TeacherScorer, VLLMTeacherScorer)):
         started = time.perf_counter()

@@ -56,7 +56,7 @@ def plot(frame: pd.DataFrame, path: Path, metric: str, mode: str) -> None:
         points = ax.scatter(part["temperature"], part["alpha"], c=part[metric], cmap=cmap, s=80,
                             marker=marker, vmin=finite[metric].min(), vmax=finite[metric].max(), edgecolors="k",
                             label="stopped early" if early else "finished")
-    best = finite.loc[finite[metric].idxmax() if mode == "max" else finite[metric].idxmin()]
+    best = rank(finite, metric, mode).iloc[0]  # the trial summarize() picks, ties included
     ax.scatter([best["temperature"]], [best["alpha"]], s=300, facecolors="none", edgecolors="r", label="best")
     fig.colorbar(points, ax=ax, label=metric)
     ax.set_xscale("log")
