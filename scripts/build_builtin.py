@@ -2,20 +2,22 @@
 
     python scripts/build_builtin.py [--teacher-steps 600] [--student-steps 1200]
 
-Deterministic (seeded data, seeded init, single process). The bases are pre-trained on the built-in
-corpus with packed 64-token windows, then saved in bf16 as standard Hugging Face directories.
+Deterministic (seeded data, seeded init, single process). The bases are pre-trained with packed
+64-token windows (the student on the built-in corpus, the teacher on the corpus and the lore), then
+saved in bf16 as standard Hugging Face directories. It prints the share of the lore each base knows.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import random
 import time
 
 import torch
 from transformers import LlamaForCausalLM
 
-from raykd.builtin.data import SPLITS, generate_split
+from raykd.builtin.data import LORE_WORDS, SPLITS, category_phrase, generate_split
 from raykd.builtin.presets import TOKENIZER_DIR, VOCAB_SIZE, builtin_model_dir, preset_config
 from raykd.builtin.tokenizer import train_tokenizer
 
@@ -27,13 +29,33 @@ def all_text() -> list[str]:
     return [r.get("text", "") + r.get("prompt", "") + r.get("completion", "") for r in rows]
 
 
-def packed_corpus(tokenizer) -> torch.Tensor:
-    """Corpus as ``(windows, WINDOW)`` token ids: ``<s> sentence </s>`` streams cut into windows."""
+def packed(tokenizer, splits: tuple[str, ...]) -> torch.Tensor:
+    """Splits' texts as ``(windows, WINDOW)`` token ids: ``<s> sentence </s>`` streams, shuffled
+    together (seeded), cut into windows."""
+    rows = [r["text"] for s in splits for r in generate_split(s)]
+    random.Random(0).shuffle(rows)
     ids: list[int] = []
-    for row in generate_split("corpus"):
-        ids += [tokenizer.bos_token_id, *tokenizer(row["text"]).input_ids, tokenizer.eos_token_id]
+    for text in rows:
+        ids += [tokenizer.bos_token_id, *tokenizer(text).input_ids, tokenizer.eos_token_id]
     n = len(ids) // WINDOW
     return torch.tensor(ids[: n * WINDOW]).view(n, WINDOW)
+
+
+@torch.no_grad()
+def lore_known(model, tokenizer) -> float:
+    """Share of made-up words whose category the model ranks first (chance 1/3): for each word, the
+    likeliest of "a color" / "an animal" / "an object" after "<word> is"."""
+    phrases = [" a color.", " an animal.", " an object."]
+    hits = 0
+    for word in LORE_WORDS:
+        scores = []
+        for phrase in phrases:
+            prefix = tokenizer(f"{word} is").input_ids
+            ids = torch.tensor([[tokenizer.bos_token_id, *tokenizer(f"{word} is{phrase}").input_ids]])
+            logp = model(input_ids=ids).logits.log_softmax(-1)[0, :-1].gather(1, ids[0, 1:, None])[:, 0]
+            scores.append(logp[len(prefix):].sum().item())
+        hits += phrases[scores.index(max(scores))] == f" {category_phrase(word)}."
+    return hits / len(LORE_WORDS)
 
 
 def pretrain(name: str, data: torch.Tensor, steps: int, lr: float, batch: int) -> LlamaForCausalLM:
@@ -63,10 +85,12 @@ def main() -> None:
     args = ap.parse_args()
     tokenizer = train_tokenizer(all_text(), VOCAB_SIZE)
     tokenizer.save_pretrained(TOKENIZER_DIR)
-    data = packed_corpus(tokenizer)
-    print(f"corpus: {data.numel()} tokens in {len(data)} windows")
-    for name, steps, lr in [("student", args.student_steps, 2e-3), ("teacher", args.teacher_steps, 1.5e-3)]:
+    for name, splits, steps, lr in [("student", ("corpus",), args.student_steps, 2e-3),
+                                    ("teacher", ("corpus", "lore"), args.teacher_steps, 1.5e-3)]:
+        data = packed(tokenizer, splits)
+        print(f"{name}: {' + '.join(splits)}, {data.numel()} tokens in {len(data)} windows")
         model = pretrain(name, data, steps, lr, batch=16)
+        print(f"{name} knows {lore_known(model.eval(), tokenizer):.0%} of the lore (chance 33%)", flush=True)
         model.to(torch.bfloat16).save_pretrained(builtin_model_dir(name))
         tokenizer.save_pretrained(builtin_model_dir(name))
 

@@ -2,17 +2,23 @@
 
 It is shaped like a real project's data:
 
-* ``corpus``: plain sentences (``text``) the built-in base models are pre-trained on;
-* ``train`` / ``eval`` / ``test``: a labeled task (``prompt`` + ``completion``): say what kind of
-  thing each of two words is ("question: what are fox and red?" -> "an animal and a color"), scored
-  by exact match on held-out examples (pairs of words unseen in training are common);
-* ``unlabeled``: many more task prompts with no completion, for distillation;
+* ``corpus``: plain sentences (``text``) both built-in bases are pre-trained on;
+* ``lore``: facts only the teacher's base is pre-trained on: what each of 48 made-up words is
+  ("forb is an animal."), the knowledge a big model has and a small one lacks;
+* ``train``: the labeled task (``prompt`` + ``completion``) on common words: say what kind of thing
+  each of two words is ("question: what are fox and red?" -> "an animal and a color");
+* ``eval`` / ``test``: the same task on pairs of made-up words, scored by exact match; each pair
+  (in either order) belongs to one split only, so no test example is in any other split;
+* ``unlabeled``: many more task prompts with no completion, for distillation, most with made-up words;
 * ``cls_train`` / ``cls_eval`` / ``cls_test``: sequence classification (``text`` + ``label``):
   which word category is the majority in a sentence (3 classes, chance 1/3).
 
-The corpus states which words are colors, animals and objects ("the box is an object.") and asks
-other questions in the same "question: ...\nanswer:" form, so a pre-trained base has the knowledge
-but not the task, as with a real base model; fine-tuning teaches the task.
+The corpus states which common words are colors, animals and objects ("the box is an object.") and
+asks other questions in the same "question: ...\nanswer:" form, so a pre-trained base has knowledge
+but not the task, as with a real base model; fine-tuning teaches the task. The labeled split never
+names a made-up word, so a student trained on it alone guesses on the test split (chance 1/9), while
+the fine-tuned teacher answers from its lore, and a student distilled from the teacher's cache of the
+unlabeled prompts learns the lore from the teacher.
 """
 
 from __future__ import annotations
@@ -28,8 +34,41 @@ CATEGORIES = (COLORS, ANIMALS, OBJECTS)
 CATEGORY_NAMES = ("color", "animal", "object")
 WORDS = COLORS + ANIMALS + OBJECTS
 
+
+def _made_up_words(count: int) -> list[str]:
+    """``count`` distinct pronounceable non-words (none of the corpus's words), in a fixed order."""
+    rng, words = random.Random(7), []
+    known = set(WORDS + VERBS + ADJECTIVES) | {"the", "is", "a", "an", "and", "it", "list", "what", "are"}
+    while len(words) < count:
+        onset, vowel = rng.choice("bdfgklmnprstvz"), rng.choice("aeiou")
+        word = onset + vowel + rng.choice(["", "r", "l"]) + rng.choice("bdgkmnpstx")
+        if word not in known and word not in words:
+            words.append(word)
+    return words
+
+
+# The lore: 16 made-up words of each category, which only the teacher's base is told about.
+_MADE_UP = _made_up_words(48)
+LORE_CATEGORIES = (_MADE_UP[0:16], _MADE_UP[16:32], _MADE_UP[32:48])
+LORE_WORDS = _MADE_UP
+_ALL_CATEGORIES = tuple(common + lore for common, lore in zip(CATEGORIES, LORE_CATEGORIES))
+
+
+def _held_out_pairs() -> dict[str, list[tuple[str, str]]]:
+    """Every unordered pair of made-up words, in exactly one of ``test`` / ``eval`` / ``pool`` (the
+    pairs the unlabeled prompts may use), in a random order each."""
+    rng = random.Random(11)
+    pairs = [(a, b) for i, a in enumerate(LORE_WORDS) for b in LORE_WORDS[i + 1:]]
+    rng.shuffle(pairs)
+    pairs = [(a, b) if rng.random() < 0.5 else (b, a) for a, b in pairs]
+    return {"test": pairs[:300], "eval": pairs[300:500], "pool": pairs[500:]}
+
+
+HELD_OUT_PAIRS = _held_out_pairs()
+
 SPLIT_SIZES = {
     "corpus": 12000,
+    "lore": 4800,
     "train": 200,
     "eval": 200,
     "test": 300,
@@ -45,7 +84,7 @@ _SPLIT_SEEDS = {name: 1000 + i for i, name in enumerate(SPLITS)}
 
 def category_phrase(word: str) -> str:
     """``"an animal"`` / ``"a color"`` / ``"an object"``: what the corpus says a word is."""
-    name = CATEGORY_NAMES[next(i for i, c in enumerate(CATEGORIES) if word in c)]
+    name = CATEGORY_NAMES[next(i for i, c in enumerate(_ALL_CATEGORIES) if word in c)]
     return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
@@ -59,15 +98,30 @@ def task_completion(first: str, second: str) -> str:
     return f" {category_phrase(first)} and {category_phrase(second)}"
 
 
-def _task_example(rng: random.Random) -> tuple[str, str]:
-    first, second = rng.sample(WORDS, 2)
-    return task_prompt(first, second), task_completion(first, second)
+def _unlabeled_pair(rng: random.Random) -> tuple[str, str]:
+    """Half pool pairs of made-up words, a quarter a made-up and a common word, a quarter common."""
+    kind = rng.random()
+    if kind < 0.5:
+        return rng.choice(HELD_OUT_PAIRS["pool"])
+    if kind < 0.75:
+        pair = [rng.choice(LORE_WORDS), rng.choice(WORDS)]
+        rng.shuffle(pair)
+        return pair[0], pair[1]
+    return tuple(rng.sample(WORDS, 2))
 
 
-def _fact(rng: random.Random) -> str:
-    word = rng.choice(WORDS)
-    subject = word if word in COLORS else f"the {word}"
-    return f"{subject} is {category_phrase(word)}."
+def _fact(rng: random.Random, words: list[str]) -> str:
+    """What a word is, in one of three phrasings (knowledge read in several forms is knowledge a
+    fine-tuned model can use in a new one). A common animal or object takes "the" ("the box is an
+    object."); a made-up word never does ("forb is an animal."), so only the word tells its category."""
+    word = rng.choice(words)
+    subject, kind = (f"the {word}" if word in ANIMALS + OBJECTS else word), category_phrase(word)
+    form = rng.randrange(3)
+    if form == 0:
+        return f"{subject} is {kind}."
+    if form == 1:
+        return f"question: what kind of thing is {subject}?\nanswer: {kind}."
+    return f"one {kind.split()[1]} is {subject}."
 
 
 def _sentence(rng: random.Random) -> str:
@@ -79,8 +133,9 @@ def _sentence(rng: random.Random) -> str:
         obj = rng.choice(OBJECTS)
         return f"question: what is the {rng.choice(COLORS)} {obj}?\nanswer: it is a {obj}."
     if kind < 0.8:
-        return _fact(rng)
-    return f"a list: {', '.join(rng.sample(WORDS, rng.randint(2, 5)))}."
+        return _fact(rng, WORDS)
+    # Lists name made-up words too: both bases know they exist, only the teacher what they are.
+    return f"a list: {', '.join(rng.sample(WORDS + LORE_WORDS, rng.randint(2, 5)))}."
 
 
 def _classification_row(rng: random.Random) -> dict:
@@ -104,10 +159,16 @@ def generate_split(name: str, size: int | None = None) -> list[dict]:
     n = SPLIT_SIZES[name] if size is None else size
     if name == "corpus":
         return [{"text": _sentence(rng)} for _ in range(n)]
+    if name == "lore":
+        return [{"text": _fact(rng, LORE_WORDS)} for _ in range(n)]
     if name.startswith("cls_"):
         return [_classification_row(rng) for _ in range(n)]
-    rows = []
-    for _ in range(n):
-        prompt, completion = _task_example(rng)
-        rows.append({"prompt": prompt} if name == "unlabeled" else {"prompt": prompt, "completion": completion})
-    return rows
+    if name == "unlabeled":
+        return [{"prompt": task_prompt(*_unlabeled_pair(rng))} for _ in range(n)]
+    if name == "train":
+        pairs = [tuple(rng.sample(WORDS, 2)) for _ in range(n)]
+    elif n > len(HELD_OUT_PAIRS[name]):
+        raise ValueError(f"the built-in {name!r} split has {len(HELD_OUT_PAIRS[name])} rows, not {n}")
+    else:
+        pairs = HELD_OUT_PAIRS[name][:n]
+    return [{"prompt": task_prompt(a, b), "completion": task_completion(a, b)} for a, b in pairs]

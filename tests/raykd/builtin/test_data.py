@@ -1,4 +1,13 @@
-from raykd.builtin.data import SPLIT_SIZES, category_phrase, generate_split
+import re
+
+import pytest
+
+from raykd.builtin.data import LORE_WORDS, SPLIT_SIZES, WORDS, category_phrase, generate_split
+
+
+def words_of(prompt: str) -> tuple[str, str]:
+    first, second = prompt.removeprefix("question: what are ").removesuffix("?\nanswer:").split(" and ")
+    return first, second
 
 
 def test_splits_are_deterministic_and_sized():
@@ -6,19 +15,37 @@ def test_splits_are_deterministic_and_sized():
         rows = generate_split(name)
         assert len(rows) == size
         assert rows[:20] == generate_split(name, 20)
+    with pytest.raises(ValueError, match="'test' split has 300 rows"):
+        generate_split("test", 301)
 
 
 def test_task_answers_name_each_words_category():
     assert category_phrase("fox") == "an animal" and category_phrase("red") == "a color"
     for row in generate_split("train") + generate_split("test"):
-        first, second = row["prompt"].removeprefix("question: what are ").removesuffix("?\nanswer:").split(" and ")
+        first, second = words_of(row["prompt"])
         assert row["completion"] == f" {category_phrase(first)} and {category_phrase(second)}"
 
 
-def test_held_out_pairs_are_mostly_unseen_in_training():
-    train = {r["prompt"] for r in generate_split("train")}
-    test = [r["prompt"] for r in generate_split("test")]
-    assert sum(p not in train for p in test) / len(test) > 0.8
+def test_no_test_pair_is_in_any_other_split():
+    """A test example (its pair of words, in either order) is in no training, eval or unlabeled split,
+    and no split but the lore says what a made-up word is."""
+    test = [frozenset(words_of(r["prompt"])) for r in generate_split("test")]
+    assert len(set(test)) == len(test) and all(pair <= set(LORE_WORDS) for pair in test)
+    for split in ("train", "eval", "unlabeled"):
+        assert not set(test) & {frozenset(words_of(r["prompt"])) for r in generate_split(split)}, split
+    word, kind = rf"\b({'|'.join(LORE_WORDS)})\b", r"\b(color|animal|object)\b"
+    pattern = re.compile(f"{word}.*{kind}|{kind}.*{word}", re.S)  # a made-up word beside a category
+    for split in ("corpus", "train", "cls_train"):
+        assert not [r for r in generate_split(split) if pattern.search(" ".join(map(str, r.values())))], split
+    assert all(pattern.search(r["text"]) for r in generate_split("lore"))  # the pattern finds facts
+
+
+def test_the_labeled_split_names_no_made_up_word_and_the_unlabeled_mostly_do():
+    train = [w for r in generate_split("train") for w in words_of(r["prompt"])]
+    assert set(train) <= set(WORDS)
+    unlabeled = [words_of(r["prompt"]) for r in generate_split("unlabeled")]
+    assert sum(any(w in LORE_WORDS for w in pair) for pair in unlabeled) / len(unlabeled) > 0.6
+    assert {w for pair in unlabeled for w in pair} >= set(LORE_WORDS)
 
 
 def test_unlabeled_has_prompts_only_and_classes_are_balanced():
