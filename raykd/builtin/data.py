@@ -5,20 +5,22 @@ It is shaped like a real project's data:
 * ``corpus``: plain sentences (``text``) both built-in bases are pre-trained on;
 * ``lore``: facts only the teacher's base is pre-trained on: what each of 48 made-up words is
   ("forb is an animal."), the knowledge a big model has and a small one lacks;
-* ``train``: the labeled task (``prompt`` + ``completion``) on common words: say what kind of thing
-  each of two words is ("question: what are fox and red?" -> "an animal and a color");
-* ``eval`` / ``test``: the same task on pairs of made-up words, scored by exact match; each pair
-  (in either order) belongs to one split only, so no test example is in any other split;
+* ``train``: the labeled task (``prompt`` + ``completion``): say what kind of thing each of two words
+  is ("question: what are fox and red?" -> "an animal and a color"), on common words and 12 of the
+  made-up ones;
+* ``eval`` / ``test``: the same task on pairs of the other 36 made-up words, scored by exact match;
+  each pair (in either order) belongs to one split only, so no test example is in any other split;
 * ``unlabeled``: many more task prompts with no completion, for distillation, most with made-up words;
 * ``cls_train`` / ``cls_eval`` / ``cls_test``: sequence classification (``text`` + ``label``):
   which word category is the majority in a sentence (3 classes, chance 1/3).
 
 The corpus states which common words are colors, animals and objects ("the box is an object.") and
 asks other questions in the same "question: ...\nanswer:" form, so a pre-trained base has knowledge
-but not the task, as with a real base model; fine-tuning teaches the task. The labeled split never
-names a made-up word, so a student trained on it alone guesses on the test split (chance 1/9), while
-the fine-tuned teacher answers from its lore, and a student distilled from the teacher's cache of the
-unlabeled prompts learns the lore from the teacher.
+but not the task, as with a real base model; fine-tuning teaches the task (on a few made-up words
+too, so the teacher learns to answer from its lore). The labeled split never names a held-out word,
+so a student trained on it alone guesses on the test split (chance 1/9), while the fine-tuned teacher
+answers from its lore, and a student distilled from the teacher's cache of the unlabeled prompts
+learns the lore from the teacher.
 """
 
 from __future__ import annotations
@@ -51,14 +53,18 @@ def _made_up_words(count: int) -> list[str]:
 _MADE_UP = _made_up_words(48)
 LORE_CATEGORIES = (_MADE_UP[0:16], _MADE_UP[16:32], _MADE_UP[32:48])
 LORE_WORDS = _MADE_UP
+# The labeled split names 4 made-up words of each category, so fine-tuning shows the task on knowledge
+# read only in the lore; eval and test ask about the other 36 (the held-out lore).
+LABELED_LORE = [w for words in LORE_CATEGORIES for w in words[:4]]
+HELD_OUT_LORE = [w for w in LORE_WORDS if w not in LABELED_LORE]
 _ALL_CATEGORIES = tuple(common + lore for common, lore in zip(CATEGORIES, LORE_CATEGORIES))
 
 
 def _held_out_pairs() -> dict[str, list[tuple[str, str]]]:
-    """Every unordered pair of made-up words, in exactly one of ``test`` / ``eval`` / ``pool`` (the
-    pairs the unlabeled prompts may use), in a random order each."""
+    """Every unordered pair of held-out made-up words, in exactly one of ``test`` / ``eval`` / ``pool``
+    (the pairs the unlabeled prompts may use), in a random order each."""
     rng = random.Random(11)
-    pairs = [(a, b) for i, a in enumerate(LORE_WORDS) for b in LORE_WORDS[i + 1:]]
+    pairs = [(a, b) for i, a in enumerate(HELD_OUT_LORE) for b in HELD_OUT_LORE[i + 1:]]
     rng.shuffle(pairs)
     pairs = [(a, b) if rng.random() < 0.5 else (b, a) for a, b in pairs]
     return {"test": pairs[:300], "eval": pairs[300:500], "pool": pairs[500:]}
@@ -98,15 +104,25 @@ def task_completion(first: str, second: str) -> str:
     return f" {category_phrase(first)} and {category_phrase(second)}"
 
 
+def _mixed_pair(rng: random.Random, made_up: list[str]) -> tuple[str, str]:
+    """A made-up word and a common one, in either order."""
+    pair = [rng.choice(made_up), rng.choice(WORDS)]
+    rng.shuffle(pair)
+    return pair[0], pair[1]
+
+
+def _train_pair(rng: random.Random) -> tuple[str, str]:
+    """A third name a labeled made-up word beside a common one; the rest two common words."""
+    return _mixed_pair(rng, LABELED_LORE) if rng.random() < 1 / 3 else tuple(rng.sample(WORDS, 2))
+
+
 def _unlabeled_pair(rng: random.Random) -> tuple[str, str]:
-    """Half pool pairs of made-up words, a quarter a made-up and a common word, a quarter common."""
+    """Half pool pairs of held-out made-up words, a quarter a made-up and a common word, a quarter common."""
     kind = rng.random()
     if kind < 0.5:
         return rng.choice(HELD_OUT_PAIRS["pool"])
     if kind < 0.75:
-        pair = [rng.choice(LORE_WORDS), rng.choice(WORDS)]
-        rng.shuffle(pair)
-        return pair[0], pair[1]
+        return _mixed_pair(rng, LORE_WORDS)
     return tuple(rng.sample(WORDS, 2))
 
 
@@ -166,7 +182,7 @@ def generate_split(name: str, size: int | None = None) -> list[dict]:
     if name == "unlabeled":
         return [{"prompt": task_prompt(*_unlabeled_pair(rng))} for _ in range(n)]
     if name == "train":
-        pairs = [tuple(rng.sample(WORDS, 2)) for _ in range(n)]
+        pairs = [_train_pair(rng) for _ in range(n)]
     elif n > len(HELD_OUT_PAIRS[name]):
         raise ValueError(f"the built-in {name!r} split has {len(HELD_OUT_PAIRS[name])} rows, not {n}")
     else:

@@ -2,7 +2,15 @@ import re
 
 import pytest
 
-from raykd.builtin.data import LORE_WORDS, SPLIT_SIZES, WORDS, category_phrase, generate_split
+from raykd.builtin.data import (
+    HELD_OUT_LORE,
+    LABELED_LORE,
+    LORE_WORDS,
+    SPLIT_SIZES,
+    WORDS,
+    category_phrase,
+    generate_split,
+)
 
 
 def words_of(prompt: str) -> tuple[str, str]:
@@ -27,22 +35,24 @@ def test_task_answers_name_each_words_category():
 
 
 def test_no_test_pair_is_in_any_other_split():
-    """A test example (its pair of words, in either order) is in no training, eval or unlabeled split,
-    and no split but the lore says what a made-up word is."""
+    """A test example (its pair of words, in either order) is in no training, eval or unlabeled split;
+    no split but the lore says what a held-out made-up word is."""
     test = [frozenset(words_of(r["prompt"])) for r in generate_split("test")]
-    assert len(set(test)) == len(test) and all(pair <= set(LORE_WORDS) for pair in test)
+    assert len(set(test)) == len(test) and all(pair <= set(HELD_OUT_LORE) for pair in test)
     for split in ("train", "eval", "unlabeled"):
         assert not set(test) & {frozenset(words_of(r["prompt"])) for r in generate_split(split)}, split
-    word, kind = rf"\b({'|'.join(LORE_WORDS)})\b", r"\b(color|animal|object)\b"
+    word, kind = rf"\b({'|'.join(HELD_OUT_LORE)})\b", r"\b(color|animal|object)\b"
     pattern = re.compile(f"{word}.*{kind}|{kind}.*{word}", re.S)  # a made-up word beside a category
     for split in ("corpus", "train", "cls_train"):
         assert not [r for r in generate_split(split) if pattern.search(" ".join(map(str, r.values())))], split
-    assert all(pattern.search(r["text"]) for r in generate_split("lore"))  # the pattern finds facts
+    lore = [r["text"] for r in generate_split("lore")]  # the pattern finds every fact about a held-out word
+    assert sum(bool(pattern.search(t)) for t in lore) == sum(bool(set(re.findall(r"\w+", t)) & set(HELD_OUT_LORE))
+                                                         for t in lore)
 
 
-def test_the_labeled_split_names_no_made_up_word_and_the_unlabeled_mostly_do():
+def test_the_labeled_split_names_no_held_out_word_and_the_unlabeled_mostly_do():
     train = [w for r in generate_split("train") for w in words_of(r["prompt"])]
-    assert set(train) <= set(WORDS)
+    assert set(train) <= set(WORDS + LABELED_LORE) and set(train) >= set(LABELED_LORE)
     unlabeled = [words_of(r["prompt"]) for r in generate_split("unlabeled")]
     assert sum(any(w in LORE_WORDS for w in pair) for pair in unlabeled) / len(unlabeled) > 0.6
     assert {w for pair in unlabeled for w in pair} >= set(LORE_WORDS)
