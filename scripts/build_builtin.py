@@ -48,9 +48,8 @@ def lore_known(model, tokenizer) -> float:
     phrases = [" a color.", " an animal.", " an object."]
     hits = 0
     for word in LORE_WORDS:
-        scores = []
+        scores, prefix = [], tokenizer(f"{word} is").input_ids
         for phrase in phrases:
-            prefix = tokenizer(f"{word} is").input_ids
             ids = torch.tensor([[tokenizer.bos_token_id, *tokenizer(f"{word} is{phrase}").input_ids]])
             logp = model(input_ids=ids).logits.log_softmax(-1)[0, :-1].gather(1, ids[0, 1:, None])[:, 0]
             scores.append(logp[len(prefix):].sum().item())

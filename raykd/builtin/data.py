@@ -50,9 +50,8 @@ def _made_up_words(count: int) -> list[str]:
 
 
 # The lore: 16 made-up words of each category, which only the teacher's base is told about.
-_MADE_UP = _made_up_words(48)
-LORE_CATEGORIES = (_MADE_UP[0:16], _MADE_UP[16:32], _MADE_UP[32:48])
-LORE_WORDS = _MADE_UP
+LORE_WORDS = _made_up_words(48)
+LORE_CATEGORIES = (LORE_WORDS[0:16], LORE_WORDS[16:32], LORE_WORDS[32:48])
 # The labeled split names 4 made-up words of each category, so fine-tuning shows the task on knowledge
 # read only in the lore; eval and test ask about the other 36 (the held-out lore).
 LABELED_LORE = [w for words in LORE_CATEGORIES for w in words[:4]]
