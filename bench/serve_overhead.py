@@ -1,12 +1,16 @@
-"""Serving costs, side by side in one Ray session: the A/B ingress's added latency, and what
-request batching buys the transformers engine.
+"""Serving costs, side by side in one run: what the served path delivers of what the model can do,
+what continuous batching and merged stream events buy, and the A/B ingress's added latency.
 
     python bench/serve_overhead.py [--requests 40] [--out bench/results/serve_overhead.json]
 
-1. p50 latency of the same short completion (greedy, 4 tokens) to the student via (a) its deployment
+1. The teacher's output tokens/s at concurrency 16 (greedy, up to 12 tokens, ended at EOS as served
+   requests are): bare batched ``generate()`` of 16 rows in this process with one torch thread (what a
+   0.5-CPU replica gets), vs served over HTTP (streamed, the ``raykd compare`` client) with the
+   defaults, with one event per token (``serve.stream_interval_s=0``) and unbatched
+   (``serve.max_batch_size=1``); and with the defaults through the deployment handle (no HTTP).
+2. p50 latency of the same short completion (greedy, 4 tokens) to the student via (a) its deployment
    handle directly, (b) HTTP through the router naming the arm, (c) HTTP through the router with
    ``model: "ab"`` (split 100% to the student): the added milliseconds are the ingress's cost.
-2. Output tokens/s of the teacher at concurrency 16 with ``serve.max_batch_size`` 8 vs 1 (unbatched).
 Uses the built-in base models (no training needed); the app is redeployed between settings.
 """
 
@@ -23,7 +27,7 @@ from ray import serve
 
 from raykd.config import load_config
 from raykd.launch import init_ray
-from raykd.models import resolve_tokenizer
+from raykd.models import resolve_model, resolve_tokenizer
 from raykd.tokens import encode_lm_row, load_tokenizer
 from serving.app import APP_NAME, BUILTIN_ARMS, start
 from serving.compare import level
@@ -61,10 +65,47 @@ async def ingress_overhead(url: str, requests: int, prompt_ids: list[int]) -> di
     return {key: percentiles(values)["p50"] for key, values in times.items()}
 
 
-async def batched_throughput(url: str, concurrency: int, requests: int) -> float:
+def bare_generate(prompt_ids: list[int], rows: int = 16, max_tokens: int = 12, repeats: int = 3) -> float:
+    """Output tokens/s of the teacher's own batched greedy ``generate()`` (best of ``repeats``), one thread."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(1)
+    model = AutoModelForCausalLM.from_pretrained(resolve_model("builtin:teacher")).eval()
+    eos = model.generation_config.eos_token_id
+    batch = torch.tensor([prompt_ids] * rows)
+    best = 0.0
+    with torch.no_grad():
+        for _ in range(repeats + 1):  # the first is warm-up
+            started = time.perf_counter()
+            new = model.generate(batch, max_new_tokens=max_tokens, do_sample=False)[:, len(prompt_ids):]
+            wall = time.perf_counter() - started
+            ended = (new == eos).long().cumsum(-1)  # tokens up to and including the first EOS count
+            best = max(best, int(((ended == 0) | ((ended == 1) & (new == eos))).sum()) / wall)
+    return best
+
+
+async def served_throughput(url: str, concurrency: int, requests: int) -> float:
     async with httpx.AsyncClient(timeout=120) as client:
+        await level(client, url, "teacher", [PROMPT] * 8, 4, 12)  # warm-up after a redeploy
         figures = await level(client, url, "teacher", [PROMPT] * requests, concurrency, 12)
     return figures["output_tokens_per_s"]
+
+
+async def handle_throughput(prompt_ids: list[int], concurrency: int, requests: int) -> float:
+    """The same load through the teacher's deployment handle (streamed), without HTTP and the router."""
+    handle = serve.get_deployment_handle("teacher", app_name=APP_NAME).options(stream=True)
+    generation = {"prompt_ids": prompt_ids, "max_tokens": 12, "temperature": 0.0, "top_p": 1.0}
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one() -> int:
+        async with slots:
+            return sum([c["new_tokens"] async for c in handle.stream.remote(generation)])
+
+    await asyncio.gather(*(one() for _ in range(8)))
+    started = time.perf_counter()
+    tokens = sum(await asyncio.gather(*(one() for _ in range(requests))))
+    return tokens / (time.perf_counter() - started)
 
 
 def main() -> None:
@@ -72,30 +113,38 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=40)
     parser.add_argument("--out", type=Path, default=Path("bench/results/serve_overhead.json"))
     args = parser.parse_args()
+    tokenizer = load_tokenizer(resolve_tokenizer(config().models))
+    prompt_ids = encode_lm_row(tokenizer, PROMPT, None, 10**9)[0]
+    bare = bare_generate(prompt_ids)
     init_ray()
-    cfg = config(student_weight=1.0)
-    url = start(cfg)
-    prompt_ids = encode_lm_row(load_tokenizer(resolve_tokenizer(cfg.models)), PROMPT, None, 10**9)[0]
+    settings = {"default": {}, "event_per_token": {"stream_interval_s": 0}, "unbatched": {"max_batch_size": 1}}
+    served, via_handle = {}, None
+    for name, overrides in settings.items():
+        url = start(config(**overrides))
+        served[name] = asyncio.run(served_throughput(url, 16, 64))
+        if name == "default":
+            via_handle = asyncio.run(handle_throughput(prompt_ids, 16, 64))
+    url = start(config(student_weight=1.0))
     p50 = asyncio.run(ingress_overhead(url, args.requests, prompt_ids))
-    throughput = {}
-    for batch in (8, 1):
-        url = start(config(max_batch_size=batch))
-        asyncio.run(batched_throughput(url, 4, 8))  # warm-up after the redeploy
-        throughput[batch] = asyncio.run(batched_throughput(url, 16, 64))
     serve.shutdown()
     report = {
+        "teacher_tokens_per_s_c16": {"bare_generate_1_thread": bare, "handle_default": via_handle,
+                                     **{f"http_{k}": v for k, v in served.items()}},
+        "served_over_bare": served["default"] / bare, "handle_over_bare": via_handle / bare,
+        "merged_events_over_event_per_token": served["default"] / served["event_per_token"],
+        "batched_over_unbatched": served["default"] / served["unbatched"],
         "p50_s": p50, "router_added_ms_named": 1000 * (p50["http_named"] - p50["handle"]),
         "router_added_ms_ab": 1000 * (p50["http_ab"] - p50["handle"]),
-        "teacher_tokens_per_s_c16": {"batched_8": throughput[8], "unbatched": throughput[1]},
-        "batched_over_unbatched": throughput[8] / throughput[1],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\np50: handle {1000 * p50['handle']:.1f} ms, HTTP by name {1000 * p50['http_named']:.1f} ms, HTTP ab "
+    print(f"\nteacher tok/s at concurrency 16: bare generate {bare:.0f}; served (HTTP) {served['default']:.0f} = "
+          f"{report['served_over_bare']:.0%} of bare; handle {via_handle:.0f} = {report['handle_over_bare']:.0%}; "
+          f"one event per token {served['event_per_token']:.0f} ({report['merged_events_over_event_per_token']:.2f}x "
+          f"less); unbatched {served['unbatched']:.0f} ({report['batched_over_unbatched']:.2f}x less)\n"
+          f"p50: handle {1000 * p50['handle']:.1f} ms, HTTP by name {1000 * p50['http_named']:.1f} ms, HTTP ab "
           f"{1000 * p50['http_ab']:.1f} ms -> ingress adds {report['router_added_ms_named']:.1f} / "
-          f"{report['router_added_ms_ab']:.1f} ms\nteacher at concurrency 16: batched {throughput[8]:.0f} tok/s vs "
-          f"unbatched {throughput[1]:.0f} tok/s = {report['batched_over_unbatched']:.2f}x -> {args.out}")
-
+          f"{report['router_added_ms_ab']:.1f} ms -> {args.out}")
 
 if __name__ == "__main__":
     main()

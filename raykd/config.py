@@ -211,8 +211,9 @@ class ServeConfig:
     cpus_per_replica: float = knob(0.5, "CPUs per model replica (fractions fit small machines)", gt=0)
     gpus_per_replica: float = knob(0.0, "GPUs per model replica whose tensor parallelism is 1 (1 for vLLM on GPUs)",
                                    ge=0)
-    max_batch_size: int = knob(8, "transformers engine: requests decoded together", ge=1)
-    batch_wait_s: float = knob(0.01, "transformers engine: wait for a batch to fill", ge=0)
+    max_batch_size: int = knob(16, "transformers engine: requests decoded together (continuous batching)", ge=1)
+    stream_interval_s: float = knob(0.05, "streamed answers: tokens made within this many seconds go out as one "
+                                    "event (the first at once; 0 = one event per token)", ge=0)
     compare_concurrency: list[int] = knob([1, 4, 16], "raykd compare: concurrent clients per level")
     compare_requests: int = knob(32, "raykd compare: requests per arm and level", ge=1)
     compare_max_tokens: int = knob(12, "raykd compare: tokens generated per request", ge=1)

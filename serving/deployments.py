@@ -8,13 +8,15 @@ from collections.abc import AsyncIterator
 from ray import serve
 
 from raykd.config import ServeConfig, section
+from serving.chunks import coalesce, merge
 from serving.engine_hf import GenerationRequest
 from serving.protocol import MAX_LOGPROBS
 
 
 @serve.deployment
 class ModelServer:
-    """A replica holding one model; ``stream`` yields ``serving.engine_hf.chunk`` dicts.
+    """A replica holding one model; ``stream`` yields ``serving.chunks.chunk`` dicts (the steps made
+    within ``serve.stream_interval_s`` merged into one), ``generate`` returns the whole answer as one.
 
     ``engine`` ("vllm" or "transformers") is decided on the driver (``raykd.vllm_support``): a replica
     whose GPUs live in placement-group bundles sees no CUDA itself."""
@@ -22,6 +24,7 @@ class ModelServer:
     def __init__(self, model_dir: str, tokenizer_dir: str, engine: str, arm: str, settings: dict,
                  trust_remote_code: bool = False):
         s = section(ServeConfig, settings)
+        self.stream_interval_s = s.stream_interval_s
         if engine == "vllm":
             from serving.engine_vllm import VLLMEngine
 
@@ -29,12 +32,15 @@ class ModelServer:
         else:
             from serving.engine_hf import TransformersEngine
 
-            self.engine = TransformersEngine(model_dir, tokenizer_dir, s.max_batch_size, s.batch_wait_s,
-                                             trust_remote_code)
+            self.engine = TransformersEngine(model_dir, tokenizer_dir, s.max_batch_size, trust_remote_code)
 
     async def stream(self, request: dict) -> AsyncIterator[dict]:
-        async for c in self.engine.stream(GenerationRequest(**request)):
+        async for c in coalesce(self.engine.stream(GenerationRequest(**request)), self.stream_interval_s):
             yield c
+
+    async def generate(self, request: dict) -> dict:
+        """The whole answer of a request that is not streamed: one reply instead of one per token."""
+        return merge([c async for c in self.engine.stream(GenerationRequest(**request))])
 
     def engine_stats(self) -> dict:
         """Which engine this replica runs, and its batching so far."""

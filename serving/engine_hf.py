@@ -1,21 +1,24 @@
 """The CPU (and plain-GPU) engine: a transformers causal LM that decodes concurrent requests together.
 
-Concurrent calls to ``stream`` are gathered by ``@serve.batch`` into one left-padded batch; the batch
-is prefilled once and decoded one token per step with the KV cache, and every step's new text goes
-back to each caller as it is made (streaming). Rows that finish (end of sequence or their
-``max_tokens``) stop receiving chunks while the rest of the batch goes on.
+Continuous batching: one decoding loop per replica keeps a running batch (``serving.kv_batch``). Between
+steps, waiting requests are prefilled and join it (up to ``serve.max_batch_size`` rows) and finished or
+abandoned ones leave, so a request never waits for another batch to end and a client that disconnects
+frees its row at the next step. Every step's new text goes back to each caller as it is made. Forward
+passes and detokenisation run in a worker thread, so the replica's event loop keeps answering meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import torch
-from ray import serve
 
 from raykd.tokens import load_tokenizer, stop_token_ids
+from serving.chunks import chunk
+from serving.kv_batch import DecodeBatch, joinable, merge, select
 from serving.sampling import next_tokens, visible_text
 
 
@@ -33,15 +36,21 @@ class GenerationRequest:
     logprobs: int | None = None
 
 
-def chunk(text: str, new_tokens: int, finish_reason: str | None, logprobs: list[dict] | None = None) -> dict:
-    """What an engine yields per step: new text, tokens it took, why the request ended (or None), and
-    per new token ``{"token", "logprob", "top": [(text, logprob)]}`` when log-probs were asked for."""
-    return {"text": text, "new_tokens": new_tokens, "finish_reason": finish_reason, "logprobs": logprobs}
+@dataclass
+class Row:
+    """One request in the engine: its tokens and text so far, and the queue its caller reads chunks
+    (or the exception that ended it) from."""
+
+    request: GenerationRequest
+    out: asyncio.Queue
+    generated: list[int] = field(default_factory=list)
+    text: str = ""
+    done: bool = False
+    abandoned: bool = False
 
 
 class TransformersEngine:
-    def __init__(self, model_dir: str, tokenizer_dir: str, max_batch_size: int, batch_wait_s: float,
-                 trust_remote_code: bool = False):
+    def __init__(self, model_dir: str, tokenizer_dir: str, max_batch_size: int, trust_remote_code: bool = False):
         from transformers import AutoModelForCausalLM
 
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -49,67 +58,123 @@ class TransformersEngine:
         self.model = model.to(self.device).eval()
         self.tokenizer = load_tokenizer(tokenizer_dir, trust_remote_code)
         self.stop_ids = set(stop_token_ids(self.model, self.tokenizer))  # generation_config's list, and EOS
-        self._batched.set_max_batch_size(max_batch_size)
-        self._batched.set_batch_wait_timeout_s(batch_wait_s)
-        self.batches, self.largest_batch = 0, 0
+        self.max_batch_size = max_batch_size
+        self.waiting: deque[Row] = deque()
+        self.batch: DecodeBatch | None = None
+        self.loop: asyncio.Task | None = None
+        self.steps, self.largest_batch, self.joined = 0, 0, 0
 
     def stats(self) -> dict:
-        return {"engine": "transformers", "device": str(self.device), "batches": self.batches,
-                "largest_batch": self.largest_batch}
+        """Steps decoded, the largest batch, and how many requests joined a batch already decoding."""
+        return {"engine": "transformers", "device": str(self.device), "steps": self.steps,
+                "largest_batch": self.largest_batch, "joined_running_batch": self.joined,
+                "running": len(self.batch) if self.batch else 0, "waiting": len(self.waiting)}
 
     def check_health(self) -> None:
         """Raise if the model cannot run a forward pass."""
         with torch.no_grad():
             self.model(input_ids=torch.tensor([[self.tokenizer.eos_token_id]], device=self.device))
 
-    @torch.no_grad()
-    def decode_steps(self, requests: list[GenerationRequest]) -> Iterator[list[dict | None]]:
-        """Per decoding step, one chunk per request (None once it has finished); ends when all have."""
-        pad = self.tokenizer.pad_token_id
-        width = max(len(r.prompt_ids) for r in requests)
-        ids = torch.tensor([[pad] * (width - len(r.prompt_ids)) + r.prompt_ids for r in requests], device=self.device)
-        mask = (torch.arange(width, device=self.device)[None, :] >= torch.tensor(
-            [width - len(r.prompt_ids) for r in requests], device=self.device)[:, None]).long()
-        temperature = torch.tensor([r.temperature for r in requests], device=self.device)
-        top_p = torch.tensor([r.top_p for r in requests], device=self.device)
-        generated: list[list[int]] = [[] for _ in requests]
-        texts = [""] * len(requests)
-        done = [False] * len(requests)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        past, step_ids = None, ids
-        while not all(done):
-            out = self.model(input_ids=step_ids, attention_mask=mask, position_ids=positions, past_key_values=past,
-                             use_cache=True)
-            past = out.past_key_values
-            tokens = next_tokens(out.logits[:, -1], temperature, top_p)
-            chunks: list[dict | None] = []
-            for i, token in enumerate(tokens.tolist()):
-                if done[i]:
-                    chunks.append(None)
-                    continue
-                generated[i].append(token)
-                full = len(generated[i]) >= requests[i].max_tokens
-                finish = "stop" if token in self.stop_ids else ("length" if full else None)
-                text, stopped = visible_text(self.tokenizer.decode(generated[i], skip_special_tokens=True),
-                                             requests[i].stop, finish is not None)
-                finish = "stop" if stopped else finish
-                new = text[len(texts[i]):]
-                texts[i] += new
-                done[i] = finish is not None
-                chunks.append(chunk(new, 1, finish))
-            yield chunks
-            step_ids = tokens[:, None]
-            mask = torch.cat([mask, torch.ones_like(step_ids)], dim=1)
-            positions = positions[:, -1:] + 1
-
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
-    async def _batched(self, requests: list[GenerationRequest]) -> AsyncIterator[list]:
-        self.batches, self.largest_batch = self.batches + 1, max(self.largest_batch, len(requests))
-        steps = self.decode_steps(requests)
-        # forward passes run in a thread so the replica keeps answering health checks meanwhile
-        while (chunks := await asyncio.to_thread(next, steps, None)) is not None:
-            yield [StopIteration if c is None else c for c in chunks]
-
     async def stream(self, request: GenerationRequest) -> AsyncIterator[dict]:
-        async for c in self._batched(request):
-            yield c
+        """Chunks of ``request``'s completion as the decoding loop makes them."""
+        row = Row(request, asyncio.Queue())
+        self.waiting.append(row)
+        if self.loop is None or self.loop.done():
+            self.loop = asyncio.create_task(self._decode_loop())
+        try:
+            while True:
+                c = await row.out.get()
+                if isinstance(c, Exception):
+                    raise c
+                yield c
+                if c["finish_reason"] is not None:
+                    return
+        finally:
+            row.abandoned = True  # a caller gone mid-answer: the loop drops its row at the next step
+
+    async def _decode_loop(self) -> None:
+        """Steps the running batch while any request is running or waiting."""
+        while self.waiting or self.batch is not None:
+            admitted = self._admit()
+            if not admitted and self.batch is None:  # only abandoned requests were waiting
+                continue
+            try:
+                made = await asyncio.to_thread(self.advance, admitted)
+            except Exception as error:  # a failed forward pass ends the requests it held, not the replica
+                for row in dict.fromkeys(admitted + (self.batch.rows if self.batch else [])):
+                    row.out.put_nowait(error)
+                self.batch = None
+                continue
+            for row, c in made:
+                row.out.put_nowait(c)
+
+    def _admit(self) -> list[Row]:
+        """Waiting requests that start now: as many as there are free rows, and only into an empty
+        batch when the model's cache cannot take rows mid-flight."""
+        running = len(self.batch) if self.batch else 0
+        if running and not joinable(self.batch.cache):
+            return []
+        admitted = []
+        while self.waiting and running + len(admitted) < self.max_batch_size:
+            row = self.waiting.popleft()
+            if not row.abandoned:
+                admitted.append(row)
+        self.joined += len(admitted) if running else 0
+        return admitted
+
+    @torch.no_grad()
+    def advance(self, admitted: list[Row]) -> list[tuple[Row, dict]]:
+        """One step: the running rows decode a token, the ``admitted`` ones are prefilled (their first
+        token) and join; finished and abandoned rows leave. Returns each row's new chunk."""
+        made: list[tuple[Row, int]] = []
+        if self.batch is not None:
+            made += zip(self.batch.rows, self._decode(self.batch).tolist())
+        if admitted:
+            joining, first = self._prefill(admitted)
+            made += zip(admitted, first.tolist())
+            self.batch = joining if self.batch is None else merge(self.batch, joining)
+        self.steps, self.largest_batch = self.steps + 1, max(self.largest_batch, len(self.batch))
+        chunks = [(row, self._next_chunk(row, token)) for row, token in made]
+        keep = [i for i, row in enumerate(self.batch.rows) if not (row.done or row.abandoned)]
+        self.batch = select(self.batch, keep) if keep else None
+        return chunks
+
+    def _prefill(self, rows: list[Row]) -> tuple[DecodeBatch, torch.Tensor]:
+        """A batch of ``rows`` after the forward pass of their left-padded prompts, and each row's first
+        token ``(n,)``."""
+        prompts = [r.request.prompt_ids for r in rows]
+        width = max(len(p) for p in prompts)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
+        starts = torch.tensor([width - len(p) for p in prompts], device=self.device)
+        mask = (torch.arange(width, device=self.device)[None, :] >= starts[:, None]).long()
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        temperature = torch.tensor([r.request.temperature for r in rows], device=self.device)
+        top_p = torch.tensor([r.request.top_p for r in rows], device=self.device)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        first = next_tokens(out.logits[:, -1], temperature, top_p)
+        return DecodeBatch(out.past_key_values, mask, positions[:, -1:] + 1, first[:, None], temperature, top_p,
+                           rows), first
+
+    def _decode(self, batch: DecodeBatch) -> torch.Tensor:
+        """One forward pass of every row's latest token; the next tokens ``(B,)`` (``batch`` advances)."""
+        batch.mask = torch.cat([batch.mask, torch.ones_like(batch.last)], dim=1)
+        out = self.model(input_ids=batch.last, attention_mask=batch.mask, position_ids=batch.positions,
+                         past_key_values=batch.cache, use_cache=True)
+        tokens = next_tokens(out.logits[:, -1], batch.temperature, batch.top_p)
+        batch.last, batch.positions = tokens[:, None], batch.positions + 1
+        return tokens
+
+    def _next_chunk(self, row: Row, token: int) -> dict:
+        """Record ``token`` for ``row``: the new visible text and, once it ends, why."""
+        row.generated.append(token)
+        request = row.request
+        full = len(row.generated) >= request.max_tokens
+        finish = "stop" if token in self.stop_ids else ("length" if full else None)
+        text, stopped = visible_text(self.tokenizer.decode(row.generated, skip_special_tokens=True),
+                                     request.stop, finish is not None)
+        finish = "stop" if stopped else finish
+        new = text[len(row.text):]
+        row.text += new
+        row.done = finish is not None
+        return chunk(new, 1, finish)

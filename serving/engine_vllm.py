@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator
 
 from raykd.config import VLLMConfig
 from raykd.vllm_support import engine_args
-from serving.engine_hf import GenerationRequest, chunk
+from serving.chunks import chunk
+from serving.engine_hf import GenerationRequest
 
 
 class VLLMEngine:

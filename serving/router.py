@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException
 from raykd.config import ServeConfig, section
 from raykd.tokens import encode_lm_row, load_tokenizer
 from serving import protocol
+from serving.chunks import merge
 from serving.protocol import ApiError, ChatRequest, CompletionRequest
 from serving.routing import ArmStats, ShadowStats, choose_arm
 
@@ -108,11 +109,19 @@ class Router:
             raise ApiError(404, f"model '{request.model}' does not exist; try one of "
                                 f"{[*self.arms, self.s.ab_alias]}", "model", kind="not_found_error") from None
 
-    async def _generate(self, arm: str, generation: dict) -> AsyncIterator[dict]:
+    async def _replies(self, arm: str, generation: dict, stream: bool) -> AsyncIterator[dict]:
+        """The arm's chunks as it makes them, or (``stream=False``) its whole answer as one chunk."""
+        if stream:
+            async for c in self.arms[arm].options(stream=True).stream.remote(generation):
+                yield c
+        else:
+            yield await self.arms[arm].generate.remote(generation)
+
+    async def _generate(self, arm: str, generation: dict, stream: bool = True) -> AsyncIterator[dict]:
         """Chunks from the arm, timing the request into its statistics and metrics."""
         started, first, tokens = time.perf_counter(), None, 0
         try:
-            async for c in self.arms[arm].options(stream=True).stream.remote(generation):
+            async for c in self._replies(arm, generation, stream):
                 first = first or time.perf_counter()
                 tokens += c["new_tokens"]
                 yield c
@@ -128,12 +137,8 @@ class Router:
 
     async def _collect(self, arm: str, generation: dict) -> tuple[str, str | None, list | None, int]:
         """The whole answer: text, finish reason, log-prob entries (None unless asked for), tokens."""
-        text, finish, tokens, entries = "", None, 0, None
-        async for c in self._generate(arm, generation):
-            text, finish, tokens = text + c["text"], c["finish_reason"] or finish, tokens + c["new_tokens"]
-            if c.get("logprobs") is not None:
-                entries = (entries or []) + c["logprobs"]
-        return text, finish, entries, tokens
+        answer = merge([c async for c in self._generate(arm, generation, stream=False)])
+        return answer["text"], answer["finish_reason"], answer["logprobs"], answer["new_tokens"]
 
     def _check_engine(self, arm: str, generation: dict) -> None:
         """``seed`` and ``logprobs`` are vLLM's: a transformers arm refuses them rather than ignore them."""

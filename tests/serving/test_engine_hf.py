@@ -1,34 +1,86 @@
-"""The transformers engine's batched, KV-cached decoding equals Hugging Face's own greedy generate."""
+"""The transformers engine's continuous batching: requests that join a running batch, leave it at
+different steps or are abandoned decode exactly as Hugging Face's own greedy generate, one at a time
+(the built-in student, and random-init models of several families, whose near-uniform logits turn any
+misaligned cache column into a different token)."""
 
+import asyncio
+
+import pytest
 import torch
 
 from raykd.builtin.presets import TOKENIZER_DIR
 from raykd.models import resolve_model
 from raykd.tokens import encode_lm_row
 from serving.engine_hf import GenerationRequest, TransformersEngine
+from serving.kv_batch import joinable
+from tests import families
 
-PROMPTS = ["question: what are fox and red?\nanswer:", "question: what is a cat?\nanswer:", "hello"]
+PROMPTS = ["question: what are fox and red?\nanswer:", "question: what is a cat?\nanswer:", "hello",
+           "question: what kind of thing is a dog?\nanswer:"]
 
 
-def make_engine() -> TransformersEngine:
-    return TransformersEngine(resolve_model("builtin:student"), str(TOKENIZER_DIR), 8, 0.01)
+@pytest.fixture(scope="module")
+def family_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("families")
 
 
-def test_batched_greedy_decoding_matches_hf_generate_row_by_row():
+def make_engine(max_batch_size: int = 8, family: str = "builtin", root=None) -> TransformersEngine:
+    if family == "builtin":
+        return TransformersEngine(resolve_model("builtin:student"), str(TOKENIZER_DIR), max_batch_size)
+    model_dir = str(families.build(family, root))
+    return TransformersEngine(model_dir, model_dir, max_batch_size)
+
+
+def reference(engine: TransformersEngine, request: GenerationRequest) -> list[int]:
+    """One prompt at a time, no padding: Hugging Face's greedy generate, stopping where the engine does."""
+    out = engine.model.generate(torch.tensor([request.prompt_ids]), max_new_tokens=request.max_tokens,
+                                do_sample=False, eos_token_id=sorted(engine.stop_ids),
+                                pad_token_id=engine.tokenizer.pad_token_id)
+    return out[0, len(request.prompt_ids):].tolist()
+
+
+async def answer(engine: TransformersEngine, request: GenerationRequest, delay_steps: int = 0) -> dict:
+    """Join after the engine has decoded ``delay_steps`` steps; the whole answer."""
+    while engine.steps < delay_steps:
+        await asyncio.sleep(0.001)
+    text, count, finish = "", 0, None
+    async for c in engine.stream(request):
+        text, count, finish = text + c["text"], count + c["new_tokens"], c["finish_reason"] or finish
+    return {"text": text, "tokens": count, "finish": finish}
+
+
+@pytest.mark.parametrize("family", ["builtin", *families.CAUSAL])
+def test_requests_joining_and_leaving_a_running_batch_decode_as_hf_generate_alone(family, family_root):
+    engine = make_engine(3, family, family_root)  # the 4th request waits for a free row
+    ids = [encode_lm_row(engine.tokenizer, p, None, 10**9)[0] for p in PROMPTS]
+    requests = [GenerationRequest(i, max_tokens=m, temperature=0.0) for i, m in zip(ids, (12, 4, 9, 7))]
+
+    async def run() -> list[dict]:
+        return await asyncio.gather(*(answer(engine, r, delay) for r, delay in zip(requests, (0, 2, 3, 0))))
+
+    answers = asyncio.run(run())
+    can_join = joinable(engine.model(torch.tensor([ids[0]]), use_cache=True).past_key_values)
+    for request, got in zip(requests, answers):
+        new = reference(engine, request)
+        assert got["text"] == engine.tokenizer.decode(new, skip_special_tokens=True)
+        assert got["tokens"] == len(new)
+        assert got["finish"] == ("stop" if new[-1] in engine.stop_ids else "length")
+    stats = engine.stats()
+    assert stats["joined_running_batch"] >= 2 if can_join else stats["joined_running_batch"] == 0
+    assert stats["largest_batch"] == 3
+    assert stats["running"] == 0 and stats["waiting"] == 0
+
+
+def test_an_abandoned_request_leaves_the_batch_at_the_next_step():
     engine = make_engine()
-    tok = engine.tokenizer
-    ids = [encode_lm_row(tok, p, None, 10**9)[0] for p in PROMPTS]
-    requests = [GenerationRequest(i, max_tokens=m, temperature=0.0) for i, m in zip(ids, (10, 6, 8))]
-    texts, finishes, counts = [""] * 3, [None] * 3, [0] * 3
-    for step in engine.decode_steps(requests):
-        for i, c in enumerate(step):
-            if c is not None:
-                texts[i], counts[i] = texts[i] + c["text"], counts[i] + c["new_tokens"]
-                finishes[i] = c["finish_reason"] or finishes[i]
-    for i, request in enumerate(requests):  # one prompt at a time, no padding: the reference
-        reference = engine.model.generate(torch.tensor([request.prompt_ids]), max_new_tokens=request.max_tokens,
-                                          do_sample=False, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-        new = reference[0, len(request.prompt_ids):].tolist()
-        assert texts[i] == tok.decode(new, skip_special_tokens=True)
-        assert counts[i] == len(new)
-        assert finishes[i] == ("stop" if new[-1] == tok.eos_token_id else "length")
+    engine.stop_ids = set()  # never ends early: only abandoning it can stop it before max_tokens
+    ids = encode_lm_row(engine.tokenizer, PROMPTS[0], None, 10**9)[0]
+
+    async def run() -> None:
+        stream = engine.stream(GenerationRequest(ids, max_tokens=40, temperature=0.0))
+        await anext(stream)
+        await stream.aclose()  # what Serve does when the HTTP client goes away
+        await engine.loop
+
+    asyncio.run(run())
+    assert engine.steps <= 3 and engine.batch is None
