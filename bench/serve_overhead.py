@@ -5,7 +5,8 @@ what continuous batching and merged stream events buy, and the A/B ingress's add
 
 1. The teacher's output tokens/s at concurrency 16 (greedy, up to 12 tokens, ended at EOS as served
    requests are): bare batched ``generate()`` of 16 rows in this process with one torch thread (what a
-   0.5-CPU replica gets), vs served over HTTP (streamed, the ``raykd compare`` client) with the
+   0.5-CPU replica gets), the engine alone in this process (16 concurrent callers), vs served over
+   HTTP (streamed, the ``raykd compare`` client) with the
    defaults, with one event per token (``serve.stream_interval_s=0``) and unbatched
    (``serve.max_batch_size=1``); and with the defaults through the deployment handle (no HTTP).
 2. p50 latency of the same short completion (greedy, 4 tokens) to the student via (a) its deployment
@@ -85,6 +86,28 @@ def bare_generate(prompt_ids: list[int], rows: int = 16, max_tokens: int = 12, r
     return best
 
 
+async def engine_throughput(prompt_ids: list[int], concurrency: int, requests: int) -> float:
+    """The same load on the transformers engine in this process (one torch thread): continuous
+    batching without Ray."""
+    from serving.engine_hf import GenerationRequest, TransformersEngine
+
+    engine = TransformersEngine(resolve_model("builtin:teacher"), resolve_tokenizer(config().models), concurrency)
+    queue = list(range(requests + concurrency))  # the first round is warm-up
+    tokens, started = [], None
+
+    async def caller() -> None:
+        nonlocal started
+        while queue:
+            queue.pop()
+            if len(queue) < requests and started is None:
+                started = time.perf_counter()
+            answer = [c["new_tokens"] async for c in engine.stream(GenerationRequest(prompt_ids, 12, 0.0))]
+            tokens.append(sum(answer) if started else 0)
+
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    return sum(tokens) / (time.perf_counter() - started)
+
+
 async def served_throughput(url: str, concurrency: int, requests: int) -> float:
     async with httpx.AsyncClient(timeout=120) as client:
         await level(client, url, "teacher", [PROMPT] * 8, 4, 12)  # warm-up after a redeploy
@@ -116,6 +139,7 @@ def main() -> None:
     tokenizer = load_tokenizer(resolve_tokenizer(config().models))
     prompt_ids = encode_lm_row(tokenizer, PROMPT, None, 10**9)[0]
     bare = bare_generate(prompt_ids)
+    engine_alone = asyncio.run(engine_throughput(prompt_ids, 16, 64))
     init_ray()
     settings = {"default": {}, "event_per_token": {"stream_interval_s": 0}, "unbatched": {"max_batch_size": 1}}
     served, via_handle = {}, None
@@ -128,9 +152,11 @@ def main() -> None:
     p50 = asyncio.run(ingress_overhead(url, args.requests, prompt_ids))
     serve.shutdown()
     report = {
-        "teacher_tokens_per_s_c16": {"bare_generate_1_thread": bare, "handle_default": via_handle,
+        "teacher_tokens_per_s_c16": {"bare_generate_1_thread": bare, "engine_in_process": engine_alone,
+                                     "handle_default": via_handle,
                                      **{f"http_{k}": v for k, v in served.items()}},
         "served_over_bare": served["default"] / bare, "handle_over_bare": via_handle / bare,
+        "engine_over_bare": engine_alone / bare,
         "merged_events_over_event_per_token": served["default"] / served["event_per_token"],
         "batched_over_unbatched": served["default"] / served["unbatched"],
         "p50_s": p50, "router_added_ms_named": 1000 * (p50["http_named"] - p50["handle"]),
@@ -138,7 +164,8 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nteacher tok/s at concurrency 16: bare generate {bare:.0f}; served (HTTP) {served['default']:.0f} = "
+    print(f"\nteacher tok/s at concurrency 16: bare generate {bare:.0f}; engine alone {engine_alone:.0f}; "
+          f"served (HTTP) {served['default']:.0f} = "
           f"{report['served_over_bare']:.0%} of bare; handle {via_handle:.0f} = {report['handle_over_bare']:.0%}; "
           f"one event per token {served['event_per_token']:.0f} ({report['merged_events_over_event_per_token']:.2f}x "
           f"less); unbatched {served['unbatched']:.0f} ({report['batched_over_unbatched']:.2f}x less)\n"
