@@ -18,7 +18,7 @@ from pathlib import Path
 from raykd.config import RaykdConfig
 from raykd.data import tokenize_batch
 from raykd.tokens import IGNORE_INDEX, encode_lm_row, load_tokenizer
-from raykd.vllm_support import engine_args
+from raykd.vllm_support import close_llm, engine_args
 
 
 def params_on_disk(model_dir: str) -> int:
@@ -90,11 +90,15 @@ def measure_vllm(cfg: RaykdConfig, dirs: dict[str, str], rows: list[dict], kind:
     tokenizer = load_tokenizer(dirs["teacher"], cfg.models.trust_remote_code)
     llms = {arm: LLM(**engine_args(d, d, cfg.evaluate.vllm, cfg.models.trust_remote_code, seed=cfg.seed,
                                    own_gpus=True)) for arm, d in dirs.items()}
-    out = {arm: vllm_quality(llm, tokenizer, rows, cfg, kind) | {"params": params_on_disk(dirs[arm])}
-           for arm, llm in llms.items()}
-    text = str(rows[0].get(cfg.data.prompt_field) or rows[0].get(cfg.data.text_field) or "")
-    prompt_ids = encode_lm_row(tokenizer, text, None, cfg.data.max_seq_len)[0]
-    speed = vllm_speed({a: llms[a] for a in ("teacher", "student")}, prompt_ids, cfg.data.max_new_tokens)
+    try:
+        out = {arm: vllm_quality(llm, tokenizer, rows, cfg, kind) | {"params": params_on_disk(dirs[arm])}
+               for arm, llm in llms.items()}
+        text = str(rows[0].get(cfg.data.prompt_field) or rows[0].get(cfg.data.text_field) or "")
+        prompt_ids = encode_lm_row(tokenizer, text, None, cfg.data.max_seq_len)[0]
+        speed = vllm_speed({a: llms[a] for a in ("teacher", "student")}, prompt_ids, cfg.data.max_new_tokens)
+    finally:
+        for llm in llms.values():
+            close_llm(llm)
     for arm, figures in speed.items():
         out[arm] |= figures | {"engine": "vllm"}
     return out

@@ -21,7 +21,7 @@ def test_vllm_scores_the_teacher_as_transformers_does():
     from vllm import LLM
 
     from raykd.vllm_eval import params_on_disk, vllm_quality, vllm_speed
-    from raykd.vllm_support import engine_args
+    from raykd.vllm_support import close_llm, engine_args
 
     cfg = load_config(DEMO, ["evaluate.vllm.max_model_len=64", "evaluate.vllm.kv_cache_gib=0.25",
                              "evaluate.vllm.enforce_eager=true", "evaluate.vllm.dtype=float32"])
@@ -31,8 +31,11 @@ def test_vllm_scores_the_teacher_as_transformers_does():
     model = AutoModelForCausalLM.from_pretrained(teacher).eval()
     expected = score_model(model, tokenizer, rows, cfg.data, cfg.task, "prompt")
     llm = LLM(**engine_args(teacher, teacher, cfg.evaluate.vllm, False))
-    got = vllm_quality(llm, tokenizer, rows, cfg, "prompt")
+    try:
+        got = vllm_quality(llm, tokenizer, rows, cfg, "prompt")
+        speed = vllm_speed({"teacher": llm}, tokenizer("the fox").input_ids, 4, repeats=3, batch=4)["teacher"]
+    finally:
+        close_llm(llm)
     assert got["loss"] == pytest.approx(expected["loss"], rel=1e-3) and got["score"] == expected["score"]
     assert params_on_disk(teacher) == count_params(model)
-    speed = vllm_speed({"teacher": llm}, tokenizer("the fox").input_ids, 4, repeats=3, batch=4)["teacher"]
     assert speed["latency_p50_s"] > 0 and speed["throughput_per_s"] > 0
