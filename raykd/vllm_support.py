@@ -76,7 +76,6 @@ def engine_args(model_dir: str, tokenizer_dir: str, v: VLLMConfig, trust_remote_
     return args
 
 
-
 def close_llm(llm) -> None:
     """Stop an offline ``vllm.LLM``'s engine-core process now (vLLM would otherwise stop it only at
     interpreter exit, holding its KV cache until then)."""
