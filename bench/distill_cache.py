@@ -75,6 +75,17 @@ def batches(data: dict, size: int):
         yield {k: v[i : i + size] for k, v in data.items()}
 
 
+def step_batches(data: dict, size: int, steps: int):
+    """``steps`` batches, cycling through the rows in order."""
+    done = 0
+    while done < steps:
+        for batch in batches(data, size):
+            if done == steps:
+                return
+            yield batch
+            done += 1
+
+
 def trainee(cfg, vocab: int, source: str, steps: int):
     """A fresh student, its loss for ``source`` (cache: top-k columns; online: teacher forward), and
     its optimizer; plus a function that drops the cached columns from a batch for the online case."""
@@ -96,6 +107,7 @@ def trainee(cfg, vocab: int, source: str, steps: int):
                 batch = {k: v for k, v in batch.items() if k not in TEACHER_COLUMNS}
             summed, count = loss_fn(student, batch)
             (summed / count).backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)  # as the distil job does
         opt.step(), sched.step(), opt.zero_grad()
 
     return student, step
@@ -136,12 +148,8 @@ def quality(cfg, data, vocab, steps: int, source: str) -> dict:
     from raykd.tokens import load_tokenizer
 
     student, step = trainee(cfg, vocab, source, steps)
-    done = 0
-    while done < steps:
-        for batch in batches(data, cfg.distill.batch_size):
-            if done < steps:
-                step(batch)
-                done += 1
+    for batch in step_batches(data, cfg.distill.batch_size, steps):
+        step(batch)
     rows, kind = held_out_rows(cfg.data.eval, cfg.data, cfg.task)
     return score_model(student, load_tokenizer(str(cfg.stage_dir("teacher"))), rows, cfg.data, cfg.task, kind)
 

@@ -89,7 +89,8 @@ class FinetuneConfig(TrainConfig):
     lora_dropout: float = knob(0.05, "LoRA dropout", ge=0, lt=1)
     lora_target_modules: list[str] = knob(["auto"], "module names that get LoRA adapters; auto = the attention "
                                           "projections of the loaded architecture (q_proj+v_proj for Llama-family "
-                                          "models, c_attn for GPT-2, query+value for BERT)")
+                                          "models, c_attn for GPT-2, query+value for BERT); all-linear = every "
+                                          "linear layer of the transformer blocks (attention and MLP)")
 
 
 ENGINES = ("auto", "vllm", "transformers")

@@ -111,11 +111,25 @@ def _linear_leaves(model: nn.Module) -> tuple[set[str], set[str]]:
     return inside, outside
 
 
+def _block_linears(model: nn.Module) -> list[str]:
+    """Qualified names of every linear layer inside the transformer blocks (attention and MLP; not
+    the embeddings, the LM head, a classifier head or BERT's pooler, whose leaf names may recur)."""
+    from transformers.pytorch_utils import Conv1D
+
+    blocks = transformer_blocks(model)
+    prefix = next(name for name, module in model.named_modules() if module is blocks) + "."
+    return [name for name, module in model.named_modules()
+            if name.startswith(prefix) and isinstance(module, (nn.Linear, Conv1D))]
+
+
 def lora_target_modules(model: nn.Module, requested: list[str]) -> list[str]:
     """LoRA targets for ``model``. ``["auto"]``: the attention projections of its architecture —
     query + value where it has them (Llama, Qwen2, Mistral, Phi: ``q_proj``/``v_proj``; BERT:
     ``query``/``value``), else the linear layers found only inside attention (GPT-2: ``c_attn``).
+    ``["all-linear"]``: every linear layer of the transformer blocks, by qualified name.
     An explicit list must match existing modules; a name that matches none raises ConfigError."""
+    if list(requested) == ["all-linear"]:
+        return _block_linears(model)
     inside, outside = _linear_leaves(model)
     if list(requested) == ["auto"]:
         only_attention = sorted(inside - outside)

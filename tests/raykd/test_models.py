@@ -1,6 +1,7 @@
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.pytorch_utils import Conv1D
 
 from raykd.builtin.presets import PRESETS, TOKENIZER_DIR
 from raykd.config import ConfigError, FinetuneConfig
@@ -78,8 +79,15 @@ def test_blocks_and_lora_targets_are_found_for_each_family(family_dirs, family):
     assert lora_target_modules(model, ["auto"]) == AUTO_TARGETS[family]
     with pytest.raises(ConfigError, match="no_such_proj match no module"):
         lora_target_modules(model, ["no_such_proj"])
+    every = lora_target_modules(model, ["all-linear"])
+    block_linears = sum(isinstance(m, (torch.nn.Linear, Conv1D)) for m in transformer_blocks(model).modules())
+    assert len(every) == block_linears > len(AUTO_TARGETS[family])
+    assert {name.rsplit(".", 1)[1] for name in every} >= set(AUTO_TARGETS[family])
     wrapped = add_lora(model, FinetuneConfig(), task)
     assert len(transformer_blocks(wrapped)) == 2 and any("lora_" in n for n, _ in wrapped.named_parameters())
+    fresh = load_model(str(family_dirs[family]), task, 3)
+    adapted = add_lora(fresh, FinetuneConfig(lora_target_modules=["all-linear"]), task)
+    assert sum(n.endswith("lora_A.default.weight") for n, _ in adapted.named_parameters()) == len(every)
 
 
 def test_builtin_auto_targets_are_the_seed_default():
