@@ -84,6 +84,7 @@ def run_trl(cfg, data, steps: int, out_dir: Path) -> dict:
                      per_device_train_batch_size=d.batch_size, learning_rate=d.lr, weight_decay=d.weight_decay,
                      warmup_steps=d.warmup_steps, lr_scheduler_type="cosine_with_min_lr",
                      lr_scheduler_kwargs={"min_lr_rate": 0.1}, max_grad_norm=1.0, gradient_checkpointing=False,
+                     bf16=False,  # TRL defaults to bf16 autocast; raykd trains fp32 on CPUs (bf16 is slower here)
                      use_cpu=True,
                      report_to=[], save_strategy="no", logging_steps=max(1, steps // 5), disable_tqdm=True,
                      dataloader_drop_last=True, seed=cfg.seed)
