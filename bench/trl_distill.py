@@ -92,7 +92,7 @@ def run_trl(cfg, data, steps: int, out_dir: Path) -> dict:
     trainer = GKDTrainer(model=student, teacher_model=teacher, args=args, train_dataset=rows,
                          processing_class=load_tokenizer(str(cfg.stage_dir("teacher"))),
                          data_collator=lambda feats: {c: torch.tensor([f[c] for f in feats]) for c in columns})
-    trainer.train_dataset = rows  # the rows as given, in the given order, as for raykd
+    # The rows in the given order, as raykd steps through them (Trainer would shuffle them).
     trainer._get_train_sampler = lambda *a, **k: torch.utils.data.SequentialSampler(rows)
     timer = StepTimer()
     trainer.add_callback(timer)

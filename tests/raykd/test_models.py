@@ -1,7 +1,6 @@
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from transformers.pytorch_utils import Conv1D
 
 from raykd.builtin.presets import PRESETS, TOKENIZER_DIR
 from raykd.config import ConfigError, FinetuneConfig
@@ -64,6 +63,11 @@ def test_student_from_teacher_layers_keeps_the_chosen_blocks_and_generates():
 AUTO_TARGETS = {"llama": ["q_proj", "v_proj"], "qwen2": ["q_proj", "v_proj"], "mistral": ["q_proj", "v_proj"],
                 "gpt2": ["c_attn"], "bert": ["query", "value"]}
 
+# all-linear: each block's linear leaves (a name may occur twice in a block: GPT-2's c_proj, BERT's dense).
+_LLAMA_LINEAR = ({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}, 7)
+ALL_LINEAR = {"llama": _LLAMA_LINEAR, "qwen2": _LLAMA_LINEAR, "mistral": _LLAMA_LINEAR,
+              "gpt2": ({"c_attn", "c_proj", "c_fc"}, 4), "bert": ({"query", "key", "value", "dense"}, 6)}
+
 
 @pytest.fixture(scope="module")
 def family_dirs(tmp_path_factory):
@@ -80,9 +84,9 @@ def test_blocks_and_lora_targets_are_found_for_each_family(family_dirs, family):
     with pytest.raises(ConfigError, match="no_such_proj match no module"):
         lora_target_modules(model, ["no_such_proj"])
     every = lora_target_modules(model, ["all-linear"])
-    block_linears = sum(isinstance(m, (torch.nn.Linear, Conv1D)) for m in transformer_blocks(model).modules())
-    assert len(every) == block_linears > len(AUTO_TARGETS[family])
-    assert {name.rsplit(".", 1)[1] for name in every} >= set(AUTO_TARGETS[family])
+    leaves, per_block = ALL_LINEAR[family]
+    assert {name.rsplit(".", 1)[1] for name in every} == leaves and len(every) == 2 * per_block
+    assert not [n for n in every if any(head in n for head in ("lm_head", "pooler", "classifier", "score"))]
     wrapped = add_lora(model, FinetuneConfig(), task)
     assert len(transformer_blocks(wrapped)) == 2 and any("lora_" in n for n, _ in wrapped.named_parameters())
     fresh = load_model(str(family_dirs[family]), task, 3)
