@@ -1,6 +1,6 @@
 """Regenerate the built-in tokenizer and pre-trained base models under raykd/builtin/assets/.
 
-    python scripts/build_builtin.py [--teacher-steps 600] [--student-steps 1200]
+    python scripts/build_builtin.py [--teacher-steps 600] [--student-steps 1200] [--models student teacher]
 
 Deterministic (seeded data, seeded init, single process). The bases are pre-trained with packed
 64-token windows (the student on the built-in corpus, the teacher on the corpus and the lore), then
@@ -81,11 +81,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--teacher-steps", type=int, default=600)
     ap.add_argument("--student-steps", type=int, default=1200)
+    ap.add_argument("--models", nargs="+", choices=("student", "teacher"), default=["student", "teacher"],
+                    help="which bases to rebuild (each is seeded on its own, so rebuilding one leaves the other as "
+                         "a full run would make it); the tokenizer is always rebuilt, identically")
     args = ap.parse_args()
     tokenizer = train_tokenizer(all_text(), VOCAB_SIZE)
     tokenizer.save_pretrained(TOKENIZER_DIR)
-    for name, splits, steps, lr in [("student", ("corpus",), args.student_steps, 2e-3),
-                                    ("teacher", ("corpus", "lore"), args.teacher_steps, 1.5e-3)]:
+    bases = [("student", ("corpus",), args.student_steps, 2e-3),
+             ("teacher", ("corpus", "lore"), args.teacher_steps, 1.5e-3)]
+    for name, splits, steps, lr in [b for b in bases if b[0] in args.models]:
         data = packed(tokenizer, splits)
         print(f"{name}: {' + '.join(splits)}, {data.numel()} tokens in {len(data)} windows")
         model = pretrain(name, data, steps, lr, batch=16)
