@@ -143,11 +143,23 @@ def _coarse_kl(log_q: torch.Tensor, top: torch.Tensor, log_tail: torch.Tensor, i
     """
     log_z = torch.logsumexp(torch.cat([top, log_tail[:, None]], dim=-1), dim=-1, keepdim=True)  # (n, 1)
     log_q_top = log_q.gather(-1, indices.long())
-    # The student's tail mass summed over its tail tokens (not 1 - top): exact even when it is tiny.
-    log_q_tail = log_q.scatter(-1, indices.long(), float("-inf")).logsumexp(-1)
+    log_q_tail = _student_log_tail(log_q, log_q_top, indices)
     log_p_tail = log_tail - log_z[:, 0]
     kl = _bregman(top - log_z, top - log_z, log_q_top).sum(-1) + _bregman(log_p_tail, log_p_tail, log_q_tail)
     return kl, log_p_tail, log_q_tail
+
+
+def _student_log_tail(log_q: torch.Tensor, log_q_top: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """``(n,)`` log of the student's mass off the teacher's top-k, exact even when it is tiny.
+
+    The value sums the tail tokens themselves (``1 - sum top`` cancels in fp32 below ~1e-6), without
+    autograd, so no second ``(n, V)`` tensor is kept for backward; the gradient comes from the exact
+    identity ``d q_tail = -d sum_top q`` through the ``(n, k)`` top-k log-probs alone.
+    """
+    with torch.no_grad():
+        exact = log_q.scatter(-1, indices.long(), float("-inf")).logsumexp(-1)
+    top_mass = log_q_top.exp().sum(-1)
+    return exact - (top_mass - top_mass.detach()) * torch.exp(-exact)
 
 
 def bucket_log_mass(values: torch.Tensor, beta: float) -> torch.Tensor:

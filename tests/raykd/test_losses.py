@@ -76,6 +76,25 @@ def test_sampled_tail_is_never_below_the_top_k_plus_bucket_kl_for_a_sharp_teache
     assert sampled.mean().item() == pytest.approx(kd_full(s, t, 1.0).mean().item(), rel=0.01)
 
 
+def test_the_students_tail_mass_has_the_gradient_of_its_exact_sum():
+    # The value is summed without autograd (no second (n, V) tensor for backward); its gradient must
+    # still be that of log(sum of the student's tail probabilities).
+    from raykd import losses
+
+    t = logits(seed=15, scale=4.0)
+    summary = topk(t, 8)
+    s = logits(seed=16, scale=6.0).requires_grad_()
+    grads = []
+    for exact in (losses._student_log_tail,
+                  lambda log_q, _, idx: log_q.scatter(-1, idx.long(), float("-inf")).logsumexp(-1)):
+        original, losses._student_log_tail = losses._student_log_tail, exact
+        try:
+            grads.append(torch.autograd.grad(kd_topk(s, **summary, temperature=2.0).sum(), s)[0])
+        finally:
+            losses._student_log_tail = original
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)
+
+
 def test_t_squared_factor():
     s, t = logits(seed=5), logits(seed=6)
     for temperature in (2.0, 5.0):
