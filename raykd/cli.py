@@ -16,6 +16,7 @@ COMMANDS = {
     "tune": ("tuning.sweep", "main"),
     "serve": ("serving.app", "main"),
     "compare": ("serving.compare", "main"),
+    "plan": ("raykd.plan", "main"),
     "recommend": ("raykd.recommend", "main"),
 }
 USAGE = "usage: raykd {" + ",".join(COMMANDS) + "} [--config FILE] [key=value ...]   (raykd COMMAND -h for help)"
