@@ -7,7 +7,7 @@ from tests.conftest import DEMO, raykd
 def test_demo_config_loads_with_absolute_run_dir():
     cfg = load_config(DEMO)
     assert cfg.run_dir.startswith("/")
-    assert cfg.finetune.method == "lora" and cfg.finetune.lora_target_modules == ["auto"]
+    assert cfg.finetune.method == "lora" and cfg.finetune.lora_target_modules == ["all-linear"]
 
 
 def test_defaults_without_a_file():
