@@ -51,7 +51,7 @@ def run(cfg: RaykdConfig) -> dict:
     scored = rows.map_batches(
         scorer, batch_format="numpy", batch_size=cfg.cache.batch_size, concurrency=cfg.cache.actors,
         num_cpus=cfg.cache.cpus_per_actor, num_gpus=cfg.cache.gpus_per_actor or None,
-        fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "model_dir": model_dir},
+        fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "model_dir": model_dir, "total_rows": scoring},
     ).materialize()  # one teacher pass, then written as two parts
     parts = {}
     for part, held_out in ((SHARDS_DIR, False), (HELD_OUT_DIR, True)):

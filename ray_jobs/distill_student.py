@@ -50,7 +50,7 @@ def fit_student(cfg: RaykdConfig, vocab: int, data, session: Session, evaluate: 
         frozen = load_configured(teacher_dir(cfg), cfg).to(device).eval().requires_grad_(False)
         teacher = ForwardCounter(frozen)
     trainable = {n for n, _ in model.named_parameters()}
-    model = shard_model(model, cfg.distill.sharding, device, session.world)
+    model = shard_model(model, cfg.distill.sharding, device, session.world, cfg.distill.activation_checkpointing)
     optimizer, scheduler = make_optimizer(model.parameters(), cfg.distill)
     state = restore_checkpoint(model, optimizer, session)
     if state.step and session.rank == 0:

@@ -49,7 +49,7 @@ def train_loop(config: dict) -> dict:
     device = worker_device(cfg.finetune, session)
     model = build_from_latest(functools.partial(build_teacher, cfg), session)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    model = shard_model(model, cfg.finetune.sharding, device, session.world)
+    model = shard_model(model, cfg.finetune.sharding, device, session.world, cfg.finetune.activation_checkpointing)
     optimizer, scheduler = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg.finetune)
     state = restore_checkpoint(model, optimizer, session)
     if state.step and session.rank == 0:

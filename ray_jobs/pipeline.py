@@ -1,9 +1,15 @@
 """All stages in one driver: fine-tune → cache → distil → evaluate → tune → serve + compare.
 
-    raykd pipeline --config configs/demo.yaml [key=value ...]
-    raykd demo [--run-dir DIR]          # the same on the embedded default (configs/demo.yaml)
+    raykd pipeline --config configs/demo.yaml [key=value ...] [--force STAGE]
+    raykd demo [--run-dir DIR] [--force STAGE]    # the same on the embedded default (configs/demo.yaml)
     python -m ray_jobs.pipeline --config configs/demo.yaml
     ray job submit --working-dir . -- python -m ray_jobs.pipeline --config configs/llama70b_to_7b.yaml
+
+A stage whose outputs exist and match the current config and its upstream outputs is skipped with
+one line (``raykd.pipeline_state``), so a re-run after a crash or Ctrl-C continues at the first stage
+not done; ``--force STAGE`` redoes that stage and every one after it. The terminal shows raykd's
+progress lines; everything, Ray's output included, goes to ``RUN/logs/pipeline.log``. Ends with a
+summary table, also written to ``RUN/summary.md``.
 
 The cache is handed to the distillation stage through the Ray object store (a detached actor owns
 it); the Parquet copy under RUN/teacher_cache is the durable record.
@@ -12,56 +18,104 @@ it); the Parquet copy under RUN/teacher_cache is the durable record.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+import traceback
 from pathlib import Path
 
 from ray_jobs import cache_teacher_logits, distill_student, evaluate, finetune_teacher
-from raykd.config import ConfigError, RaykdConfig, load_config
-from raykd.launch import fail, parse_stage_args, run_stage, write_metrics
-from raykd.report import headline
+from raykd.config import ConfigError, RaykdConfig, from_dict, load_config
+from raykd.console import QuietConsole
+from raykd.launch import fail, run_stage
+from raykd.pipeline_state import ORDER, forced, recorded_wall_s, stage_status, write_record
+from raykd.pipeline_summary import headline, read_result, render, write_summary
 from serving import compare
 from tuning import sweep
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
-STAGES = (("finetune", finetune_teacher.run), ("cache", cache_teacher_logits.run),
-          ("distill", distill_student.run), ("evaluate", evaluate.run), ("tune", sweep.run),
-          ("compare", compare.run))
+RUNNERS = {"finetune": finetune_teacher.run, "cache": cache_teacher_logits.run, "distill": distill_student.run,
+           "evaluate": evaluate.run, "tune": sweep.run, "compare": compare.run}
+LOG_FILE = ("logs", "pipeline.log")
 
 
-def run(cfg: RaykdConfig) -> dict:
-    """Run every stage in order; returns ``{stage: metrics}`` plus per-stage wall times."""
-    results, times = {}, {}
-    for name, stage in STAGES:
+def redo_config(cfg: RaykdConfig, stage: str) -> RaykdConfig:
+    """The config a forced stage runs with: a training run with unchanged inputs would resume its
+    finished checkpoint, so it trains afresh under a new run name; the sweep starts over."""
+    data, stamp = cfg.to_dict(), time.strftime("%Y%m%d-%H%M%S")
+    if stage == "finetune":
+        data["finetune"]["run_name"] = f"finetune-redo-{stamp}"
+    elif stage == "distill":
+        data["distill"]["run_name"] = f"distill-{cfg.distill.output}-redo-{stamp}"
+    elif stage == "tune":
+        data["tune"]["resume"] = False
+    return from_dict(data)
+
+
+def run(cfg: RaykdConfig, force: str | None = None, show=print) -> dict:
+    """Run every stage not done (and ``force`` onwards), in order; returns ``{stage: headline}`` and
+    writes ``RUN/summary.md``. ``show`` prints the closing summary."""
+    rows = []
+    for name in ORDER:
+        done, why = stage_status(cfg, name)
+        if done and not forced(name, force):
+            print(f"[pipeline] {name}: skipped, {why}", flush=True)
+            rows.append((name, "skipped", recorded_wall_s(cfg, name), headline(name, read_result(cfg, name))))
+            continue
+        print(f"\n=== raykd {name} ({f'--force {force}' if forced(name, force) else why}) ===", flush=True)
         started = time.time()
-        print(f"\n=== raykd {name} ===", flush=True)
-        results[name] = stage(cfg)
-        times[name] = round(time.time() - started, 1)
-    write_metrics(cfg.stage_dir("pipeline"), {"stage_seconds": times})
-    tuned = results["tune"]
-    print(f"\n=== done in {sum(times.values()):.0f}s ({times}) ===\n{headline(results['evaluate'])}\n"
-          f"best sweep trial: temperature {tuned['best_temperature']:.3g}, alpha {tuned['best_alpha']:.3g} "
-          f"(ranked by {tuned['metric']}: held-out score {tuned['best_score']}, loss {tuned['best_eval_loss']}) -> "
-          f"{tuned['best_config']}\n"
-          f"served student vs teacher p50 speedup by concurrency: {results['compare']['speedup_p50']}")
-    return results
+        RUNNERS[name](redo_config(cfg, name) if forced(name, force) else cfg)
+        wall = time.time() - started
+        write_record(cfg, name, wall)
+        rows.append((name, "ran", wall, headline(name, read_result(cfg, name))))
+        print(f"[pipeline] {name}: done in {wall:.0f}s", flush=True)
+    summary = write_summary(cfg, rows)
+    show(f"\n=== raykd pipeline: done ===\n{render(rows)}summary: {summary}")
+    return {name: text for name, _, _, text in rows}
+
+
+def run_quietly(cfg: RaykdConfig, force: str | None) -> None:
+    """``run`` with the terminal kept to raykd's lines; a failure is one line naming the log."""
+    log = Path(cfg.run_dir).joinpath(*LOG_FILE)
+    with QuietConsole(log) as console:
+        print(f"[pipeline] full output, Ray's included: {log}; Ray's own logs: /tmp/ray/session_latest/logs",
+              flush=True)
+        try:
+            run_stage(lambda c: run(c, force, console.show), cfg)
+        except Exception as e:  # not bad input (that exits 2 in run_stage): a bug or a failed Ray job
+            traceback.print_exc()
+            last = [ln for ln in str(e).strip().splitlines() if ln.strip()] or [""]
+            console.show(f"raykd: error: {type(e).__name__}: {last[-1].strip()[:300]} (traceback: {log})")
+            sys.exit(1)
+
+
+def parse_force(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--force", choices=ORDER, help="redo this stage and every stage after it")
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg = parse_stage_args(argv, __doc__.splitlines()[0])
-    run_stage(run, cfg)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="YAML config (default: built-in defaults)")
+    parse_force(parser)
+    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    args = parser.parse_args(argv)
+    run_quietly(load_or_fail(args.config, args.overrides), args.force)
 
 
 def demo(argv: list[str] | None = None) -> None:
-    """``raykd demo [--run-dir DIR] [key=value ...]``: the pipeline on configs/demo.yaml."""
+    """``raykd demo [--run-dir DIR] [--force STAGE] [key=value ...]``: the pipeline on configs/demo.yaml."""
     parser = argparse.ArgumentParser(description="the whole pipeline on the embedded default")
     parser.add_argument("--run-dir", default="runs/demo", help="where every stage writes (default runs/demo)")
+    parse_force(parser)
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     args = parser.parse_args(argv)
+    run_quietly(load_or_fail(DEMO_CONFIG, [f"run_dir={args.run_dir}", *args.overrides]), args.force)
+
+
+def load_or_fail(path, overrides: list[str]) -> RaykdConfig:
     try:
-        cfg = load_config(DEMO_CONFIG, [f"run_dir={args.run_dir}", *args.overrides])
+        return load_config(path, overrides)
     except ConfigError as e:
         fail(e)
-    run_stage(run, cfg)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,8 @@ CUDA_RESERVE_GIB = 2.0  # CUDA context, NCCL buffers, allocator slack: a round f
 VLLM_RESERVE_GIB = 2.0  # vLLM's profiled activation peak and CUDA graphs: a round figure, not measured
 # Peak (tokens, vocab) fp32-sized temporaries of a loss, measured on CPU (tests re-measure the HF one):
 HF_LOSS_COPIES = 4  # HF's causal-LM loss: logits, their fp32 upcast, log-softmax, its gradient
-FUSED_LOSS_COPIES = 5  # raykd.losses.fused_distillation_loss on one chunk, forward + recomputed backward (4.3-5.1)
+FUSED_LOSS_COPIES = 5  # raykd.losses.fused_distillation_loss on one chunk, forward + recomputed backward:
+# measured 4.0 on a warm process, 5.0 on its first call (one-time buffers); planned at the first call's
 
 
 def block_activation_bytes(shape: ModelShape, bf16: bool) -> int:

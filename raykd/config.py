@@ -75,6 +75,9 @@ class TrainConfig:
     warmup_steps: int = knob(10, "linear warm-up steps", ge=0)
     bf16: str = knob("auto", "bf16 autocast: auto (on where it is faster: CUDA), on, off",
                      choices=("auto", "on", "off"))
+    activation_checkpointing: bool = knob(False, "recompute each transformer block's activations in backward "
+                                          "instead of keeping them (one hidden state kept per block; costs about "
+                                          "one more forward pass)")
     checkpoint_every: int = knob(25, "steps between checkpoints", ge=1)
     max_failures: int = knob(2, "worker-group restarts before the run fails", ge=0)
     log_every: int = knob(10, "steps between progress reports", ge=1)

@@ -163,13 +163,18 @@ def transformer_blocks(model: nn.Module) -> nn.ModuleList:
     raise ValueError(f"cannot find the transformer blocks of {type(model).__name__}")
 
 
-def shard_model(model: nn.Module, strategy: str, device: torch.device, world_size: int) -> nn.Module:
+def shard_model(model: nn.Module, strategy: str, device: torch.device, world_size: int,
+                activation_checkpointing: bool = False) -> nn.Module:
     """Place ``model`` on ``device`` and wrap it for data parallelism.
 
     fsdp: FSDP2 ``fully_shard`` per decoder block, then the root (parameters become DTensors sharded
     across ranks); ddp: replicated weights, all-reduced gradients; none: as is (one worker).
+    ``activation_checkpointing``: each block keeps only its input for backward and recomputes the rest
+    (``checkpoint_blocks``), under any strategy.
     """
     model.to(device)
+    if activation_checkpointing:
+        checkpoint_blocks(model)
     if strategy == "none" or world_size == 1:
         return model
     if strategy == "ddp":
@@ -182,6 +187,16 @@ def shard_model(model: nn.Module, strategy: str, device: torch.device, world_siz
         fully_shard(block, mesh=mesh)
     fully_shard(model, mesh=mesh)
     return model
+
+
+def checkpoint_blocks(model: nn.Module) -> None:
+    """Per-block activation checkpointing with torch's composable ``checkpoint`` (non-reentrant): it
+    works through hooks, so parameter names — what checkpoints, LoRA merging and export key on — stay
+    as they are, and it composes with ``fully_shard`` applied after it."""
+    from torch.distributed._composable import checkpoint
+
+    for block in transformer_blocks(model):
+        checkpoint(block)
 
 
 class ForwardCounter:

@@ -1,7 +1,7 @@
 """``raykd plan``: a capacity plan of a config on a cluster.yaml, with no weights loaded.
 
     raykd plan --config configs/llama70b_to_7b.yaml [--cluster cluster.yaml] [--json] [key=value ...]
-    python -m raykd.plan --config configs/llama70b_to_7b.yaml --activation-checkpointing
+    python -m raykd.plan --config configs/llama70b_to_7b.yaml finetune.activation_checkpointing=false
 
 Builds the teacher and the student on the meta device (``raykd.arch``), counts their parameters (and
 LoRA's), estimates each stage's per-GPU memory (``raykd.capacity``, formulas in its docstrings), sizes
@@ -111,23 +111,22 @@ def cache_section(cfg: RaykdConfig, teacher: ModelShape, engine: str, rows: int)
             "gib": _gib(total), "tail_samples": tail, "notes": notes}
 
 
-def stage_plans(cfg: RaykdConfig, teacher: ModelShape, student: ModelShape, lora: int, gpu_gib: float,
-                checkpointing: bool) -> list[list[StagePlan]]:
+def stage_plans(cfg: RaykdConfig, teacher: ModelShape, student: ModelShape, lora: int,
+                gpu_gib: float) -> list[list[StagePlan]]:
     """Every stage, grouped by what runs at the same time (serving's two arms share the cluster)."""
-    return [[finetune_stage(cfg, teacher, lora, checkpointing)], [cache_stage(cfg, teacher, gpu_gib)],
-            [distill_stage(cfg, student, teacher, checkpointing)], [tune_stage(cfg, student, teacher, checkpointing)],
+    return [[finetune_stage(cfg, teacher, lora)], [cache_stage(cfg, teacher, gpu_gib)],
+            [distill_stage(cfg, student, teacher)], [tune_stage(cfg, student, teacher)],
             serve_stages(cfg, teacher, student, gpu_gib)]
 
 
-def build_plan(cfg: RaykdConfig, cluster: Path | None, rows: int, gpu_gib: float | None,
-               checkpointing: bool) -> dict:
+def build_plan(cfg: RaykdConfig, cluster: Path | None, rows: int, gpu_gib: float | None) -> dict:
     """The whole plan as a JSON-ready dict: models, cache, stages (asks, memory by term, placement),
     problems (one line each) and whether everything fits."""
     teacher, student, models = models_section(cfg)
     node_types = read_node_types(cluster) if cluster else []
     gpu = gpu_memory_gib(node_types, gpu_gib)
     stages, placements, problems = [], {}, []
-    for group in stage_plans(cfg, teacher, student, models["teacher"]["trainable"], gpu, checkpointing):
+    for group in stage_plans(cfg, teacher, student, models["teacher"]["trainable"], gpu):
         group_problems = [line for plan in group for line in memory_problems(plan, gpu)]
         if node_types:
             placements[group[0].stage.split(":")[0]], placed_problems = placement(group, node_types)
@@ -136,7 +135,8 @@ def build_plan(cfg: RaykdConfig, cluster: Path | None, rows: int, gpu_gib: float
         stages += [stage_json(plan, group_problems) for plan in group]
     engine = next(s["engine"] for s in stages if s["stage"] == "cache")
     return {"config": {"run_dir": cfg.run_dir, "task": cfg.task}, "cluster": str(cluster) if cluster else None,
-            "gpu_memory_gib": gpu, "activation_checkpointing": checkpointing, "models": models,
+            "gpu_memory_gib": gpu, "models": models,
+            "activation_checkpointing": {s: getattr(cfg, s).activation_checkpointing for s in ("finetune", "distill")},
             "cache": cache_section(cfg, teacher, engine, rows), "stages": stages, "placements": placements,
             "problems": problems, "fits": not problems}
 
@@ -164,8 +164,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gpu-memory-gib", type=float, default=None,
                         help=f"GiB per GPU (default: the smallest {GPU_MEMORY_LABEL} label of the cluster file's "
                              f"GPU node types, else {DEFAULT_GPU_GIB:g})")
-    parser.add_argument("--activation-checkpointing", action="store_true",
-                        help="assume per-block activation checkpointing in training (raykd does not enable it yet)")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. tune.gpus_per_trial=2")
     return parser.parse_args(argv)
@@ -181,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.rows < 1:
             raise ConfigError(f"--rows {args.rows}: give at least 1")
         cluster = Path(args.cluster) if Path(args.cluster).exists() or args.cluster != "cluster.yaml" else None
-        plan = build_plan(cfg, cluster, args.rows, args.gpu_memory_gib, args.activation_checkpointing)
+        plan = build_plan(cfg, cluster, args.rows, args.gpu_memory_gib)
     except ConfigError as e:
         fail(e)
     print(json.dumps(plan, indent=2) if args.json else render_text(plan))

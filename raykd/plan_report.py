@@ -22,7 +22,8 @@ def _ask_text(ask: dict) -> str:
 def render_text(plan: dict) -> str:
     """The plan as a table: models, cache, one row per stage (its memory terms under it), problems."""
     out = [f"GPU memory {plan['gpu_memory_gib']:g} GiB per GPU; cluster file {plan['cluster'] or '(none)'}; "
-           f"activation checkpointing {'assumed' if plan['activation_checkpointing'] else 'off (as raykd trains)'}",
+           "activation checkpointing " + ", ".join(f"{stage} {'on' if on else 'off'}" for stage, on in
+                                                   plan["activation_checkpointing"].items()),
            "", "models (meta device, no weights loaded)"]
     for role, m in plan["models"].items():
         lora = f" (LoRA on {', '.join(m['lora_targets'])})" if m.get("lora_targets") else ""

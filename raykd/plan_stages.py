@@ -56,26 +56,25 @@ def _ask(cpus: float, gpus: float) -> dict[str, float]:
 
 
 def _train_setup(cfg: RaykdConfig, stage: TrainConfig, trainable: int, trainable_linear: int, loss_tokens: int,
-                 loss_copies: int, checkpointing: bool) -> TrainSetup:
+                 loss_copies: int) -> TrainSetup:
     return TrainSetup(workers=stage.workers, sharding=stage.sharding, bf16=uses_bf16(stage),
                       tokens=stage.batch_size * cfg.data.max_seq_len, trainable=trainable,
                       trainable_linear=trainable_linear, loss_tokens=loss_tokens, loss_copies=loss_copies,
-                      activation_checkpointing=checkpointing, on_gpu=stage.gpus_per_worker > 0)
+                      activation_checkpointing=stage.activation_checkpointing, on_gpu=stage.gpus_per_worker > 0)
 
 
-def finetune_stage(cfg: RaykdConfig, teacher: ModelShape, lora: int, checkpointing: bool) -> StagePlan:
+def finetune_stage(cfg: RaykdConfig, teacher: ModelShape, lora: int) -> StagePlan:
     """The teacher's fine-tune: LoRA trains ``lora`` parameters (all of them linear), full trains all; the
     loss is HF's over the micro-batch's full logits (a classifier's are negligible)."""
     ft = cfg.finetune
     trainable, linear = (lora, lora) if ft.method == "lora" else (teacher.params, teacher.linear_params)
     tokens = ft.batch_size * cfg.data.max_seq_len if cfg.task == "causal_lm" else 0
-    setup = _train_setup(cfg, ft, trainable, linear, tokens, HF_LOSS_COPIES, checkpointing)
+    setup = _train_setup(cfg, ft, trainable, linear, tokens, HF_LOSS_COPIES)
     return StagePlan("finetune", _ask(ft.cpus_per_worker, ft.gpus_per_worker), ft.workers,
                      training_memory(teacher, setup), setup.on_gpu, load=load_bytes(teacher))
 
 
-def distill_stage(cfg: RaykdConfig, student: ModelShape, teacher: ModelShape, checkpointing: bool,
-                  name: str = "distill") -> StagePlan:
+def distill_stage(cfg: RaykdConfig, student: ModelShape, teacher: ModelShape, name: str = "distill") -> StagePlan:
     """The student's distillation (all parameters train): the fused KD loss holds one chunk of
     ``distill.chunk_tokens`` targets' logits, the plain one the micro-batch's; ``teacher_source=online``
     adds the fp32 teacher on every worker's device."""
@@ -83,20 +82,20 @@ def distill_stage(cfg: RaykdConfig, student: ModelShape, teacher: ModelShape, ch
     tokens = d.batch_size * cfg.data.max_seq_len if cfg.task == "causal_lm" else 0
     fused = d.fused_loss and cfg.task == "causal_lm"
     loss_tokens, copies = (min(d.chunk_tokens, tokens), FUSED_LOSS_COPIES) if fused else (tokens, HF_LOSS_COPIES)
-    setup = _train_setup(cfg, d, student.params, student.linear_params, loss_tokens, copies, checkpointing)
+    setup = _train_setup(cfg, d, student.params, student.linear_params, loss_tokens, copies)
     online = teacher if d.teacher_source == "online" else None
     return StagePlan(name, _ask(d.cpus_per_worker, d.gpus_per_worker), d.workers,
                      training_memory(student, setup, online), setup.on_gpu, load=load_bytes(student))
 
 
-def tune_stage(cfg: RaykdConfig, student: ModelShape, teacher: ModelShape, checkpointing: bool) -> StagePlan:
+def tune_stage(cfg: RaykdConfig, student: ModelShape, teacher: ModelShape) -> StagePlan:
     """A Tune trial: the distillation of ``tuning.space.trial_config`` (one process on the trial's
     CPUs/GPUs, no sharding); ``max_concurrent_trials`` of them run at once."""
     from raykd.config import from_dict
     from tuning.space import trial_config
 
     trial = from_dict(trial_config(cfg.to_dict(), {}))
-    plan = distill_stage(trial, student, teacher, checkpointing, name="tune")
+    plan = distill_stage(trial, student, teacher, name="tune")
     plan.count = min(cfg.tune.num_samples, cfg.tune.max_concurrent_trials)
     return plan
 

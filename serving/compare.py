@@ -6,7 +6,7 @@
 
 Every request streams (``stream: true`` with usage), so time to first token is measured as a client
 sees it. Per arm and level: p50/p95/p99 latency, TTFT, output tokens/s, requests/s; and the
-student/teacher speedup. Writes ``RUN/serve_compare/{compare.json, compare.md, compare.png}``.
+student/teacher speedup. Writes ``RUN/serve_compare/{compare.json, compare.md, compare.png, metrics.json}``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import httpx
 
 from raykd.config import ConfigError, RaykdConfig, load_config
 from raykd.data import read_dataset
-from raykd.launch import fail, run_stage
+from raykd.launch import fail, run_stage, write_metrics
 from serving.routing import percentiles
 
 WARMUP = 2
@@ -129,6 +129,7 @@ def run(cfg: RaykdConfig, url: str | None = None) -> dict:
 
     from serving.app import start
 
+    started = time.time()
     s = cfg.serve
     prompts = compare_prompts(cfg)
     own = url is None
@@ -146,7 +147,9 @@ def run(cfg: RaykdConfig, url: str | None = None) -> dict:
     out = cfg.stage_dir("serve_compare")
     write_outputs(out, report)
     print("\n" + (out / "compare.md").read_text(), flush=True)
-    return {"speedup_p50": speedup, "report": str(out / "compare.json")}
+    metrics = {"speedup_p50": speedup, "report": str(out / "compare.json"), "wall_s": round(time.time() - started, 1)}
+    write_metrics(out, metrics)
+    return metrics
 
 
 def main(argv: list[str] | None = None) -> None:

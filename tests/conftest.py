@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -72,19 +73,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class RayHead(NamedTuple):
+    address: str  # GCS, for drivers (RAY_ADDRESS)
+    dashboard: str  # http://127.0.0.1:PORT, for the Jobs API
+
+
 @pytest.fixture(scope="session")
 def ray_head(tmp_path_factory):
-    """A real Ray head node shared by the tests that need one, token auth on, stopped by its own pid.
+    """A real Ray head node shared by the tests that need one, token auth on, its dashboard (the Jobs
+    API) on loopback, stopped by its own pid.
 
     Tests reach it with ``RAY_ADDRESS`` and ``RAY_AUTH_MODE=token`` set by monkeypatch (not for the
     session: this process's Ray reads the auth mode once, and local clusters must not inherit it).
     """
     subprocess.run(["ray", "get-auth-token", "--generate"], check=True, capture_output=True)
-    env = dict(os.environ, RAY_AUTH_MODE="token")
+    # no 30 s drain of the head's raylet at the end: the suite is done with it
+    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0")
     log = tmp_path_factory.mktemp("head") / "head.log"
-    port = free_port()
+    port, dashboard_port = free_port(), free_port()
     proc = subprocess.Popen(["ray", "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
-                             "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
+                             "--num-cpus=2", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+                             f"--dashboard-port={dashboard_port}", "--disable-usage-stats"],
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True, env=env)
     address = f"127.0.0.1:{port}"
     try:
@@ -92,7 +101,7 @@ def ray_head(tmp_path_factory):
         while subprocess.run(["ray", "status", f"--address={address}"], capture_output=True, env=env).returncode:
             assert time.time() < deadline and proc.poll() is None, log.read_text()[-2000:]
             time.sleep(2)
-        yield address
+        yield RayHead(address, f"http://127.0.0.1:{dashboard_port}")
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # the head drains, then stops the processes it started
         try:
@@ -113,6 +122,6 @@ def forget_head(port: int) -> None:
 @pytest.fixture
 def on_ray_head(ray_head, monkeypatch) -> str:
     """This test's drivers (subprocesses) join the shared head: RAY_ADDRESS and token auth."""
-    monkeypatch.setenv("RAY_ADDRESS", ray_head)
+    monkeypatch.setenv("RAY_ADDRESS", ray_head.address)
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
-    return ray_head
+    return ray_head.address

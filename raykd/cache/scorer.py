@@ -5,6 +5,7 @@ of ``raykd.losses.summarize_teacher`` (top-k log-probs, sampled tail, tail parti
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import numpy as np
 import ray.data
@@ -73,13 +74,23 @@ class RowScorer:
     summary of every target. Engines differ in ``complete`` and ``summarize`` (and only the
     transformers one scores classifiers)."""
 
-    def __init__(self, cfg_dict: dict, model_dir: str):
+    def __init__(self, cfg_dict: dict, model_dir: str, total_rows: int = 0):
         self.cfg = from_dict(cfg_dict)
         self.tokenizer = load_tokenizer(model_dir, self.cfg.models.trust_remote_code)
         self.vocab = len(self.tokenizer) if self.cfg.task == "causal_lm" else self.cfg.data.num_labels
         self.index_dtype = np.int16 if self.vocab <= np.iinfo(np.int16).max else np.int32
+        # progress: this actor's share of the rows (Ray Data spreads the batches over the pool)
+        self.share, self.done, self.started = -(-total_rows // self.cfg.cache.actors), 0, time.time()
 
     def __call__(self, batch: dict) -> dict:
+        out = self._score(batch)
+        self.done += len(next(iter(batch.values())))
+        rate = self.done / max(1e-9, time.time() - self.started)
+        left = f", ~{max(0, self.share - self.done) / rate:.0f}s left" if self.share > self.done else ""
+        print(f"[cache] teacher actor: {self.done}/~{self.share} rows scored, {rate:.1f} rows/s{left}", flush=True)
+        return out
+
+    def _score(self, batch: dict) -> dict:
         if self.cfg.task == "sequence_classification":
             return self._classification(batch)
         prompts, targets = list(batch["prompt"]), list(batch["target"])
@@ -103,8 +114,8 @@ class RowScorer:
 class TeacherScorer(RowScorer):
     """The transformers teacher: ``generate`` for completions, one forward pass for the summary."""
 
-    def __init__(self, cfg_dict: dict, model_dir: str):
-        super().__init__(cfg_dict, model_dir)
+    def __init__(self, cfg_dict: dict, model_dir: str, total_rows: int = 0):
+        super().__init__(cfg_dict, model_dir, total_rows)
         gpus = self.cfg.cache.gpus_per_actor if torch.cuda.is_available() else 0
         self.device = torch.device("cuda" if gpus else "cpu")
         # A teacher too big for one GPU (gpus_per_actor > 1) is spread over the actor's GPUs, in bf16.

@@ -18,8 +18,8 @@ from raykd.vllm_support import engine_args
 class VLLMTeacherScorer(RowScorer):
     """Ray Data actor: one in-process vLLM engine (``vllm.LLM``) per actor."""
 
-    def __init__(self, cfg_dict: dict, model_dir: str):
-        super().__init__(cfg_dict, model_dir)
+    def __init__(self, cfg_dict: dict, model_dir: str, total_rows: int = 0):
+        super().__init__(cfg_dict, model_dir, total_rows)
         from transformers import AutoConfig
         from vllm import LLM
 

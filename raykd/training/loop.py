@@ -140,6 +140,7 @@ def run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, dat
     batches = micro_batches(data, cfg.batch_size, seed, skip=state.step * cfg.grad_accum)
     bf16 = use_bf16(cfg, device)
     window_tokens, window_start = 0, time.time()
+    first_step, started = state.step, time.time()
     while state.step < cfg.steps:
         model.train()
         torch.manual_seed((seed * 1_000_003 + state.step) * 4099 + rank)
@@ -155,8 +156,9 @@ def run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, dat
             state.tokens += window_tokens
             state.seconds += time.time() - window_start
             if rank == 0:
+                eta = (time.time() - started) / (state.step - first_step) * (cfg.steps - state.step)
                 print(f"[{tag}] step {state.step}/{cfg.steps} loss {total:.4f} tokens/s {rate:.0f} "
-                      f"lr {scheduler.get_last_lr()[0]:.2e}", flush=True)
+                      f"lr {scheduler.get_last_lr()[0]:.2e} eta {eta:.0f}s", flush=True)
             window_tokens, window_start = 0, time.time()
         if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
             metrics = {"step": state.step, "loss": total}

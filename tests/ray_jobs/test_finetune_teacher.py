@@ -84,7 +84,8 @@ def test_a_second_finetune_with_new_knobs_trains_afresh_and_is_another_teacher(t
 def test_fsdp_lora_survives_sigkill_of_a_worker_and_beats_its_base(tmp_path):
     run = tmp_path / "run"
     args = ["finetune", "--config", str(DEMO), f"run_dir={run}", "finetune.workers=2", "finetune.sharding=fsdp",
-            "finetune.method=lora", "finetune.steps=60", "finetune.checkpoint_every=15", "finetune.log_every=5"]
+            "finetune.method=lora", "finetune.steps=60", "finetune.checkpoint_every=15", "finetune.log_every=5",
+            "finetune.activation_checkpointing=true"]  # FSDP2 over checkpointed blocks
     log = open(tmp_path / "finetune.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "raykd.cli", *args], cwd=REPO, stdout=log,
                             stderr=subprocess.STDOUT)

@@ -6,6 +6,7 @@ from raykd.builtin.presets import PRESETS, TOKENIZER_DIR
 from raykd.config import ConfigError, FinetuneConfig
 from raykd.models import (
     add_lora,
+    checkpoint_blocks,
     count_params,
     keep_layers,
     load_model,
@@ -111,3 +112,39 @@ def test_a_decoder_classifier_without_a_pad_id_gets_the_tokenizers(family_dirs):
     assert model.config.pad_token_id == 7
     logits = model(input_ids=torch.tensor([[5, 6, 7, 7], [5, 6, 8, 9]])).logits  # batch > 1 needs the pad id
     assert logits.shape == (2, 3)
+
+
+def lora_step(model_dir, task: str, checkpointed: bool) -> tuple[dict[str, torch.Tensor], list[str], int]:
+    """One LoRA training step (dropout on) of a family's model: its gradients, its parameter names and the
+    bytes autograd saved for backward."""
+    torch.manual_seed(0)
+    model = add_lora(load_model(str(model_dir), task, 3), FinetuneConfig(lora_target_modules=["all-linear"]), task)
+    if checkpointed:
+        checkpoint_blocks(model)
+    model.train()
+    ids = torch.randint(5, 300, (4, 24))
+    labels = torch.tensor([0, 1, 2, 1]) if task == "sequence_classification" else ids
+    saved = []
+
+    def keep(t):
+        saved.append(t.numel() * t.element_size())
+        return t
+
+    torch.manual_seed(1)
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+        loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels).loss
+    loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    return grads, [n for n, _ in model.named_parameters()], sum(saved)
+
+
+@pytest.mark.parametrize("family", list(AUTO_TARGETS))
+def test_activation_checkpointing_keeps_gradients_and_names_and_saves_less(family_dirs, family):
+    task = "sequence_classification" if family == "bert" else "causal_lm"
+    plain, names, plain_bytes = lora_step(family_dirs[family], task, checkpointed=False)
+    recomputed, checkpointed_names, saved_bytes = lora_step(family_dirs[family], task, checkpointed=True)
+    assert checkpointed_names == names  # checkpoints, LoRA merging and export key on these
+    assert plain.keys() == recomputed.keys() and any(g.abs().sum() > 0 for g in plain.values())
+    for name, grad in plain.items():  # the same dropout masks in the recomputation
+        torch.testing.assert_close(recomputed[name], grad, rtol=1e-5, atol=1e-7, msg=name)
+    assert saved_bytes < 0.6 * plain_bytes

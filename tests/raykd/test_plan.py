@@ -42,7 +42,7 @@ def test_bundled_architectures_have_the_published_parameter_counts(hub_id, publi
 
 @pytest.fixture(scope="module")
 def demo_plan() -> dict:
-    return build_plan(load_config(DEMO), CLUSTER, 1000, None, False)
+    return build_plan(load_config(DEMO), CLUSTER, 1000, None)
 
 
 def test_builtin_models_are_counted_as_the_real_ones_load(demo_plan):
@@ -70,9 +70,10 @@ def test_demo_plans_on_cpu_nodes_and_fits(demo_plan):
 
 @pytest.fixture(scope="module")
 def production() -> dict:
-    """The production plan with and without per-block activation checkpointing."""
-    cfg = load_config(PRODUCTION)
-    return {ac: build_plan(cfg, CLUSTER, 1000, None, ac) for ac in (False, True)}
+    """The production plan with and without per-block activation checkpointing (the config's is on)."""
+    knobs = {ac: [f"{s}.activation_checkpointing={str(ac).lower()}" for s in ("finetune", "distill")]
+             for ac in (False, True)}
+    return {ac: build_plan(load_config(PRODUCTION, knobs[ac]), CLUSTER, 1000, None) for ac in (False, True)}
 
 
 def stage(plan: dict, name: str) -> dict:
@@ -106,7 +107,7 @@ def test_full_finetune_of_8b_per_trial_on_one_gpu_is_flagged(production):
     assert weights_grads_adam == 16 * production[True]["models"]["student"]["params"]  # 16 bytes per parameter
     assert any("needs" in p and "> 80 GiB" in p for p in problems_of(production[True], "tune"))
     small = build_plan(load_config(PRODUCTION, ["models.student=builtin:student", "models.teacher=builtin:teacher",
-                                                "models.tokenizer=builtin"]), CLUSTER, 1000, None, True)
+                                                "models.tokenizer=builtin"]), CLUSTER, 1000, None)
     assert not problems_of(small, "tune")  # the same trial shape with a small student fits
 
 
@@ -121,7 +122,7 @@ def test_kv_cache_too_small_for_max_model_len_is_flagged():
     # 40 GiB per GPU: weights 32.9 + reserve 2 leave ~5 GiB x 4 GPUs = ~65k tokens, short of the 128k context
     # that max_model_len=0 (the model's own) asks vLLM to hold
     cfg = load_config(PRODUCTION, ["cache.vllm.gpu_memory_utilization=0.5", "cache.vllm.max_model_len=0"])
-    lines = problems_of(build_plan(cfg, CLUSTER, 1000, None, True), "cache")
+    lines = problems_of(build_plan(cfg, CLUSTER, 1000, None), "cache")
     assert len(lines) == 1 and "< max_model_len 131072" in lines[0]
 
 
@@ -133,7 +134,7 @@ def test_json_output_parses():
 
 
 def test_production_text_report_exits_1_and_names_the_flagged_stages():
-    proc = run_plan("--config", str(PRODUCTION), "--activation-checkpointing")
+    proc = run_plan("--config", str(PRODUCTION))
     assert proc.returncode == 1, proc.stderr
     assert "2 x gpu-train-p5" in proc.stdout and "\n  tune: needs" in proc.stdout
 
@@ -241,6 +242,6 @@ def test_placement_follows_the_autoscalers_choice():
 
 def test_gpu_memory_comes_from_the_cluster_labels_or_the_flag():
     cfg = load_config(DEMO)
-    assert build_plan(cfg, CLUSTER, 10, None, False)["gpu_memory_gib"] == 80
-    assert build_plan(cfg, CLUSTER, 10, 40.0, False)["gpu_memory_gib"] == 40
+    assert build_plan(cfg, CLUSTER, 10, None)["gpu_memory_gib"] == 80
+    assert build_plan(cfg, CLUSTER, 10, 40.0)["gpu_memory_gib"] == 40
     assert GIB == 1 << 30
