@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # command -> (module, function): each stage is also ``python -m <module>``.
@@ -31,6 +32,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{USAGE}\nraykd: error: unknown command {argv[0]!r}", file=sys.stderr)
         sys.exit(2)
     module, function = COMMANDS[argv[0]]
+    if module == "ray_jobs.pipeline":
+        # Ray's log deduplication holds back lines that look alike (the trials' progress) and prints them
+        # late, merged; the pipeline's console drops exact doubles itself. Read when Ray is imported.
+        os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     getattr(importlib.import_module(module), function)(argv[1:])
 
 

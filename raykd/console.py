@@ -18,8 +18,8 @@ import uuid
 from pathlib import Path
 
 TAGS = ("finetune", "cache", "distill", "evaluate", "tune", "serve", "compare", "pipeline", "raykd")
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_REPEATED = re.compile(r"\s*\[repeated \d+x across cluster\]\s*$")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colours, and the cursor moves of Ray Data's progress bars
+_REPEATED = re.compile(r"\s*\[repeated \d+x across cluster\].*$")  # and Ray's hint after it
 _WORKER_PREFIX = re.compile(r"^\(.*?\bpid=\d+[^)]*\)\s*")  # "(MapWorker(MapBatches(X)) pid=7, ip=10.0.0.2) "
 _RECENT = 256  # lines remembered to drop the doubles
 
@@ -27,7 +27,7 @@ _RECENT = 256  # lines remembered to drop the doubles
 def terminal_line(line: str) -> str | None:
     """The text the terminal shows for one line of output, or None: raykd's own lines (``[stage] …``,
     ``raykd: …``, ``=== … ===``) without Ray's worker prefix; everything else only in the log."""
-    text = _REPEATED.sub("", _ANSI.sub("", line.rstrip("\n")))
+    text = _REPEATED.sub("", _ANSI.sub("", line.rstrip("\n")).rsplit("\r", 1)[-1])
     text = _WORKER_PREFIX.sub("", text, count=1)
     if text.startswith("raykd:") or text.startswith("==="):
         return text

@@ -42,7 +42,8 @@ def headline(stage: str, result: dict) -> str:
         return (f"best of {r['trials']} trials: T {r['best_temperature']:.3g}, alpha {r['best_alpha']:.3g}, "
                 f"score {_score(r['best_score'])} (ranked by {r['metric']})")
     if stage == "compare":
-        return "served p50 speedup " + ", ".join(f"c{c} {v:.2f}x" for c, v in r["speedup_p50"].items())
+        levels = sorted(r["speedup_p50"].items(), key=lambda item: int(item[0]))  # JSON made the levels strings
+        return "served p50 speedup " + ", ".join(f"c{c} {v:.2f}x" for c, v in levels)
     raise ValueError(f"unknown stage {stage!r}")
 
 

@@ -69,6 +69,9 @@ def rows_of_part(batch: dict[str, np.ndarray], held_out: bool) -> dict[str, np.n
     return {k: v[keep] for k, v in batch.items() if k != "held_out"}
 
 
+PROGRESS_EVERY_S = 10.0
+
+
 class RowScorer:
     """A Ray Data actor holding the teacher: completes target-less prompts, then keeps the teacher's
     summary of every target. Engines differ in ``complete`` and ``summarize`` (and only the
@@ -81,13 +84,17 @@ class RowScorer:
         self.index_dtype = np.int16 if self.vocab <= np.iinfo(np.int16).max else np.int32
         # progress: this actor's share of the rows (Ray Data spreads the batches over the pool)
         self.share, self.done, self.started = -(-total_rows // self.cfg.cache.actors), 0, time.time()
+        self.printed = 0.0
 
     def __call__(self, batch: dict) -> dict:
         out = self._score(batch)
         self.done += len(next(iter(batch.values())))
-        rate = self.done / max(1e-9, time.time() - self.started)
-        left = f", ~{max(0, self.share - self.done) / rate:.0f}s left" if self.share > self.done else ""
-        print(f"[cache] teacher actor: {self.done}/~{self.share} rows scored, {rate:.1f} rows/s{left}", flush=True)
+        now = time.time()
+        if now - self.printed >= PROGRESS_EVERY_S or self.done >= self.share:
+            rate = self.done / max(1e-9, now - self.started)
+            left = f", ~{max(0, self.share - self.done) / rate:.0f}s left" if self.share > self.done else ""
+            print(f"[cache] teacher actor: {self.done}/~{self.share} rows scored, {rate:.1f} rows/s{left}", flush=True)
+            self.printed = now
         return out
 
     def _score(self, batch: dict) -> dict:

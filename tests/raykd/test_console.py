@@ -13,7 +13,10 @@ from raykd.console import terminal_line
     ("\x1b[36m(RayTrainWorker pid=4242)\x1b[0m [distill] step 1/5", "[distill] step 1/5"),
     ("(MapWorker(MapBatches(TeacherScorer)) pid=7, ip=10.0.0.2) [cache] teacher actor: 64/~200 rows",
      "[cache] teacher actor: 64/~200 rows"),
-    ("(TrainController pid=9) [tune] best of 4 trials [repeated 2x across cluster]", "[tune] best of 4 trials"),
+    ("(TrainController pid=9) [tune] best of 4 trials [repeated 2x across cluster] (Ray deduplicates logs by "
+     "default. Set RAY_DEDUP_LOGS=0 to disable log deduplication)", "[tune] best of 4 trials"),
+    ("\x1b[A\x1b[36m(RayTrainWorker pid=5196)\x1b[0m [distill] step 10/150", "[distill] step 10/150"),
+    ("Running 0: 12%|##   |\r(MapWorker pid=3) [cache] teacher actor: 64/~200", "[cache] teacher actor: 64/~200"),
     ("raykd: error: data.train: no such file", "raykd: error: data.train: no such file"),
     ("=== raykd cache (not run yet) ===", "=== raykd cache (not run yet) ==="),
     ("2026-12-04 18:00:00,000\tINFO worker.py:1 -- Started a local Ray instance.", None),

@@ -22,3 +22,8 @@ def test_render_counts_only_the_stages_run_this_time():
     text = render([("finetune", "skipped", 90.0, "a"), ("compare", "ran", 30.4, "served p50 speedup c1 3.10x")])
     assert "| finetune | skipped | 90 | a |" in text and "| compare | ran | 30 | served p50 speedup c1 3.10x |" in text
     assert text.rstrip().endswith("Stages run this time: 30 s.")
+
+
+def test_served_speedups_are_listed_by_concurrency():
+    assert headline("compare", {"speedup_p50": {"1": 2.9, "16": 2.2, "4": 2.5}}) == (
+        "served p50 speedup c1 2.90x, c4 2.50x, c16 2.20x")
