@@ -192,9 +192,16 @@ def shard_model(model: nn.Module, strategy: str, device: torch.device, world_siz
 def checkpoint_blocks(model: nn.Module) -> None:
     """Per-block activation checkpointing with torch's composable ``checkpoint`` (non-reentrant): it
     works through hooks, so parameter names — what checkpoints, LoRA merging and export key on — stay
-    as they are, and it composes with ``fully_shard`` applied after it."""
+    as they are, and it composes with ``fully_shard`` applied after it.
+
+    Forward passes without an explicit ``use_cache`` stop building a KV cache: a recomputed block would
+    append its keys and values to the forward's cache a second time (a padded batch then fails; an
+    unpadded one silently attends over the copy). ``generate()`` asks for its cache explicitly.
+    """
     from torch.distributed._composable import checkpoint
 
+    if getattr(model, "config", None) is not None and hasattr(model.config, "use_cache"):
+        model.config.use_cache = False
     for block in transformer_blocks(model):
         checkpoint(block)
 

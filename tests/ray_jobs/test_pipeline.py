@@ -111,3 +111,11 @@ def test_a_forced_stage_trains_afresh_and_still_counts_as_this_config(tmp_path):
         assert stage_fingerprint(redo, stage) == stage_fingerprint(cfg, stage) or stage == "tune"
     assert redo_config(cfg, "finetune").finetune.run_name.startswith("finetune-redo-")
     assert redo_config(cfg, "tune").tune.resume is False
+
+
+def test_a_failing_stage_ends_with_its_cause_in_one_line(tmp_path):
+    rc, lines = finish(start(tmp_path / "run", f"data.train={tmp_path / 'missing.jsonl'}"), timeout=300)
+    errors = [ln for ln in lines if ln.startswith("raykd: error:")]
+    assert rc == 2 and len(errors) == 1 and "missing.jsonl" in errors[0], lines
+    assert all(readable(ln) for ln in lines), lines  # no traceback, no Ray log line
+    assert not (tmp_path / "run" / "pipeline" / "stages" / "finetune.json").exists()

@@ -123,6 +123,8 @@ def lora_step(model_dir, task: str, checkpointed: bool) -> tuple[dict[str, torch
         checkpoint_blocks(model)
     model.train()
     ids = torch.randint(5, 300, (4, 24))
+    mask = torch.ones_like(ids)
+    mask[0, :5] = 0  # a left-padded row: an explicit attention mask, as training batches have
     labels = torch.tensor([0, 1, 2, 1]) if task == "sequence_classification" else ids
     saved = []
 
@@ -132,7 +134,7 @@ def lora_step(model_dir, task: str, checkpointed: bool) -> tuple[dict[str, torch
 
     torch.manual_seed(1)
     with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
-        loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels).loss
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
     loss.backward()
     grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
     return grads, [n for n, _ in model.named_parameters()], sum(saved)
@@ -148,3 +150,13 @@ def test_activation_checkpointing_keeps_gradients_and_names_and_saves_less(famil
     for name, grad in plain.items():  # the same dropout masks in the recomputation
         torch.testing.assert_close(recomputed[name], grad, rtol=1e-5, atol=1e-7, msg=name)
     assert saved_bytes < 0.6 * plain_bytes
+
+
+def test_a_checkpointed_model_still_generates_with_its_kv_cache(family_dirs):
+    model = load_model(str(family_dirs["llama"]), "causal_lm", 3).eval()
+    ids = torch.randint(5, 300, (2, 8))
+    before = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False)
+    checkpoint_blocks(model)
+    after = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False,
+                           return_dict_in_generate=True)
+    assert torch.equal(after.sequences, before) and after.past_key_values is not None
