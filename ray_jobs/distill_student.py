@@ -30,7 +30,7 @@ from raykd.runs import distill_inputs
 from raykd.scoring import score_task
 from raykd.student import build_student, check_student
 from raykd.teacher import teacher_dir
-from raykd.training.checkpoints import build_from_latest, restore_checkpoint
+from raykd.training.checkpoints import restore_checkpoint
 from raykd.training.loop import EvalFn, make_optimizer, run_steps, worker_device
 from raykd.training.session import Session, train_session
 from raykd.training.trainer import trainer_for
@@ -44,7 +44,7 @@ def fit_student(cfg: RaykdConfig, vocab: int, data, session: Session, evaluate: 
     ``evaluate``'s metrics. Returns the loop state plus that count.
     """
     device = worker_device(cfg.distill, session)
-    model = build_from_latest(functools.partial(build_student, cfg), session)
+    model = build_student(cfg)
     teacher = None
     if cfg.distill.teacher_source == "online":
         frozen = load_configured(teacher_dir(cfg), cfg).to(device).eval().requires_grad_(False)
@@ -52,7 +52,7 @@ def fit_student(cfg: RaykdConfig, vocab: int, data, session: Session, evaluate: 
     trainable = {n for n, _ in model.named_parameters()}
     model = shard_model(model, cfg.distill.sharding, device, session.world, cfg.distill.activation_checkpointing)
     optimizer, scheduler = make_optimizer(model.parameters(), cfg.distill)
-    state = restore_checkpoint(model, optimizer, session)
+    state = restore_checkpoint(model, optimizer, trainable, session)
     if state.step and session.rank == 0:
         print(f"[distill] resumed from checkpoint at step {state.step}", flush=True)
 

@@ -27,7 +27,7 @@ from raykd.runs import finetune_inputs
 from raykd.scoring import score_task
 from raykd.teacher import build_teacher, check_teacher
 from raykd.tokens import IGNORE_INDEX
-from raykd.training.checkpoints import build_from_latest, restore_checkpoint
+from raykd.training.checkpoints import restore_checkpoint
 from raykd.training.loop import make_optimizer, run_steps, worker_device
 from raykd.training.session import train_session
 from raykd.training.trainer import trainer_for
@@ -47,11 +47,11 @@ def train_loop(config: dict) -> dict:
     cfg = from_dict(config["cfg"])
     session = train_session()
     device = worker_device(cfg.finetune, session)
-    model = build_from_latest(functools.partial(build_teacher, cfg), session)
+    model = build_teacher(cfg)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     model = shard_model(model, cfg.finetune.sharding, device, session.world, cfg.finetune.activation_checkpointing)
     optimizer, scheduler = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg.finetune)
-    state = restore_checkpoint(model, optimizer, session)
+    state = restore_checkpoint(model, optimizer, trainable, session)
     if state.step and session.rank == 0:
         print(f"[finetune] resumed from checkpoint at step {state.step}", flush=True)
     state = run_steps(model, optimizer, scheduler, ray.train.get_dataset_shard("train"), task_loss, cfg.finetune,

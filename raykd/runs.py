@@ -59,8 +59,15 @@ def cache_identity(cache_dir: Path) -> str:
     return json.dumps(manifest, sort_keys=True)
 
 
+SPLIT_KNOBS = frozenset({"workers", "batch_size", "grad_accum", "sharding"})  # how the global batch is split
+
+
 def stage_knobs(stage: TrainConfig) -> dict:
-    return {k: v for k, v in dataclasses.asdict(stage).items() if k not in IGNORED_KNOBS}
+    """The knobs that name a training run. The global batch (workers x batch_size x grad_accum) is one
+    of them, not how it is split over workers, micro-batches and shards: the same run resumes on another
+    world size (its DCP checkpoint is resharded on load)."""
+    knobs = {k: v for k, v in dataclasses.asdict(stage).items() if k not in IGNORED_KNOBS | SPLIT_KNOBS}
+    return knobs | {"global_batch": stage.workers * stage.batch_size * stage.grad_accum}
 
 
 def common_inputs(cfg: RaykdConfig, tokenizer_dir: str) -> dict:

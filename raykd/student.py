@@ -28,7 +28,7 @@ def build_student(cfg: RaykdConfig, checkpoint_dir: str | None = None) -> torch.
     else:
         model = load_configured(spec, cfg)
     if checkpoint_dir is not None:
-        model.load_state_dict(load_trainable(checkpoint_dir), strict=False)
+        load_trainable(model, checkpoint_dir)
     return model
 
 

@@ -27,11 +27,7 @@ def build_teacher(cfg: RaykdConfig, checkpoint_dir: str | None = None) -> torch.
     if cfg.finetune.method == "lora":
         model = add_lora(model, cfg.finetune, cfg.task)
     if checkpoint_dir is not None:
-        trained = load_trainable(checkpoint_dir)
-        missing = set(trained) - set(model.state_dict())
-        if missing:
-            raise ValueError(f"checkpoint has weights the model lacks: {sorted(missing)[:3]}")
-        model.load_state_dict(trained, strict=False)
+        load_trainable(model, checkpoint_dir)
     return model
 
 

@@ -1,27 +1,35 @@
-"""Checkpoints of a training loop: trainable weights, optimizer state and loop state, through a ``Session``."""
+"""Checkpoints of a training loop in ``torch.distributed.checkpoint`` (DCP) format, through a ``Session``.
+
+Each rank writes its own shards of the trainable weights and of the optimizer state; frozen base
+weights are never written (a LoRA checkpoint of a 70B teacher is megabytes, not 140 GB). Rank 0 adds
+DCP's ``.metadata`` and the loop state. Every rank reports its directory; Ray Train merges them into one
+checkpoint and registers it only after every rank has reported, so a half-written checkpoint is never
+the latest. DCP reshards on load: a run checkpointed on N workers resumes on M.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from safetensors.torch import load_file, save_file
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
     get_optimizer_state_dict,
+    set_model_state_dict,
     set_optimizer_state_dict,
 )
 
 from raykd.training.session import Session
 
-WEIGHTS_FILE, OPTIMIZER_FILE, STATE_FILE = "trainable.safetensors", "optimizer.pt", "state.json"
-_FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
+STATE_FILE = "state.json"
+MODEL_KEY, OPTIM_KEY = "model", "optim"  # top-level keys of the DCP state dict
 
 
 @dataclass
@@ -35,46 +43,63 @@ class LoopState:
     seconds: float = 0.0
 
 
+def _distributed() -> bool:
+    """Whether this process is one rank of a group (a Train worker) rather than alone (a Tune trial)."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def trainable_state(model: nn.Module, trainable: set[str]) -> dict[str, torch.Tensor]:
+    """This rank's view of the trainable weights, by their unwrapped names: DTensor shards under FSDP2,
+    whole tensors otherwise (DCP writes a replicated tensor once)."""
+    return {k: v for k, v in get_model_state_dict(model).items() if k in trainable}
+
+
 def save_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, trainable: set[str],
                     state: LoopState, metrics: dict, session: Session) -> None:
-    """Gather trainable weights and optimizer state (collective), write them on rank 0, report."""
-    weights = {k: v.contiguous() for k, v in get_model_state_dict(model, options=_FULL).items() if k in trainable}
-    optim = get_optimizer_state_dict(model, optimizer, options=_FULL)
-    if session.rank != 0:
-        session.report(metrics)
-        return
+    """Write this rank's shards of the trainable weights and optimizer state (collective), and report."""
+    state_dict = {MODEL_KEY: trainable_state(model, trainable), OPTIM_KEY: get_optimizer_state_dict(model, optimizer)}
     with tempfile.TemporaryDirectory() as tmp:
-        save_file(weights, os.path.join(tmp, WEIGHTS_FILE))
-        torch.save(optim, os.path.join(tmp, OPTIMIZER_FILE))
-        with open(os.path.join(tmp, STATE_FILE), "w") as f:
-            json.dump(state.__dict__, f)
+        dcp.save(state_dict, checkpoint_id=tmp, no_dist=not _distributed())
+        if session.rank == 0:
+            with open(os.path.join(tmp, STATE_FILE), "w") as f:
+                json.dump(state.__dict__, f)
         session.report(metrics, tmp)
 
 
-def build_from_latest(build: Callable[[str | None], nn.Module], session: Session) -> nn.Module:
-    """``build(checkpoint_dir)`` with the session's latest checkpoint (``None`` on a fresh start)."""
-    if session.latest is None:
-        return build(None)
-    with session.latest.as_directory() as d:
-        return build(d)
-
-
-def load_trainable(checkpoint_dir: str) -> dict[str, torch.Tensor]:
-    """The trainable weights a checkpoint holds (full, unsharded names)."""
-    return load_file(os.path.join(checkpoint_dir, WEIGHTS_FILE))
-
-
-def restore_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, session: Session) -> LoopState:
-    """Load the optimizer state of the session's latest checkpoint (if any) and return its loop state.
-
-    Weights are loaded before sharding (``load_trainable``), so only the optimizer is restored here.
-    """
+def restore_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, trainable: set[str],
+                       session: Session) -> LoopState:
+    """Load the session's latest checkpoint (if any) into the sharded or whole ``model`` and ``optimizer``,
+    resharded to this run's world size; return its loop state (a fresh one without a checkpoint)."""
     if session.latest is None:
         return LoopState()
     with session.latest.as_directory() as d:
-        optim = torch.load(os.path.join(d, OPTIMIZER_FILE), weights_only=True)
-        set_optimizer_state_dict(model, optimizer, optim, options=StateDictOptions(full_state_dict=True))
+        state_dict = {MODEL_KEY: trainable_state(model, trainable),
+                      OPTIM_KEY: get_optimizer_state_dict(model, optimizer)}
+        dcp.load(state_dict, checkpoint_id=d, no_dist=not _distributed())
+        set_model_state_dict(model, state_dict[MODEL_KEY], options=StateDictOptions(strict=False))
+        set_optimizer_state_dict(model, optimizer, state_dict[OPTIM_KEY])
         with open(os.path.join(d, STATE_FILE)) as f:
             state = LoopState(**json.load(f))
     state.resumed_from = state.step
     return state
+
+
+def checkpoint_weight_names(checkpoint_dir: str) -> set[str]:
+    """The names of the weights a checkpoint holds (its trainable ones)."""
+    metadata = dcp.FileSystemReader(checkpoint_dir).read_metadata()
+    prefix = MODEL_KEY + "."
+    return {k[len(prefix):] for k in metadata.state_dict_metadata if k.startswith(prefix)}
+
+
+def load_trainable(model: nn.Module, checkpoint_dir: str) -> None:
+    """Load a checkpoint's trained weights, whole, into an unsharded ``model`` in one process (an export
+    or a model rebuilt for scoring); every other weight stays as built. A checkpoint of another
+    architecture is an error naming the weights this model lacks."""
+    names = checkpoint_weight_names(checkpoint_dir)
+    own = model.state_dict()
+    missing = sorted(names - set(own))
+    if missing:
+        raise ValueError(f"{checkpoint_dir}: checkpoint has weights the model lacks: {missing[:3]}")
+    weights = {k: own[k] for k in names}
+    dcp.load({MODEL_KEY: weights}, checkpoint_id=checkpoint_dir, no_dist=True)
+    model.load_state_dict(weights, strict=False)

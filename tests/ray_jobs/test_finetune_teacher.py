@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from raykd.builtin.data import generate_split
 from raykd.model_hash import HASH_FILE, model_hash
+from raykd.training.checkpoints import checkpoint_weight_names
 from tests.conftest import DEMO, REPO, raykd, read_metrics
 
 
@@ -81,28 +82,46 @@ def test_a_second_finetune_with_new_knobs_trains_afresh_and_is_another_teacher(t
     assert proc.returncode == 2 and "cache was made by another teacher" in proc.stderr
 
 
-def test_fsdp_lora_survives_sigkill_of_a_worker_and_beats_its_base(tmp_path):
+def latest_checkpoint(run: Path) -> tuple[int, Path] | None:
+    """(step, directory) of the run's latest *registered* checkpoint: the controller writes its snapshot
+    once it has registered one (a checkpoint directory alone may not be, and a restart would then begin
+    before it)."""
+    snapshots = list((run / "checkpoints").glob("finetune-*/checkpoint_manager_snapshot.json"))
+    if not snapshots:
+        return None
+    latest = json.loads(snapshots[0].read_text())["latest_checkpoint_result"]
+    return latest["metrics"]["step"], snapshots[0].parent / latest["checkpoint_dir_name"]
+
+
+def test_fsdp_lora_survives_sigkills_and_resumes_on_one_worker_from_per_rank_shards(tmp_path):
+    """2 FSDP2 workers: one SIGKILLed (the worker group restarts from the last checkpoint), then the whole
+    run SIGKILLed. The checkpoint holds one DCP shard file per rank and no frozen base weight. The same run
+    (same global batch) re-run on 1 worker resumes it and ends at exactly the configured step."""
     run = tmp_path / "run"
-    args = ["finetune", "--config", str(DEMO), f"run_dir={run}", "finetune.workers=2", "finetune.sharding=fsdp",
-            "finetune.method=lora", "finetune.steps=60", "finetune.checkpoint_every=15", "finetune.log_every=5",
+    args = ["finetune", "--config", str(DEMO), f"run_dir={run}", "finetune.sharding=fsdp", "finetune.method=lora",
+            "finetune.steps=60", "finetune.checkpoint_every=15", "finetune.log_every=5",
             "finetune.activation_checkpointing=true"]  # FSDP2 over checkpointed blocks
-    log = open(tmp_path / "finetune.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "raykd.cli", *args], cwd=REPO, stdout=log,
-                            stderr=subprocess.STDOUT)
+    log = tmp_path / "two_workers.log"
+    proc = subprocess.Popen([sys.executable, "-m", "raykd.cli", *args, "finetune.workers=2", "finetune.batch_size=8"],
+                            cwd=REPO, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        # The controller writes this snapshot once it has *registered* a reported checkpoint; a checkpoint
-        # directory alone may not be registered yet, and a restart would then begin from step 0.
-        wait_for(lambda: list((run / "checkpoints").glob("finetune-*/checkpoint_manager_snapshot.json")), 600,
-                 "a registered checkpoint")
-        victim = wait_for(lambda: train_worker_pids(proc.pid), 60, "a train worker")[0]
-        os.kill(victim, signal.SIGKILL)
-        assert proc.wait(timeout=900) == 0, (tmp_path / "finetune.log").read_text()[-3000:]
+        wait_for(lambda: latest_checkpoint(run), 600, "a registered checkpoint")
+        os.kill(wait_for(lambda: train_worker_pids(proc.pid), 60, "a train worker")[0], signal.SIGKILL)
+        step, checkpoint = wait_for(lambda: (latest_checkpoint(run) or (0,))[0] >= 30 and latest_checkpoint(run),
+                                    600, "a checkpoint after the restart")
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its Ray
+        proc.wait(timeout=60)
+    assert "resumed from checkpoint at step 15" in log.read_text(), log.read_text()[-3000:]
+    files = {p.name for p in checkpoint.iterdir()}
+    assert {"__0_0.distcp", "__1_0.distcp", ".metadata", "state.json"} <= files, files
+    saved = checkpoint_weight_names(str(checkpoint))
+    assert saved and all(".lora_A." in n or ".lora_B." in n for n in saved)  # no frozen base weight
+
+    resumed = raykd(*args, "finetune.workers=1", "finetune.batch_size=16")
+    assert f"resumed from checkpoint at step {step}" in resumed.stdout
     metrics = read_metrics(run, "teacher")
-    assert metrics["steps"] == 60
-    assert 15 <= metrics["resumed_from_step"] < 60  # it restarted from a checkpoint, not from scratch
+    assert metrics["steps"] == 60 and metrics["resumed_from_step"] == step
     assert metrics["eval_loss"] < metrics["base_eval_loss"]
     assert metrics["eval_score"] > metrics["base_eval_score"]
     tokenizer = AutoTokenizer.from_pretrained(run / "teacher")

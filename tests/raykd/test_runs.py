@@ -18,10 +18,13 @@ def test_knobs_that_change_the_result_change_the_fingerprint():
     base = finetune_print([])
     assert finetune_print(["finetune.lr=0.01"]) != base and finetune_print(["seed=1"]) != base
     assert finetune_print(["data.max_seq_len=64"]) != base
-    assert finetune_print(["finetune.workers=2", "finetune.sharding=ddp"]) != base
+    assert finetune_print(["finetune.workers=2", "finetune.sharding=ddp"]) != base  # twice the global batch
     # how a run is executed or reported, and what is scored after it, leave it alone
     assert finetune_print(["finetune.log_every=3", "finetune.checkpoint_every=7", "finetune.max_failures=0",
                            "finetune.cpus_per_worker=0.5", "data.eval_examples=5", "data.test=x.jsonl"]) == base
+    # the same global batch split another way is the same run: it resumes on another world size
+    assert finetune_print(["finetune.workers=2", "finetune.sharding=fsdp", "finetune.batch_size=8"]) == base
+    assert finetune_print(["finetune.batch_size=4", "finetune.grad_accum=4"]) == base
 
 
 def test_a_data_file_is_identified_by_its_content_stamp(tmp_path):
