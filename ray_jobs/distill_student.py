@@ -25,13 +25,14 @@ from raykd.data import held_out_rows
 from raykd.distill import make_loss_fn, training_data
 from raykd.export import export_checkpoint
 from raykd.launch import parse_stage_args, run_stage, write_metrics
-from raykd.models import ForwardCounter, load_configured, shard_model
+from raykd.models import ForwardCounter, load_configured
 from raykd.runs import distill_inputs
 from raykd.scoring import score_task
+from raykd.sharded_load import training_model
 from raykd.student import build_student, check_student
 from raykd.teacher import teacher_dir
 from raykd.training.checkpoints import restore_checkpoint
-from raykd.training.loop import EvalFn, make_optimizer, run_steps, worker_device
+from raykd.training.loop import EvalFn, make_optimizer, run_steps, use_bf16, worker_device
 from raykd.training.session import Session, train_session
 from raykd.training.trainer import trainer_for
 
@@ -44,13 +45,12 @@ def fit_student(cfg: RaykdConfig, vocab: int, data, session: Session, evaluate: 
     ``evaluate``'s metrics. Returns the loop state plus that count.
     """
     device = worker_device(cfg.distill, session)
-    model = build_student(cfg)
+    model, trainable = training_model(functools.partial(build_student, cfg, None), cfg.models.student, cfg.distill,
+                                      device, session.rank, session.world, use_bf16(cfg.distill, device), cfg.seed)
     teacher = None
     if cfg.distill.teacher_source == "online":
         frozen = load_configured(teacher_dir(cfg), cfg).to(device).eval().requires_grad_(False)
         teacher = ForwardCounter(frozen)
-    trainable = {n for n, _ in model.named_parameters()}
-    model = shard_model(model, cfg.distill.sharding, device, session.world, cfg.distill.activation_checkpointing)
     optimizer, scheduler = make_optimizer(model.parameters(), cfg.distill)
     state = restore_checkpoint(model, optimizer, trainable, session)
     if state.step and session.rank == 0:

@@ -22,13 +22,14 @@ from raykd.config import RaykdConfig, from_dict
 from raykd.data import held_out_rows, tokenized_dataset
 from raykd.export import export_checkpoint
 from raykd.launch import parse_stage_args, run_stage, write_metrics
-from raykd.models import resolve_tokenizer, shard_model
+from raykd.models import resolve_tokenizer
 from raykd.runs import finetune_inputs
 from raykd.scoring import score_task
+from raykd.sharded_load import training_model
 from raykd.teacher import build_teacher, check_teacher
 from raykd.tokens import IGNORE_INDEX
 from raykd.training.checkpoints import restore_checkpoint
-from raykd.training.loop import make_optimizer, run_steps, worker_device
+from raykd.training.loop import make_optimizer, run_steps, use_bf16, worker_device
 from raykd.training.session import train_session
 from raykd.training.trainer import trainer_for
 
@@ -47,9 +48,8 @@ def train_loop(config: dict) -> dict:
     cfg = from_dict(config["cfg"])
     session = train_session()
     device = worker_device(cfg.finetune, session)
-    model = build_teacher(cfg)
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    model = shard_model(model, cfg.finetune.sharding, device, session.world, cfg.finetune.activation_checkpointing)
+    model, trainable = training_model(functools.partial(build_teacher, cfg, None), cfg.models.teacher, cfg.finetune,
+                                      device, session.rank, session.world, use_bf16(cfg.finetune, device), cfg.seed)
     optimizer, scheduler = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg.finetune)
     state = restore_checkpoint(model, optimizer, trainable, session)
     if state.step and session.rank == 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     LlamaForCausalLM,
@@ -35,27 +36,32 @@ def resolve_tokenizer(models: ModelsConfig) -> str:
 
 def load_model(spec: str, task: str, num_labels: int, trust_remote_code: bool = False,
                dtype: torch.dtype = torch.float32, device_map: str | None = None,
-               pad_token_id: int | None = None) -> PreTrainedModel:
+               pad_token_id: int | None = None, weights: bool = True) -> PreTrainedModel:
     """A causal LM or sequence classifier from a preset (``tiny:NAME``), ``builtin:NAME`` or HF dir.
 
     A classifier loaded from a causal-LM base keeps the backbone and gets a fresh ``score`` head; a
     decoder classifier finds each row's last token by the pad id, so one without a ``pad_token_id``
     gets the tokenizer's (``pad_token_id``). ``device_map="auto"`` spreads an inference-only model
-    over the GPUs a process was given.
+    over the GPUs a process was given. ``weights=False`` constructs the architecture from its config
+    without reading weights (under ``torch.device("meta")`` or ``sharded_load.parameters_on_meta``).
     """
+    classifier = task == "sequence_classification"
     if spec.startswith("tiny:"):
         config = preset_config(spec.split(":", 1)[1])
-        if task == "sequence_classification":
+        if classifier:
             config.num_labels = num_labels
             return LlamaForSequenceClassification(config).to(dtype)
         return LlamaForCausalLM(config).to(dtype)
     path = resolve_model(spec)
-    if task == "causal_lm":
-        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code,
-                                                    device_map=device_map)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=num_labels, dtype=dtype, trust_remote_code=trust_remote_code, device_map=device_map)
-    if model.config.pad_token_id is None:
+    auto = AutoModelForSequenceClassification if classifier else AutoModelForCausalLM
+    labels = {"num_labels": num_labels} if classifier else {}
+    if weights:
+        model = auto.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code, device_map=device_map,
+                                     **labels)
+    else:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, **labels)
+        model = auto.from_config(config, trust_remote_code=trust_remote_code).to(dtype)
+    if classifier and model.config.pad_token_id is None:
         model.config.pad_token_id = pad_token_id
     return model
 
@@ -63,17 +69,11 @@ def load_model(spec: str, task: str, num_labels: int, trust_remote_code: bool = 
 def model_skeleton(spec: str, task: str, num_labels: int, trust_remote_code: bool = False) -> PreTrainedModel:
     """The architecture of a model spec without its weights (on the meta device), for checks that must
     not load a big model; a spec that cannot be read is a ConfigError naming it."""
-    from transformers import AutoConfig
-
     try:
-        config = (preset_config(spec.split(":", 1)[1]) if spec.startswith("tiny:")
-                  else AutoConfig.from_pretrained(resolve_model(spec), trust_remote_code=trust_remote_code))
+        with torch.device("meta"):
+            return load_model(spec, task, num_labels, trust_remote_code, weights=False)
     except (ValueError, OSError) as e:
         raise ConfigError(f"{spec}: cannot read a model config: {str(e).splitlines()[0][:200]}") from None
-    config.num_labels = num_labels if task == "sequence_classification" else config.num_labels
-    auto = AutoModelForSequenceClassification if task == "sequence_classification" else AutoModelForCausalLM
-    with torch.device("meta"):
-        return auto.from_config(config, trust_remote_code=trust_remote_code)
 
 
 def load_configured(spec: str, cfg: RaykdConfig, **kwargs) -> PreTrainedModel:
@@ -164,29 +164,41 @@ def transformer_blocks(model: nn.Module) -> nn.ModuleList:
 
 
 def shard_model(model: nn.Module, strategy: str, device: torch.device, world_size: int,
-                activation_checkpointing: bool = False) -> nn.Module:
-    """Place ``model`` on ``device`` and wrap it for data parallelism.
+                activation_checkpointing: bool = False, bf16: bool = False) -> nn.Module:
+    """Wrap ``model`` for data parallelism on ``device``.
 
-    fsdp: FSDP2 ``fully_shard`` per decoder block, then the root (parameters become DTensors sharded
-    across ranks); ddp: replicated weights, all-reduced gradients; none: as is (one worker).
+    fsdp: ``fully_shard_model`` (each block's weights move to the device as they are sharded, never the
+    whole model at once); ddp: replicated weights, all-reduced gradients; none: as is (one worker).
     ``activation_checkpointing``: each block keeps only its input for backward and recomputes the rest
     (``checkpoint_blocks``), under any strategy.
     """
+    if strategy == "fsdp" and world_size > 1:
+        fully_shard_model(model, device, world_size, activation_checkpointing, bf16)
+        return model
     model.to(device)
     if activation_checkpointing:
         checkpoint_blocks(model)
-    if strategy == "none" or world_size == 1:
-        return model
-    if strategy == "ddp":
+    if strategy == "ddp" and world_size > 1:
         return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
+    return model
 
+
+def fully_shard_model(model: nn.Module, device: torch.device, world_size: int, activation_checkpointing: bool,
+                      bf16: bool) -> None:
+    """FSDP2: ``fully_shard`` per transformer block, then the root (parameters become DTensors sharded
+    across ranks). ``bf16``: FSDP2's mixed precision — bf16 weights gathered and computed with, gradients
+    reduced in fp32, fp32 shards kept as the master copy."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    if activation_checkpointing:
+        checkpoint_blocks(model)
+    policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16
+              else MixedPrecisionPolicy())
     mesh = init_device_mesh(device.type, (world_size,))
     for block in transformer_blocks(model):
-        fully_shard(block, mesh=mesh)
-    fully_shard(model, mesh=mesh)
-    return model
+        fully_shard(block, mesh=mesh, mp_policy=policy)
+    fully_shard(model, mesh=mesh, mp_policy=policy)
 
 
 def checkpoint_blocks(model: nn.Module) -> None:

@@ -19,14 +19,15 @@ def _layer_ids(spec: str) -> list[int]:
     return [int(i) for i in spec.split(":", 1)[1].split(",")]
 
 
-def build_student(cfg: RaykdConfig, checkpoint_dir: str | None = None) -> torch.nn.Module:
-    """The student base (HF dir, preset, or blocks of the teacher), with checkpoint weights if given."""
+def build_student(cfg: RaykdConfig, checkpoint_dir: str | None = None, weights: bool = True) -> torch.nn.Module:
+    """The student base (HF dir, preset, or blocks of the teacher), with checkpoint weights if given.
+    ``weights=False``: the architecture only (see ``load_model``)."""
     torch.manual_seed(cfg.seed)
     spec = cfg.models.student
     if spec.startswith(TEACHER_LAYERS):
-        model = keep_layers(load_configured(teacher_dir(cfg), cfg), _layer_ids(spec))
+        model = keep_layers(load_configured(teacher_dir(cfg), cfg, weights=weights), _layer_ids(spec))
     else:
-        model = load_configured(spec, cfg)
+        model = load_configured(spec, cfg, weights=weights)
     if checkpoint_dir is not None:
         load_trainable(model, checkpoint_dir)
     return model

@@ -20,10 +20,11 @@ def teacher_dir(cfg: RaykdConfig) -> str:
     return path
 
 
-def build_teacher(cfg: RaykdConfig, checkpoint_dir: str | None = None) -> torch.nn.Module:
-    """The teacher as fine-tuned: base (+ LoRA), with the checkpoint's trainable weights if given."""
+def build_teacher(cfg: RaykdConfig, checkpoint_dir: str | None = None, weights: bool = True) -> torch.nn.Module:
+    """The teacher as fine-tuned: base (+ LoRA), with the checkpoint's trainable weights if given.
+    ``weights=False``: the architecture only (see ``load_model``)."""
     torch.manual_seed(cfg.seed)  # same LoRA / head initialisation on every rank and in the export
-    model = load_configured(cfg.models.teacher, cfg)
+    model = load_configured(cfg.models.teacher, cfg, weights=weights)
     if cfg.finetune.method == "lora":
         model = add_lora(model, cfg.finetune, cfg.task)
     if checkpoint_dir is not None:

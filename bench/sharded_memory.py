@@ -1,0 +1,191 @@
+"""Memory of the 70B path at small scale: per-rank peak while loading and while training a randomly
+initialised Llama whose weights dominate (~370M parameters, saved as safetensors), 1 rank (the whole
+model, as transformers loads it) vs 2 gloo ranks (``raykd.sharded_load``: each reads only its rows);
+checkpoint bytes each rank writes (DCP, trainable state only) vs the full state dict; export peak.
+
+    python bench/sharded_memory.py [--layers 24] [--hidden 1024] [--out bench/results/sharded_memory.json]
+
+Every configuration runs in a fresh process. Peak = the process's resident high-water mark (VmHWM)
+after it was reset (``/proc/self/clear_refs``) once torch, transformers and peft were imported, so the
+figures are what loading / training / exporting added. LoRA on every linear layer of the blocks (r 16).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+MIB = 1 << 20
+LORA = ["all-linear"]
+
+
+def reset_peak() -> None:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def peak_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def build_model(out: str, layers: int, hidden: int) -> int:
+    """A random-init Llama saved as safetensors; returns its fp32 bytes."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=32000, hidden_size=hidden, intermediate_size=int(hidden * 2.75),
+                         num_hidden_layers=layers, num_attention_heads=hidden // 64, num_key_value_heads=hidden // 128,
+                         max_position_embeddings=256, tie_word_embeddings=False)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(out)
+    return sum(p.numel() for p in model.parameters()) * 4
+
+
+def lora(weights: bool, directory: str):
+    import torch
+
+    from raykd.config import FinetuneConfig
+    from raykd.models import add_lora, load_model
+
+    torch.manual_seed(0)
+    return add_lora(load_model(directory, "causal_lm", 2, weights=weights),
+                    FinetuneConfig(lora_target_modules=LORA, lora_dropout=0.0), "causal_lm")
+
+
+def train_and_checkpoint(model, trainable: set[str], checkpoint: str, rank: int) -> dict:
+    """Two LoRA steps on 4 x 64 tokens, then a DCP checkpoint of the trainable state."""
+    import torch
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    from raykd.training.checkpoints import trainable_state
+
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    ids = torch.randint(0, 32000, (4, 64), generator=torch.Generator().manual_seed(rank))
+    reset_peak()
+    for _ in range(2):
+        model(input_ids=ids, labels=ids).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    train = peak_mib()
+    dcp.save({"model": trainable_state(model, trainable), "optim": get_optimizer_state_dict(model, optimizer)},
+             checkpoint_id=checkpoint)
+    written = os.path.getsize(os.path.join(checkpoint, f"__{rank}_0.distcp"))
+    return {"train_peak_mib": train, "checkpoint_bytes": written}
+
+
+def probe_whole(directory: str, checkpoint: str) -> dict:
+    reset_peak()
+    model = lora(True, directory)
+    load = peak_mib()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {"load_peak_mib": load} | train_and_checkpoint(model, trainable, checkpoint, 0)
+
+
+def _sharded_rank(rank: int, port: int, directory: str, checkpoint: str, out: str) -> None:
+    import torch
+    import torch.distributed as dist
+
+    from raykd.models import fully_shard_model
+    from raykd.sharded_load import load_sharded
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    cpu = torch.device("cpu")
+    reset_peak()
+    model = load_sharded(lambda: lora(False, directory), directory,
+                         lambda m: fully_shard_model(m, cpu, 2, False, False), cpu, rank, 2, 0)
+    load = peak_mib()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    result = {"load_peak_mib": load} | train_and_checkpoint(model, trainable, checkpoint, rank)
+    Path(out, f"rank{rank}.json").write_text(json.dumps(result))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def probe_sharded(directory: str, checkpoint: str) -> dict:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory() as out:
+        mp.spawn(_sharded_rank, args=(port, directory, checkpoint, out), nprocs=2)
+        return {"ranks": [json.loads(Path(out, f"rank{r}.json").read_text()) for r in range(2)]}
+
+
+def probe_export(directory: str, checkpoint: str) -> dict:
+    """Today's export (raykd.export): the whole model rebuilt in one process, the trained LoRA loaded,
+    merged and saved."""
+    from raykd.builtin.presets import TOKENIZER_DIR
+    from raykd.models import save_model
+    from raykd.training.checkpoints import load_trainable
+
+    reset_peak()
+    model = lora(True, directory)
+    load_trainable(model, checkpoint)
+    with tempfile.TemporaryDirectory() as out:
+        save_model(model, str(TOKENIZER_DIR), out, "float32")
+    return {"export_peak_mib": peak_mib()}
+
+
+PROBES = {"whole": probe_whole, "sharded": probe_sharded, "export": probe_export}
+
+
+def run_probe(name: str, directory: str, checkpoint: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--probe", name, directory, checkpoint], capture_output=True,
+                         text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", type=int, default=24)
+    parser.add_argument("--hidden", type=int, default=1024)
+    parser.add_argument("--out", default="bench/results/sharded_memory.json")
+    parser.add_argument("--probe", nargs=3, metavar=("NAME", "DIR", "CHECKPOINT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.probe:
+        name, directory, checkpoint = args.probe
+        print(json.dumps(PROBES[name](directory, checkpoint)))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = os.path.join(tmp, "model")
+        fp32_bytes = build_model(directory, args.layers, args.hidden)
+        whole = run_probe("whole", directory, os.path.join(tmp, "ckpt1"))
+        sharded = run_probe("sharded", directory, os.path.join(tmp, "ckpt2"))
+        export = run_probe("export", directory, os.path.join(tmp, "ckpt2"))
+    fp32_mib = fp32_bytes / MIB
+    worst = {k: max(r[k] for r in sharded["ranks"]) for k in sharded["ranks"][0]}
+    result = {
+        "params": fp32_bytes // 4, "fp32_mib": fp32_mib, "whole_1_rank": whole, "sharded_2_ranks": sharded,
+        "load_ratio_2_vs_1": worst["load_peak_mib"] / whole["load_peak_mib"],
+        "train_ratio_2_vs_1": worst["train_peak_mib"] / whole["train_peak_mib"],
+        "checkpoint_bytes_per_rank_vs_full": worst["checkpoint_bytes"] / fp32_bytes,
+        "export_peak_vs_fp32": export["export_peak_mib"] / fp32_mib, "export": export,
+    }
+    print(f"model: {fp32_bytes // 4 / 1e6:.0f}M parameters, {fp32_mib:.0f} MiB in fp32")
+    print(f"load peak per rank: 1 rank {whole['load_peak_mib']:.0f} MiB, 2 ranks {worst['load_peak_mib']:.0f} MiB "
+          f"({result['load_ratio_2_vs_1']:.2f}x)")
+    print(f"train peak per rank: 1 rank {whole['train_peak_mib']:.0f} MiB, 2 ranks {worst['train_peak_mib']:.0f} MiB "
+          f"({result['train_ratio_2_vs_1']:.2f}x)")
+    print(f"checkpoint bytes per rank: {worst['checkpoint_bytes'] / MIB:.1f} MiB = "
+          f"{result['checkpoint_bytes_per_rank_vs_full']:.4f} of the full fp32 state dict")
+    print(f"export peak: {export['export_peak_mib']:.0f} MiB = {result['export_peak_vs_fp32']:.2f}x the fp32 model")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
