@@ -179,8 +179,11 @@ class TuneConfig:
     reduction_factor: float = knob(2.0, "ASHA keeps the best 1/reduction_factor at each rung", gt=1)
     search: str = knob("random", "random, or optuna (needs the 'tune' extra)", choices=("random", "optuna"))
     max_concurrent_trials: int = knob(2, "trials running at once", ge=1)
-    cpus_per_trial: float = knob(1.0, "CPUs per trial (a trial trains in one process)", gt=0)
-    gpus_per_trial: float = knob(0.0, "GPUs per trial", ge=0)
+    workers_per_trial: int = knob(1, "training processes per trial: 1 trains in the trial's own process; more "
+                                  "runs each trial as a Ray Train TorchTrainer of that many workers, sharded by "
+                                  "distill.sharding (a student that needs several GPUs)", ge=1)
+    cpus_per_trial: float = knob(1.0, "CPUs per trial, split evenly over its workers", gt=0)
+    gpus_per_trial: float = knob(0.0, "GPUs per trial, split evenly over its workers", ge=0)
     resume: bool = knob(True, "resume an interrupted sweep in RUN/tune; false deletes it and starts over")
 
 
@@ -363,6 +366,9 @@ def _cross_check(cfg: RaykdConfig) -> None:
         if stage.workers > 1 and stage.sharding == "none":
             raise ConfigError(f"'{name}.workers' = {stage.workers} needs {name}.sharding=ddp or fsdp (with none the "
                               "workers would train separate copies)")
+    if cfg.tune.workers_per_trial > 1 and cfg.distill.sharding == "none":
+        raise ConfigError(f"'tune.workers_per_trial' = {cfg.tune.workers_per_trial} needs distill.sharding=ddp or "
+                          "fsdp (the trial's workers shard the student as the distil job does)")
     c = cfg.cache
     if c.vllm.tensor_parallel > 1 and c.vllm.tensor_parallel != c.gpus_per_actor:
         raise ConfigError(f"'cache.vllm.tensor_parallel' = {c.vllm.tensor_parallel} must equal cache.gpus_per_actor "

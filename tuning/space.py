@@ -29,13 +29,16 @@ def search_space(t: TuneConfig) -> dict:
 
 def trial_config(base: dict, sampled: dict) -> dict:
     """The full config dict of one trial: ``base`` with the sampled distill knobs and the trial's
-    budget (``tune.steps``, evaluated every ``tune.eval_every``) on one process of the trial's CPUs/GPUs."""
+    budget (``tune.steps``, evaluated every ``tune.eval_every``) on ``tune.workers_per_trial`` processes
+    sharing the trial's CPUs/GPUs (one process: no sharding)."""
     cfg = copy.deepcopy(base)
     distill, t = cfg["distill"], TuneConfig(**cfg["tune"])
     for key, value in sampled.items():
         distill[KNOBS[key]] = value
-    distill |= {"steps": t.steps, "checkpoint_every": t.eval_every, "log_every": t.eval_every, "workers": 1,
-                "sharding": "none", "cpus_per_worker": t.cpus_per_trial, "gpus_per_worker": t.gpus_per_trial}
+    workers = t.workers_per_trial
+    distill |= {"steps": t.steps, "checkpoint_every": t.eval_every, "log_every": t.eval_every, "workers": workers,
+                "sharding": distill["sharding"] if workers > 1 else "none",
+                "cpus_per_worker": t.cpus_per_trial / workers, "gpus_per_worker": t.gpus_per_trial / workers}
     return cfg
 
 

@@ -3,10 +3,12 @@
     raykd tune --config configs/demo.yaml
     raykd tune --config configs/demo.yaml tune.num_samples=16 "tune.lr=[1e-4,1e-2]"
     python -m tuning.sweep --config configs/demo.yaml tune.search=optuna     # pip install -e ".[tune]"
+    raykd tune --config configs/demo.yaml tune.workers_per_trial=2 distill.sharding=fsdp
 
-Every trial runs ``ray_jobs.distill_student.fit_student`` (the distillation job's own loop) in one
-process, reading the one teacher cache from the object store: the teacher's forward pass runs zero
-times (counted per trial and reported). Every ``tune.eval_every`` steps ASHA compares the trials on
+Every trial runs ``ray_jobs.distill_student.fit_student`` (the distillation job's own loop) in its own
+process, or, with ``tune.workers_per_trial`` > 1, as a TorchTrainer of that many workers inside the
+trial (a student that needs several GPUs), reading the one teacher cache from the object store: the
+teacher's forward pass runs zero times (counted per trial and reported). Every ``tune.eval_every`` steps ASHA compares the trials on
 ``tune.metric`` and stops the worst: the held-out task score by default; ``kl``, the KL to the
 teacher on its cached held-out rows (favours alpha near 1); ``ce``, cross-entropy on the labels
 (favours alpha near 0). Writes ``RUN/tune/`` (results.parquet/csv, best_config.yaml, sweep.png,
@@ -21,6 +23,7 @@ import time
 from pathlib import Path
 
 import ray.data
+import ray.train
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -29,7 +32,7 @@ from ray_jobs.distill_student import fit_student
 from raykd.cache.schema import CacheManifest
 from raykd.cache.store import block_source, publish
 from raykd.cache.store import held_out_rows as held_out_teacher_rows
-from raykd.config import ConfigError, RaykdConfig, from_dict
+from raykd.config import ConfigError, RaykdConfig, TuneConfig, from_dict
 from raykd.data import held_out_rows
 from raykd.distill import held_out_kl, training_data
 from raykd.launch import parse_stage_args, run_stage
@@ -38,7 +41,9 @@ from raykd.scoring import score_model
 from raykd.student import check_student
 from raykd.teacher import teacher_dir
 from raykd.tokens import load_tokenizer
-from raykd.training.session import tune_session
+from raykd.training.loop import EvalFn
+from raykd.training.session import train_session, tune_session
+from raykd.training.trainer import trainer_for
 from tuning.results import summarize, unfinished
 from tuning.space import finite_loss, search_space, trial_config
 
@@ -47,18 +52,14 @@ OBJECTIVES = {"score": ("eval_score", "max"), "kl": ("eval_kl", "min"), "ce": ("
 RUN_KNOBS = ("resume", "max_concurrent_trials", "cpus_per_trial", "gpus_per_trial")  # how, not what, it runs
 
 
-def trial(sampled: dict, base: dict, data, vocab: int, rows: list[dict], kind: str,
-          teacher_rows: dict | None) -> None:
-    """One Tune trial: distil with the sampled knobs from ``data`` (the cache's blocks in the object
-    store), reporting every eval_every steps the held-out loss, the held-out score (every time when
-    ``tune.metric`` is score, else at the end: generation is the slow part), and where its blocks were
-    found (``raykd.cache.store.block_source``); with ``teacher_rows`` (tune.metric=kl) also the KL to
-    the teacher on them."""
-    cfg = from_dict(trial_config(base, sampled))
-    ray.data.DataContext.get_current().enable_progress_bars = False  # one bar per trial floods the log
+def trial_evaluator(cfg: RaykdConfig, vocab: int, rows: list[dict], kind: str, teacher_rows: dict | None,
+                    source: str) -> EvalFn:
+    """What a trial reports every eval_every steps: the held-out loss, the held-out score (every time when
+    ``tune.metric`` is score, else at the end: generation is the slow part), where its cache blocks were
+    found (``raykd.cache.store.block_source``) and, with ``teacher_rows`` (tune.metric=kl), the KL to
+    the teacher on them. On several workers every rank evaluates (a sharded model's forward passes are
+    collective); rank 0's figures are reported."""
     tokenizer = load_tokenizer(teacher_dir(cfg))
-    source = block_source(data, CacheManifest.read(cfg.stage_dir("teacher_cache")))
-
     every_time = cfg.tune.metric == "score"
 
     def evaluate(model, final: bool) -> dict:
@@ -67,7 +68,35 @@ def trial(sampled: dict, base: dict, data, vocab: int, rows: list[dict], kind: s
         return {"eval_loss": finite_loss(held_out["loss"]), "data_source": source} | kl | (
             {"eval_score": held_out["score"]} if final or every_time else {})
 
-    fit_student(cfg, vocab, data, tune_session(), evaluate)
+    return evaluate
+
+
+def trial(sampled: dict, base: dict, data, vocab: int, rows: list[dict], kind: str,
+          teacher_rows: dict | None) -> None:
+    """One Tune trial: distil with the sampled knobs from ``data`` (the cache's blocks in the object
+    store), in this process, or (``tune.workers_per_trial`` > 1) as a TorchTrainer of that many workers
+    whose rank-0 reports reach Tune through ``TuneReportCallback``; a restarted trial resumes the
+    TorchTrainer's own checkpoints."""
+    cfg = from_dict(trial_config(base, sampled))
+    ray.data.DataContext.get_current().enable_progress_bars = False  # one bar per trial floods the log
+    context = {"vocab": vocab, "rows": rows, "kind": kind, "teacher_rows": teacher_rows,
+               "source": block_source(data, CacheManifest.read(cfg.stage_dir("teacher_cache")))}
+    if cfg.tune.workers_per_trial == 1:
+        fit_student(cfg, vocab, data, tune_session(), trial_evaluator(cfg, **context))
+        return
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    name = f"trial-{tune.get_context().get_trial_id()}"
+    trainer_for(cfg, cfg.distill, name, trial_worker, {"train": data}, {"trial": cfg.to_dict()}, extra=context,
+                callbacks=[TuneReportCallback()]).fit()
+
+
+def trial_worker(config: dict) -> None:
+    """One worker of a multi-worker trial: the distillation loop on its shard of the cache."""
+    cfg = from_dict(config["cfg"])
+    context = {k: config[k] for k in ("vocab", "rows", "kind", "teacher_rows", "source")}
+    fit_student(cfg, config["vocab"], ray.train.get_dataset_shard("train"), train_session(),
+                trial_evaluator(cfg, **context))
 
 
 def searcher(cfg: RaykdConfig):
@@ -126,6 +155,12 @@ def tuner_for(cfg: RaykdConfig, trainable) -> tune.Tuner:
     return make_tuner(cfg, trainable, name)
 
 
+def trial_resources(t: TuneConfig) -> dict:
+    """What a trial's own process asks for: the trial's CPUs/GPUs when it trains itself; a sliver of a CPU
+    when its TorchTrainer's workers hold them (Tune refuses 0)."""
+    return {"cpu": t.cpus_per_trial, "gpu": t.gpus_per_trial} if t.workers_per_trial == 1 else {"cpu": 0.01}
+
+
 def run(cfg: RaykdConfig) -> dict:
     """Run (or resume) the sweep and write RUN/tune/; returns its metrics."""
     started = time.time()
@@ -149,7 +184,7 @@ def run(cfg: RaykdConfig) -> dict:
     trainable = tune.with_resources(
         tune.with_parameters(trial, base=cfg.to_dict(), data=data, vocab=vocab, rows=rows, kind=kind,
                              teacher_rows=teacher_rows),
-        {"cpu": cfg.tune.cpus_per_trial, "gpu": cfg.tune.gpus_per_trial})
+        trial_resources(cfg.tune))
     print(f"[tune] {cfg.tune.num_samples} trials of {cfg.tune.steps} steps, {cfg.tune.max_concurrent_trials} at "
           f"a time, {cfg.tune.search} search, ASHA on {metric} ({mode}) every {cfg.tune.eval_every} steps", flush=True)
     grid = tuner_for(cfg, trainable).fit()

@@ -10,10 +10,10 @@ from raykd.runs import run_name
 
 
 def trainer_for(cfg: RaykdConfig, stage: TrainConfig, base: str, loop, datasets: dict, inputs: dict,
-                extra: dict | None = None) -> TorchTrainer:
+                extra: dict | None = None, callbacks: list | None = None) -> TorchTrainer:
     """A TorchTrainer sized by the stage's config, checkpointing under ``RUN/checkpoints/<name>``: the
     name is ``<run_name or base>-<fingerprint of inputs>`` (``raykd.runs``), so only a run with the same
-    inputs resumes."""
+    inputs resumes. ``callbacks``: Ray Train ``UserCallback``s (a Tune trial's ``TuneReportCallback``)."""
     storage = cfg.stage_dir("checkpoints")
     use_gpu = stage.gpus_per_worker > 0
     resources = {"CPU": stage.cpus_per_worker} | ({"GPU": stage.gpus_per_worker} if use_gpu else {})
@@ -26,6 +26,7 @@ def trainer_for(cfg: RaykdConfig, stage: TrainConfig, base: str, loop, datasets:
             storage_path=str(storage),
             failure_config=FailureConfig(max_failures=stage.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks,
         ),
         datasets=datasets,
     )

@@ -72,3 +72,20 @@ def test_sweep_stops_bad_trials_never_runs_the_teacher_and_resumes_after_a_kille
     best = load_config(metrics["best_config"])
     assert best.distill.temperature == metrics["best_temperature"] and best.distill.steps == 60
     assert (copy / "tune" / "sweep.png").stat().st_size > 0 and (copy / "tune" / "results.parquet").exists()
+
+
+def test_a_sweep_of_two_worker_trials_finishes_on_two_cpus(teacher_run, tmp_path):
+    """tune.workers_per_trial=2: each trial is a 2-worker FSDP2 TorchTrainer inside the Tune trial, its
+    rank-0 reports reaching Tune (local Ray, 2 CPUs: one trial at a time, 0.5 CPU per worker)."""
+    run, overrides = teacher_run
+    copy = tmp_path / "run"
+    for stage in ("teacher", "teacher_cache"):
+        shutil.copytree(run / stage, copy / stage)
+    raykd("tune", "--config", str(DEMO), *overrides, f"run_dir={copy}", "tune.workers_per_trial=2",
+          "tune.cpus_per_trial=1", "distill.sharding=fsdp", "tune.metric=ce", "tune.num_samples=2", "tune.steps=6",
+          "tune.eval_every=3", "tune.grace_period=3", "tune.max_concurrent_trials=1")
+    metrics = read_metrics(copy, "tune")
+    assert metrics["trials"] == 2 and metrics["teacher_forward_passes"] == 0
+    frame = pd.read_csv(copy / "tune" / "results.csv")
+    assert len(frame) == 2 and (frame["step"] == 6).all(), frame.to_string()
+    assert len(list((copy / "checkpoints").glob("trial-*"))) == 2  # each trial's own TorchTrainer run
