@@ -86,8 +86,8 @@ def run(cfg: RaykdConfig) -> dict:
                           distill_inputs(cfg, tokenizer_dir), extra={"vocab": vocab})
     result = trainer.fit()
     loop = result.return_value
-    params = ray.get(export_checkpoint.remote(functools.partial(build_student, cfg), result.checkpoint,
-                                              tokenizer_dir, str(out), cfg.models))
+    params = export_checkpoint(functools.partial(build_student, cfg, None), cfg.models.student, result.checkpoint,
+                               tokenizer_dir, str(out), cfg.models, cfg.distill)
     final = ray.get(score_task.remote(cfg.to_dict(), str(out), str(out), rows, kind))
     metrics = {
         "steps": loop["step"], "resumed_from_step": loop["resumed_from"],

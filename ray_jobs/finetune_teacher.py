@@ -72,8 +72,8 @@ def run(cfg: RaykdConfig) -> dict:
     result = trainer_for(cfg, cfg.finetune, "finetune", train_loop, {"train": train},
                          finetune_inputs(cfg, tokenizer)).fit()
     loop = result.return_value
-    params = ray.get(export_checkpoint.remote(functools.partial(build_teacher, cfg), result.checkpoint, tokenizer,
-                                              str(out), cfg.models))
+    params = export_checkpoint(functools.partial(build_teacher, cfg, None), cfg.models.teacher, result.checkpoint,
+                               tokenizer, str(out), cfg.models, cfg.finetune)
     final = ray.get(score_task.remote(cfg_dict, str(out), str(out), rows, kind))
     base = ray.get(base)
     losses = loop["losses"]

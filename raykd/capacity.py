@@ -10,8 +10,8 @@ Every figure is in bytes and follows what raykd's code does (read in raykd/model
 - FSDP2 (``fully_shard`` per block, then the root) shards weights, gradients and AdamW's two fp32
   moments over the workers; it gathers one block at a time (plus the next, prefetched) and keeps the
   root's own parameters (embeddings, final norm, LM head) gathered through forward and backward.
-- ``shard_model`` moves the whole fp32 model to the worker's device *before* sharding it, so the whole
-  model must fit one GPU while loading (``load_bytes``).
+- Loading: under FSDP2 over several workers each worker reads only its rows of every weight into its
+  shards (``raykd.sharded_load``); DDP and single workers load the whole fp32 model (``load_bytes``).
 
 The per-token activation coefficients were measured with ``torch.autograd.graph.saved_tensors_hooks`` on
 transformers' Llama with SDPA attention (no seq x seq term) and are re-measured by tests/raykd/test_plan.py.
@@ -97,10 +97,11 @@ def training_memory(m: ModelShape, s: TrainSetup, online_teacher: ModelShape | N
     return terms
 
 
-def load_bytes(m: ModelShape) -> int:
-    """Bytes one device holds while ``shard_model`` loads: the whole fp32 model (it moves the model to
-    the device before ``fully_shard``)."""
-    return FP32 * m.params
+def load_bytes(m: ModelShape, sharding: str, workers: int) -> int:
+    """fp32 weight bytes one device holds while a training worker loads its model: FSDP2 over several
+    workers, its shard (``raykd.sharded_load`` reads only its rows from the files, into shards laid out on
+    the meta device); otherwise the whole model."""
+    return FP32 * m.params // (workers if sharding == "fsdp" and workers > 1 else 1)
 
 
 def dtype_bytes(dtype: str) -> int:

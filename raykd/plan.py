@@ -65,8 +65,8 @@ def memory_problems(plan: StagePlan, gpu_gib: float) -> list[str]:
         terms = " + ".join(f"{k} {_gib(v)}" for k, v in plan.memory.items() if v)
         problems.append(f"{name}: needs {_gib(plan.per_device)} GiB per GPU ({terms}) > {gpu_gib:g} GiB")
     if plan.on_gpu and plan.load > gpu_gib * GIB:
-        problems.append(f"{name}: loading puts the whole fp32 model ({_gib(plan.load)} GiB) on one GPU before "
-                        f"sharding (raykd.models.shard_model) > {gpu_gib:g} GiB")
+        problems.append(f"{name}: loading puts {_gib(plan.load)} GiB of fp32 weights on one GPU (the whole model "
+                        f"unless FSDP2 shards it over several workers) > {gpu_gib:g} GiB")
     if plan.engine is not None and not plan.engine.fits:
         problems.append(f"{name}: the KV cache holds {plan.engine.kv_tokens} tokens < max_model_len "
                         f"{plan.engine.context} (weights take {_gib(plan.engine.weights_per_gpu)} GiB per GPU)")

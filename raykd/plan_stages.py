@@ -71,7 +71,7 @@ def finetune_stage(cfg: RaykdConfig, teacher: ModelShape, lora: int) -> StagePla
     tokens = ft.batch_size * cfg.data.max_seq_len if cfg.task == "causal_lm" else 0
     setup = _train_setup(cfg, ft, trainable, linear, tokens, HF_LOSS_COPIES)
     return StagePlan("finetune", _ask(ft.cpus_per_worker, ft.gpus_per_worker), ft.workers,
-                     training_memory(teacher, setup), setup.on_gpu, load=load_bytes(teacher))
+                     training_memory(teacher, setup), setup.on_gpu, load=load_bytes(teacher, ft.sharding, ft.workers))
 
 
 def distill_stage(cfg: RaykdConfig, student: ModelShape, teacher: ModelShape, name: str = "distill") -> StagePlan:
@@ -84,19 +84,21 @@ def distill_stage(cfg: RaykdConfig, student: ModelShape, teacher: ModelShape, na
     loss_tokens, copies = (min(d.chunk_tokens, tokens), FUSED_LOSS_COPIES) if fused else (tokens, HF_LOSS_COPIES)
     setup = _train_setup(cfg, d, student.params, student.linear_params, loss_tokens, copies)
     online = teacher if d.teacher_source == "online" else None
-    return StagePlan(name, _ask(d.cpus_per_worker, d.gpus_per_worker), d.workers,
-                     training_memory(student, setup, online), setup.on_gpu, load=load_bytes(student))
+    memory = training_memory(student, setup, online)
+    return StagePlan(name, _ask(d.cpus_per_worker, d.gpus_per_worker), d.workers, memory, setup.on_gpu,
+                     load=load_bytes(student, d.sharding, d.workers))
 
 
 def tune_stage(cfg: RaykdConfig, student: ModelShape, teacher: ModelShape) -> StagePlan:
-    """A Tune trial: the distillation of ``tuning.space.trial_config`` (one process on the trial's
-    CPUs/GPUs, no sharding); ``max_concurrent_trials`` of them run at once."""
+    """A Tune trial: the distillation of ``tuning.space.trial_config`` (``tune.workers_per_trial`` processes
+    sharing the trial's CPUs/GPUs, sharded by ``distill.sharding`` when more than one);
+    ``max_concurrent_trials`` of them run at once."""
     from raykd.config import from_dict
     from tuning.space import trial_config
 
     trial = from_dict(trial_config(cfg.to_dict(), {}))
     plan = distill_stage(trial, student, teacher, name="tune")
-    plan.count = min(cfg.tune.num_samples, cfg.tune.max_concurrent_trials)
+    plan.count = min(cfg.tune.num_samples, cfg.tune.max_concurrent_trials) * cfg.tune.workers_per_trial
     return plan
 
 

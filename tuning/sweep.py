@@ -8,11 +8,12 @@
 Every trial runs ``ray_jobs.distill_student.fit_student`` (the distillation job's own loop) in its own
 process, or, with ``tune.workers_per_trial`` > 1, as a TorchTrainer of that many workers inside the
 trial (a student that needs several GPUs), reading the one teacher cache from the object store: the
-teacher's forward pass runs zero times (counted per trial and reported). Every ``tune.eval_every`` steps ASHA compares the trials on
-``tune.metric`` and stops the worst: the held-out task score by default; ``kl``, the KL to the
-teacher on its cached held-out rows (favours alpha near 1); ``ce``, cross-entropy on the labels
-(favours alpha near 0). Writes ``RUN/tune/`` (results.parquet/csv, best_config.yaml, sweep.png,
-metrics.json); re-running after an interruption resumes the experiment (Tuner.restore).
+teacher's forward pass runs zero times (counted per trial and reported). Every ``tune.eval_every``
+steps ASHA compares the trials on ``tune.metric`` and stops the worst: the held-out task score by
+default; ``kl``, the KL to the teacher on its cached held-out rows (favours alpha near 1); ``ce``,
+cross-entropy on the labels (favours alpha near 0). Writes ``RUN/tune/`` (results.parquet/csv,
+best_config.yaml, sweep.png, metrics.json); re-running after an interruption resumes the experiment
+(Tuner.restore).
 """
 
 from __future__ import annotations

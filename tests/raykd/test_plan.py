@@ -93,19 +93,25 @@ def test_production_finetune_takes_two_8_gpu_nodes_and_fits_with_checkpointing(p
     assert not problems_of(plan, "distill") and not problems_of(plan, "cache") and not problems_of(plan, "serve")
 
 
-def test_production_finetune_without_checkpointing_and_its_load_are_flagged(production):
-    # raykd trains without activation checkpointing and moves the whole fp32 model to the GPU before
-    # sharding it (raykd.models.shard_model): both are too big for an 80 GiB GPU at 70B.
+def test_production_finetune_without_checkpointing_is_flagged_and_only_ddp_loading_is(production):
+    # Without activation checkpointing the 70B fine-tune is too big for an 80 GiB GPU. FSDP2 loads each
+    # worker's shard only (raykd.sharded_load); DDP would load the whole fp32 model on every GPU.
     lines = problems_of(production[False], "finetune")
-    assert any("GiB per GPU" in p for p in lines) and any("loading puts the whole fp32 model" in p for p in lines)
+    assert any("GiB per GPU" in p for p in lines) and not any("loading" in p for p in lines)
     assert stage(production[False], "finetune")["per_device_gib"] > 80
+    assert stage(production[True], "finetune")["load_gib"] < 20  # 280 GB over 16 workers
+    ddp = build_plan(load_config(PRODUCTION, ["finetune.sharding=ddp"]), CLUSTER, 1000, None)
+    assert any("loading puts" in p for p in problems_of(ddp, "finetune"))
 
 
 def test_full_finetune_of_8b_per_trial_on_one_gpu_is_flagged(production):
-    trial = stage(production[True], "tune")
+    one_gpu = build_plan(load_config(PRODUCTION, ["tune.workers_per_trial=1", "tune.gpus_per_trial=1",
+                                                  "tune.cpus_per_trial=8"]), CLUSTER, 1000, None)
+    trial = stage(one_gpu, "tune")
     weights_grads_adam = sum(trial["memory_bytes"][k] for k in ("weights", "gradients", "adamw"))
     assert weights_grads_adam == 16 * production[True]["models"]["student"]["params"]  # 16 bytes per parameter
-    assert any("needs" in p and "> 80 GiB" in p for p in problems_of(production[True], "tune"))
+    assert any("needs" in p and "> 80 GiB" in p for p in problems_of(one_gpu, "tune"))
+    assert not problems_of(production[True], "tune")  # the production config's 4-GPU FSDP2 trials fit
     small = build_plan(load_config(PRODUCTION, ["models.student=builtin:student", "models.teacher=builtin:teacher",
                                                 "models.tokenizer=builtin"]), CLUSTER, 1000, None)
     assert not problems_of(small, "tune")  # the same trial shape with a small student fits
@@ -133,10 +139,12 @@ def test_json_output_parses():
     assert plan["fits"] and {s["stage"] for s in plan["stages"]} >= {"finetune", "cache", "distill", "tune"}
 
 
-def test_production_text_report_exits_1_and_names_the_flagged_stages():
+def test_production_text_report_fits_and_a_flagged_stage_exits_1_naming_it():
     proc = run_plan("--config", str(PRODUCTION))
+    assert proc.returncode == 0 and "2 x gpu-train-p5" in proc.stdout and "every stage fits" in proc.stdout
+    proc = run_plan("--config", str(PRODUCTION), "tune.workers_per_trial=1", "tune.gpus_per_trial=1")
     assert proc.returncode == 1, proc.stderr
-    assert "2 x gpu-train-p5" in proc.stdout and "\n  tune: needs" in proc.stdout
+    assert "\n  tune: needs" in proc.stdout
 
 
 @pytest.mark.parametrize("override, says", [

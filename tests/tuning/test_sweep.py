@@ -76,7 +76,8 @@ def test_sweep_stops_bad_trials_never_runs_the_teacher_and_resumes_after_a_kille
 
 def test_a_sweep_of_two_worker_trials_finishes_on_two_cpus(teacher_run, tmp_path):
     """tune.workers_per_trial=2: each trial is a 2-worker FSDP2 TorchTrainer inside the Tune trial, its
-    rank-0 reports reaching Tune (local Ray, 2 CPUs: one trial at a time, 0.5 CPU per worker)."""
+    rank-0 reports reaching Tune and ASHA (which may stop the second trial, ending its TorchTrainer)
+    (local Ray, 2 CPUs: one trial at a time, 0.5 CPU per worker)."""
     run, overrides = teacher_run
     copy = tmp_path / "run"
     for stage in ("teacher", "teacher_cache"):
@@ -87,5 +88,6 @@ def test_a_sweep_of_two_worker_trials_finishes_on_two_cpus(teacher_run, tmp_path
     metrics = read_metrics(copy, "tune")
     assert metrics["trials"] == 2 and metrics["teacher_forward_passes"] == 0
     frame = pd.read_csv(copy / "tune" / "results.csv")
-    assert len(frame) == 2 and (frame["step"] == 6).all(), frame.to_string()
+    finished = frame["step"] == 6
+    assert len(frame) == 2 and finished.any() and (finished | frame["stopped_early"]).all(), frame.to_string()
     assert len(list((copy / "checkpoints").glob("trial-*"))) == 2  # each trial's own TorchTrainer run
