@@ -1,7 +1,8 @@
 """Memory of the 70B path at small scale: per-rank peak while loading and while training a randomly
 initialised Llama whose weights dominate (~370M parameters, saved as safetensors), 1 rank (the whole
 model, as transformers loads it) vs 2 gloo ranks (``raykd.sharded_load``: each reads only its rows);
-checkpoint bytes each rank writes (DCP, trainable state only) vs the full state dict; export peak.
+checkpoint bytes each rank writes (DCP, trainable state only) vs the full state dict; export peak,
+streamed vs the whole model merged in memory.
 
     python bench/sharded_memory.py [--layers 24] [--hidden 1024] [--out bench/results/sharded_memory.json]
 
@@ -160,22 +161,34 @@ def probe_sharded(directory: str, checkpoint: str) -> dict:
         return {"ranks": [json.loads(Path(out, f"rank{r}.json").read_text()) for r in range(2)]}
 
 
-def probe_export(directory: str, checkpoint: str) -> dict:
-    """Today's export (raykd.export): the whole model rebuilt in one process, the trained LoRA loaded,
-    merged and saved."""
+EXPORT_SHARD_MIB = 128  # output shards of a 1.3 GiB model, as 2 GiB shards are of a 140 GB one
+
+
+def probe_export(directory: str, checkpoint: str, streamed: bool) -> dict:
+    """The LoRA-merged HF directory from the 2-rank checkpoint: streamed (``raykd.export.export_model``),
+    or whole (the model rebuilt, merged in memory and saved, as raykd exported before and still does for
+    a random-init preset)."""
     from raykd.builtin.presets import TOKENIZER_DIR
+    from raykd.config import ModelsConfig
+    from raykd.export import export_model
     from raykd.models import save_model
     from raykd.training.checkpoints import load_trainable
 
     start_probe()
-    model = lora(True, directory)
-    load_trainable(model, checkpoint)
     with tempfile.TemporaryDirectory() as out:
-        save_model(model, str(TOKENIZER_DIR), out, "float32")
+        if streamed:
+            export_model(lambda weights: lora(weights, directory), directory, checkpoint, str(TOKENIZER_DIR), out,
+                         ModelsConfig(save_dtype="float32"), max_shard_bytes=EXPORT_SHARD_MIB * MIB)
+        else:
+            model = lora(True, directory)
+            load_trainable(model, checkpoint)
+            save_model(model, str(TOKENIZER_DIR), out, "float32")
     return {"export_peak_mib": peak_mib()}
 
 
-PROBES = {"whole": probe_whole, "sharded": probe_sharded, "export": probe_export}
+PROBES = {"whole": probe_whole, "sharded": probe_sharded,
+          "export_streamed": lambda d, c: probe_export(d, c, True),
+          "export_whole": lambda d, c: probe_export(d, c, False)}
 
 
 def run_probe(name: str, directory: str, checkpoint: str) -> dict:
@@ -201,7 +214,8 @@ def main() -> None:
         fp32_bytes = build_model(directory, args.layers, args.hidden)
         whole = run_probe("whole", directory, os.path.join(tmp, "ckpt1"))
         sharded = run_probe("sharded", directory, os.path.join(tmp, "ckpt2"))
-        export = run_probe("export", directory, os.path.join(tmp, "ckpt2"))
+        export = {mode: run_probe(f"export_{mode}", directory, os.path.join(tmp, "ckpt2"))["export_peak_mib"]
+                  for mode in ("streamed", "whole")}
     fp32_mib = fp32_bytes / MIB
     worst = {k: max(r[k] for r in sharded["ranks"]) for k in sharded["ranks"][0]}
     result = {
@@ -212,7 +226,8 @@ def main() -> None:
         # weights + AdamW's two moments, fp32: what a checkpoint of the trainable state must hold
         "checkpoint_bytes_all_ranks_vs_trainable_state": sum(r["checkpoint_bytes"] for r in sharded["ranks"])
         / (12 * whole["trainable_params"]),
-        "export_peak_vs_fp32": export["export_peak_mib"] / fp32_mib, "export": export,
+        "export_shard_mib": EXPORT_SHARD_MIB, "export_peak_mib": export,
+        "export_streamed_vs_fp32": export["streamed"] / fp32_mib, "export_whole_vs_fp32": export["whole"] / fp32_mib,
     }
     print(f"model: {fp32_bytes // 4 / 1e6:.0f}M parameters, {fp32_mib:.0f} MiB in fp32")
     print(f"load peak per rank: 1 rank {whole['load_peak_mib']:.0f} MiB, 2 ranks {worst['load_peak_mib']:.0f} MiB "
@@ -222,7 +237,9 @@ def main() -> None:
     print(f"checkpoint bytes per rank: {worst['checkpoint_bytes'] / MIB:.1f} MiB = "
           f"{result['checkpoint_bytes_per_rank_vs_full']:.4f} of the full fp32 state dict; all ranks "
           f"{result['checkpoint_bytes_all_ranks_vs_trainable_state']:.3f}x the trainable state (weights + 2 moments)")
-    print(f"export peak: {export['export_peak_mib']:.0f} MiB = {result['export_peak_vs_fp32']:.2f}x the fp32 model")
+    print(f"export peak: streamed {export['streamed']:.0f} MiB = {result['export_streamed_vs_fp32']:.2f}x the fp32 "
+          f"model ({EXPORT_SHARD_MIB} MiB shards); whole {export['whole']:.0f} MiB = "
+          f"{result['export_whole_vs_fp32']:.2f}x")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 

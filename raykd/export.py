@@ -167,14 +167,14 @@ def streamable(model: nn.Module, checkpoint_dir: str, base_dir: str | None) -> b
 
 
 def export_model(build: Callable[[bool], nn.Module], spec: str, checkpoint_dir: str, tokenizer_dir: str,
-                 out_dir: str, models: ModelsConfig) -> int:
+                 out_dir: str, models: ModelsConfig, max_shard_bytes: int = MAX_SHARD_BYTES) -> int:
     """The trained model of ``checkpoint_dir`` written to ``out_dir`` (streamed where its frozen weights
     are in ``spec``'s files), with its content hash recorded. Returns its parameter count."""
     with parameters_on_meta():
         skeleton = build(False)
     base = weights_dir(spec)
     if streamable(skeleton, checkpoint_dir, base):
-        params = export_streamed(skeleton, checkpoint_dir, base, tokenizer_dir, out_dir, models)
+        params = export_streamed(skeleton, checkpoint_dir, base, tokenizer_dir, out_dir, models, max_shard_bytes)
     else:  # frozen weights that exist only once built (a seeded random-init preset): small by nature
         model = build(True)
         load_trainable(model, checkpoint_dir)

@@ -13,6 +13,7 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
@@ -26,7 +27,8 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from raykd.training.session import Session
+if TYPE_CHECKING:  # Ray is imported by the session only: this module runs where Ray is not installed
+    from raykd.training.session import Session
 
 STATE_FILE = "state.json"
 MODEL_KEY, OPTIM_KEY = "model", "optim"  # top-level keys of the DCP state dict
