@@ -2,7 +2,8 @@
 
 Two copies: Parquet shards + ``manifest.json`` under ``RUN/teacher_cache/`` (the record), and Arrow
 blocks in the Ray object store owned by a detached named actor, so a separately submitted job on
-the same cluster reads them without recomputing.
+the same cluster reads them without recomputing. The actor owns the blocks without holding them: tasks
+read the shards, one block per shard, wherever the scheduler puts them.
 
 The holder is named by the cache's content (the manifest's per-shard SHA-256s), and it reports the
 checksums of the bytes it actually loaded. Publishing a new cache in a directory kills the holders of
@@ -29,28 +30,34 @@ def holder_name(manifest: CacheManifest) -> str:
     return PREFIX + manifest.content_key()
 
 
+@ray.remote(num_cpus=0.25, num_returns=2)
+def _load_shard(path: str):
+    """(SHA-256 of a Parquet shard's bytes, its Arrow table), from the same bytes. Run as a task by the
+    holder, so the table lands in the object store of whichever node ran it, owned by the holder."""
+    import pyarrow.parquet as pq
+
+    data = Path(path).read_bytes()
+    return checksum(data), pq.read_table(io.BytesIO(data))
+
+
 @ray.remote(num_cpus=0)
 class CacheHolder:
-    """Owns the cache's Arrow blocks in the object store; they live as long as this detached actor."""
+    """Owns the cache's Arrow blocks in the object store; they live as long as this detached actor.
+
+    The blocks never pass through this actor's heap: it submits one task per Parquet shard (spread over
+    the cluster's nodes, each task's output stored where it ran, spilled to disk by Ray when an object
+    store fills) and keeps the references; only the checksums come back to it."""
 
     def __init__(self, cache_dir: str):
-        import pyarrow.parquet as pq
-
         self.cache_dir = cache_dir
-        self.checksums, tables = {}, []
-        for path in sorted((Path(cache_dir) / SHARDS_DIR).glob("*.parquet")):
-            data = path.read_bytes()  # checksum and table from the same bytes
-            self.checksums[path.name] = checksum(data)
-            tables.append(pq.read_table(io.BytesIO(data)))
-        # ray.put inside the actor: the actor, not the submitting driver, owns the objects.
-        self.refs = [ray.put(block) for table in tables for block in _split(table, 4096)]
+        paths = sorted((Path(cache_dir) / SHARDS_DIR).glob("*.parquet"))
+        loaded = [_load_shard.remote(str(path)) for path in paths]
+        self.checksums = {path.name: ray.get(digest) for path, (digest, _) in zip(paths, loaded)}
+        # submitted by this actor, so this actor (not the job that published the cache) owns the blocks
+        self.refs = [block for _, block in loaded]
 
     def describe(self) -> dict:
         return {"cache_dir": self.cache_dir, "checksums": self.checksums, "blocks": self.refs}
-
-
-def _split(table, rows: int):
-    return [table.slice(i, rows) for i in range(0, table.num_rows, rows)]
 
 
 def publish(cache_dir: Path, manifest: CacheManifest) -> str:
