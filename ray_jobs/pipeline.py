@@ -64,7 +64,7 @@ def run(cfg: RaykdConfig, force: str | None = None, show=print) -> dict:
         print(f"\n=== raykd {name} ({f'--force {force}' if forced(name, force) else why}) ===", flush=True)
         started = time.time()
         RUNNERS[name](redo_config(cfg, name) if forced(name, force) else cfg)
-        wall = time.time() - started
+        wall = round(time.time() - started, 1)  # as recorded: a later run's summary of this stage shows the same
         write_record(cfg, name, wall)
         rows.append((name, "ran", wall, headline(name, read_result(cfg, name))))
         print(f"[pipeline] {name}: done in {wall:.0f}s", flush=True)

@@ -74,10 +74,14 @@ def test_sweep_stops_bad_trials_never_runs_the_teacher_and_resumes_after_a_kille
     assert (copy / "tune" / "sweep.png").stat().st_size > 0 and (copy / "tune" / "results.parquet").exists()
 
 
-def test_a_sweep_of_two_worker_trials_finishes_on_two_cpus(teacher_run, tmp_path):
+def test_a_sweep_of_two_worker_trials_finishes_on_two_cpus(teacher_run, on_ray_head, tmp_path):
     """tune.workers_per_trial=2: each trial is a 2-worker FSDP2 TorchTrainer inside the Tune trial, its
     rank-0 reports reaching Tune and ASHA (which may stop the second trial, ending its TorchTrainer)
-    (local Ray, 2 CPUs: one trial at a time, 0.5 CPU per worker)."""
+    (the shared 2-CPU head: one trial at a time, 0.5 CPU per worker).
+
+    On the head, not a local cluster of its own: with two Ray clusters on one machine, Train V2's
+    PlacementGroupCleaner (which frees a finished trial's placement group once its controller is gone)
+    fails with "Found multiple active Ray instances", and the next trial waits for CPUs forever (seen)."""
     run, overrides = teacher_run
     copy = tmp_path / "run"
     for stage in ("teacher", "teacher_cache"):
