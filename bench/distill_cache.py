@@ -58,15 +58,10 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
 
 
 def cache_rows(run: Path, rows: int) -> dict[str, torch.Tensor]:
-    """The first ``rows`` cache rows as tensors (plain pyarrow sees tensor columns flattened)."""
-    import pyarrow.parquet as pq
+    """The first ``rows`` cache rows as dense tensors (teacher columns at their positions)."""
+    from raykd.cache.store import dense_rows
 
-    table = pq.read_table(run / "teacher_cache" / SHARDS_DIR).slice(0, rows).to_pandas()
-    out = {c: torch.as_tensor(np.stack([np.asarray(v) for v in table[c]])) for c in table.columns}
-    seq = out["labels"].shape[-1]
-    for c in TEACHER_COLUMNS:
-        out[c] = out[c].reshape(len(table), seq, -1)
-    return out
+    return {c: torch.as_tensor(v) for c, v in dense_rows(str(run / "teacher_cache" / SHARDS_DIR), rows).items()}
 
 
 def batches(data: dict, size: int):

@@ -153,13 +153,13 @@ def hf_engine_bytes(m: ModelShape, gpus: float, batch: int, seq: int, logits: bo
 
 
 def cache_bytes_per_row(seq: int, k: int, vocab: int, tail_samples: int, tail_temperatures: int,
-                        causal: bool) -> int:
+                        causal: bool, targets: int | None = None) -> int:
     """Uncompressed bytes of one cached row (raykd/cache/schema.py): input_ids, attention_mask and
-    labels (int64, ``S`` each; a classifier's label is one int64) plus, per target position (``S``
-    for a causal LM, 1 for a classifier), ``k`` fp16 values + ``k`` indices (int16 when the vocabulary
-    fits, else int32) and, for the transformers engine (``tail_samples > 0``), ``m`` fp16 tail values
-    + ``m`` indices + ``G`` fp32 tail log-sum-exps."""
+    labels (int64, ``S`` each; a classifier's label is one int64) plus, per stored target position
+    (``targets``, at most ``S`` for a causal LM — the default, an upper bound; 1 for a classifier), ``k``
+    fp16 values + ``k`` indices (int16 when the vocabulary fits, else int32) and, for the transformers
+    engine (``tail_samples > 0``), ``m`` fp16 tail values + ``m`` indices + ``G`` fp32 tail log-sum-exps."""
     index = 2 if vocab <= 32767 else 4
     per_position = k * (2 + index) + tail_samples * (2 + index) + (4 * tail_temperatures if tail_samples else 0)
-    positions = seq if causal else 1
+    positions = (seq if targets is None else targets) if causal else 1
     return 8 * (2 * seq + (seq if causal else 1)) + positions * per_position

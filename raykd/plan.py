@@ -96,8 +96,9 @@ def placement(group: list[StagePlan], node_types: list[NodeType]) -> tuple[dict,
 
 
 def cache_section(cfg: RaykdConfig, teacher: ModelShape, engine: str, rows: int) -> dict:
-    """The teacher cache's size on storage, uncompressed (``raykd.capacity.cache_bytes_per_row``): a vLLM
-    cache has no tail columns (vLLM gives the top-k only)."""
+    """The teacher cache's size on storage, uncompressed, at most (``raykd.capacity.cache_bytes_per_row``:
+    every position a target; rows store their targets only); a vLLM cache has no tail columns (vLLM gives
+    the top-k only)."""
     from raykd.losses import TAIL_TEMPERATURES
 
     train, held_out, notes = cache_rows(cfg, rows)

@@ -30,8 +30,8 @@ def render_text(plan: dict) -> str:
         out.append(f"  {role:8} {m['spec']}: {_count(m['params'])} params, {m['layers']} layers, "
                    f"trainable {_count(m['trainable'])}{lora}")
     c = plan["cache"]
-    out += ["", f"teacher cache: {c['rows']} rows + {c['held_out_rows']} held out, {c['positions']} positions, "
-            f"{c['bytes_per_row']} B/row: {_size(c['bytes'])} uncompressed"
+    out += ["", f"teacher cache: {c['rows']} rows + {c['held_out_rows']} held out, at most {c['positions']} target "
+            f"positions, {c['bytes_per_row']} B/row: at most {_size(c['bytes'])} uncompressed"
             + ("" if c["tail_samples"] else " (top-k only: a vLLM cache has no tail columns)")]
     out += [f"  {note}" for note in c["notes"]]
     out += ["", f"{'stage':14} {'ask (each)':14} {'x':>3} {'memory each':>17}  {'nodes (worker type)':40} fits"]

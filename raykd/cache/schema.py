@@ -1,14 +1,16 @@
 """The teacher-logit cache's written schema, its manifest, and the checks readers make.
 
-Rows (one per example, fixed width ``S = data.max_seq_len``; targets aligned with ``labels``, i.e.
-position j holds the teacher's distribution *for* token j, predicted at position j-1):
+Rows (one per example; token columns of fixed width ``S = data.max_seq_len``; the teacher's columns
+hold its T target positions only, T = the row's ``labels != -100``, in position order: position j's
+entry is the teacher's distribution *for* token j, predicted at position j-1; ``raykd.cache.targets``
+expands them back to ``(S, ...)`` for training):
 
     input_ids (S,) int64, attention_mask (S,) int64, labels (S,) int64 (-100 = no target),
-    values (S, k) float16        teacher log-probabilities at T=1 of its top-k tokens,
-    indices (S, k) int16|int32   their token ids,
-    tail_values (S, m) float16   log-probabilities of m tokens sampled from the tempered tail,
-    tail_indices (S, m) int16|int32  their token ids,
-    tail_lse (S, G) float32      log sum over the tail of exp(log-prob / T) at G temperatures.
+    values (T, k) float16        teacher log-probabilities at T=1 of its top-k tokens,
+    indices (T, k) int16|int32   their token ids,
+    tail_values (T, m) float16   log-probabilities of m tokens sampled from the tempered tail,
+    tail_indices (T, m) int16|int32  their token ids,
+    tail_lse (T, G) float32      log sum over the tail of exp(log-prob / T) at G temperatures.
 
 A vLLM cache (``engine = "vllm"``) has no tail columns: vLLM's ``prompt_logprobs`` give the top-k only.
 
@@ -30,7 +32,8 @@ from pathlib import Path
 from raykd.config import ConfigError
 from raykd.model_hash import model_hash, tokenizer_hash
 
-SCHEMA_VERSION = 3  # 3: the engine, top-k-only vLLM caches; 2: log-probs, sampled tail, shard checksums
+SCHEMA_VERSION = 4  # 4: teacher columns at target positions only; 3: the engine, top-k-only vLLM caches;
+# 2: log-probs, sampled tail, shard checksums
 SHARDS_DIR, HELD_OUT_DIR, MANIFEST_FILE = "shards", "held_out", "manifest.json"
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import ray.data
 import torch
 
+from raykd.cache.targets import compact_targets
 from raykd.config import ConfigError, DataConfig, RaykdConfig, from_dict
 from raykd.data import check_fields, encode_classification_batch, encode_lm_batch, read_dataset, text_column
 from raykd.losses import summarize_teacher
@@ -64,9 +65,10 @@ def distillation_rows(cfg: RaykdConfig) -> ray.data.Dataset:
 
 
 def rows_of_part(batch: dict[str, np.ndarray], held_out: bool) -> dict[str, np.ndarray]:
-    """The scored rows of one part of the cache (training rows, or the held-out ones), without the marker."""
+    """The scored rows of one part of the cache (training rows, or the held-out ones), without the marker,
+    their teacher columns at target positions only (``raykd.cache.targets``)."""
     keep = batch["held_out"] == held_out
-    return {k: v[keep] for k, v in batch.items() if k != "held_out"}
+    return compact_targets({k: v[keep] for k, v in batch.items() if k != "held_out"})
 
 
 PROGRESS_EVERY_S = 10.0

@@ -16,10 +16,12 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
 import ray
 import ray.data
 
 from raykd.cache.schema import HELD_OUT_DIR, SHARDS_DIR, CacheManifest, CacheMismatchError, checksum
+from raykd.cache.targets import expand_targets
 from raykd.config import ConfigError
 
 NAMESPACE = "raykd"
@@ -121,4 +123,12 @@ def held_out_rows(cache_dir: Path, manifest: CacheManifest) -> dict:
     if {p.name: checksum(p.read_bytes()) for p in paths} != manifest.held_out_shards:
         raise CacheMismatchError(f"{cache_dir / HELD_OUT_DIR}: its files do not match the manifest's checksums; "
                                  "re-run `raykd cache`")
-    return ray.data.read_parquet([str(p) for p in paths]).take_batch(manifest.held_out_rows, batch_format="numpy")
+    return dense_rows([str(p) for p in paths])
+
+
+def dense_rows(paths: str | list[str], limit: int | None = None) -> dict[str, np.ndarray]:
+    """Up to ``limit`` cached rows (all by default) of Parquet files or a directory of them, read with Ray
+    Data (its tensor columns' shapes differ between files), teacher columns expanded to their positions:
+    ``(R, S, ...)`` arrays (``raykd.cache.targets``)."""
+    data = ray.data.read_parquet(paths)
+    return expand_targets(data.take_batch(limit or data.count(), batch_format="numpy"))

@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from raykd.cache.targets import dense_torch_batch
 from raykd.config import TrainConfig
 from raykd.training.checkpoints import LoopState, save_checkpoint
 from raykd.training.session import Session
@@ -62,7 +63,7 @@ def micro_batches(data, batch_size: int, seed: int, skip: int = 0) -> Iterator[d
     trial). The first ``skip`` micro-batches (a resumed run's) are read and dropped."""
     epoch = 0
     while True:
-        for batch in data.iter_torch_batches(batch_size=batch_size, drop_last=True,
+        for batch in data.iter_torch_batches(batch_size=batch_size, drop_last=True, collate_fn=dense_torch_batch,
                                              local_shuffle_buffer_size=SHUFFLE_ROWS,
                                              local_shuffle_seed=seed * 1000 + epoch):
             if skip:

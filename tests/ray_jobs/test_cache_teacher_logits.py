@@ -1,15 +1,17 @@
 """The cache job: its manifest and shards follow the schema; unlabeled prompts get teacher completions."""
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from raykd.cache.schema import CacheManifest, checksum
+from raykd.cache.store import dense_rows
 from raykd.config import load_config
 from raykd.losses import TEACHER_KEYS
 from tests.conftest import DEMO, read_metrics
 
 
-def test_manifest_and_shards_follow_the_schema(teacher_run):
+def test_manifest_and_shards_follow_the_schema(teacher_run, local_ray):
+    """Token columns are fixed-width; the teacher's columns hold the target positions only, and expand
+    back to their positions (a position's top-k and tail mass are a distribution)."""
     run, _ = teacher_run
     manifest = CacheManifest.read(run / "teacher_cache")
     assert manifest.rows == 200 + 500 and manifest.k == 16
@@ -17,31 +19,30 @@ def test_manifest_and_shards_follow_the_schema(teacher_run):
     assert manifest.values_kind == "logprob" and manifest.tail_samples == 32 and manifest.engine == "transformers"
     shards = run / "teacher_cache" / "shards"
     assert manifest.shards == {p.name: checksum(p.read_bytes()) for p in shards.glob("*.parquet")}
-    table = pq.read_table(shards)
-    assert table.num_rows == manifest.rows
-    assert set(table.column_names) >= {"input_ids", "labels", "attention_mask", *TEACHER_KEYS}
-    row = table.slice(0, 1).to_pylist()[0]
-    valid = np.asarray(row["labels"]) != -100
-    top = np.asarray(row["values"], dtype=np.float64).reshape(len(valid), -1)[valid]
-    tail = np.asarray(row["tail_lse"], dtype=np.float64).reshape(len(valid), -1)[valid]
+    stored = local_ray.data.read_parquet(str(shards)).take(manifest.rows)
+    assert len(stored) == manifest.rows and set(stored[0]) >= {"input_ids", "labels", "attention_mask", *TEACHER_KEYS}
+    targets = [int((r["labels"] != -100).sum()) for r in stored]
+    assert [r["values"].shape for r in stored] == [(t, 16) for t in targets]  # no rows for prompt or padding
+    assert [r["tail_lse"].shape[0] for r in stored] == targets
+    assert sum(targets) == manifest.tokens < len(stored) * manifest.max_seq_len
+    rows = dense_rows(str(shards), 1)
+    valid = rows["labels"][0] != -100
+    top, tail = rows["values"][0].astype(np.float64)[valid], rows["tail_lse"][0].astype(np.float64)[valid]
     # log-probs: the top-k mass and the tail's exact mass (tail_lse at T=1) add up to one
     assert np.allclose(np.exp(top).sum(-1) + np.exp(tail[:, 0]), 1.0, atol=0.02)
+    assert not rows["values"][0][~valid].any()  # zeros off the targets once expanded
     metrics = read_metrics(run, "teacher_cache")
     assert metrics["bytes_per_token"] < metrics["full_fp32_bytes_per_token"]
 
 
-def test_unlabeled_prompts_get_teacher_completions_as_targets(teacher_run):
+def test_unlabeled_prompts_get_teacher_completions_as_targets(teacher_run, local_ray):
     run, _ = teacher_run
-    rows = pq.read_table(run / "teacher_cache" / "shards").to_pandas()
+    rows = dense_rows(str(run / "teacher_cache" / "shards"))
     # every row, labeled or not, has targets (unlabeled ones: the teacher's own completion)
-    targets = rows["labels"].map(lambda labels: int((np.asarray(labels) != -100).sum()))
-    assert (targets > 0).all()
+    assert ((rows["labels"] != -100).sum(axis=1) > 0).all()
     # the top-1 cached token at a target position is usually the target itself for a fine-tuned teacher
-    first = rows.iloc[0]
-    labels = np.asarray(first["labels"])
-    indices = np.asarray(first["indices"]).reshape(len(labels), -1)  # plain pyarrow sees the tensor flattened
-    valid = labels != -100
-    assert (indices[valid, 0] == labels[valid]).mean() > 0.5
+    valid = rows["labels"] != -100
+    assert (rows["indices"][..., 0][valid] == rows["labels"][valid]).mean() > 0.5
 
 
 def test_held_out_rows_are_kept_apart_and_measure_a_students_kl_without_the_teacher(teacher_run, local_ray):

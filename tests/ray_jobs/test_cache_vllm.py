@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM
 
 from raykd.builtin.data import generate_split
 from raykd.cache.schema import CacheManifest
+from raykd.cache.store import dense_rows
 from raykd.distill import student_positions
 from raykd.losses import distillation_loss
 from raykd.models import resolve_model
@@ -40,14 +41,12 @@ def two_caches(teacher_run, tmp_path_factory):
 
 
 def rows_by_ids(cache_dir) -> dict[tuple, dict[str, np.ndarray]]:
-    """Cached rows keyed by their token ids (row order differs between runs)."""
-    table = pq.read_table(cache_dir / "shards").to_pylist()
+    """Cached rows keyed by their token ids (row order differs between runs), teacher columns expanded
+    to their positions, values as float32 and ids as int64."""
+    rows = dense_rows(str(cache_dir / "shards"))
     out = {}
-    for row in table:
-        width = len(row["input_ids"])
-        arrays = {k: np.asarray(v).reshape(width, -1).squeeze(-1) if k in ("input_ids", "attention_mask", "labels")
-                  else np.asarray(v, dtype=np.float32 if "values" in k or k == "tail_lse" else np.int64
-                                  ).reshape(width, -1) for k, v in row.items()}
+    for r in range(len(rows["input_ids"])):
+        arrays = {k: v[r].astype(np.float32 if "values" in k or k == "tail_lse" else np.int64) for k, v in rows.items()}
         out[tuple(arrays["input_ids"].tolist())] = arrays
     return out
 
@@ -78,7 +77,7 @@ def kd_loss(rows: list[dict], keys: tuple[str, ...], temperature: float) -> floa
     return distillation_loss(flat_logits, flat["labels"], teacher, 1.0, temperature)["soft"].item()
 
 
-def test_vllm_and_transformers_caches_of_one_teacher_agree(two_caches):
+def test_vllm_and_transformers_caches_of_one_teacher_agree(two_caches, local_ray):
     runs, _ = two_caches
     hf, vl = rows_by_ids(runs["transformers"] / "teacher_cache"), rows_by_ids(runs["vllm"] / "teacher_cache")
     same = sorted(set(hf) & set(vl))

@@ -211,17 +211,20 @@ def test_fused_loss_temporaries_match_a_measured_peak():
 
 
 def test_cache_row_bytes_equal_what_the_scorer_writes():
-    from raykd.cache.scorer import TeacherScorer
+    from raykd.cache.scorer import TeacherScorer, rows_of_part
     from raykd.models import resolve_model
 
     cfg = load_config(DEMO)
     scorer = TeacherScorer(cfg.to_dict(), resolve_model(cfg.models.teacher))
-    rows = scorer({"prompt": np.array(["question: what is a fox?", ""]), "target": np.array([" an animal", "red"]),
-                   "held_out": np.array([False, False])})
-    written = sum(v.nbytes for k, v in rows.items() if k != "held_out") // 2
+    rows = rows_of_part(scorer({"prompt": np.array(["question: what is a fox?", ""]),
+                                "target": np.array([" an animal", "red"]), "held_out": np.array([False, False])}),
+                        held_out=False)
+    written = sum(sum(row.nbytes for row in column) for column in rows.values())
     vocab = architecture_config(cfg.models.teacher).vocab_size
-    assert written == cache_bytes_per_row(cfg.data.max_seq_len, cfg.cache.top_k, vocab, cfg.cache.tail_samples,
-                                          len(TAIL_TEMPERATURES), causal=True)
+    targets = (rows["labels"] != -100).sum(axis=1).tolist()
+    assert written == sum(cache_bytes_per_row(cfg.data.max_seq_len, cfg.cache.top_k, vocab, cfg.cache.tail_samples,
+                                              len(TAIL_TEMPERATURES), causal=True, targets=t) for t in targets)
+    assert sum(targets) < 2 * cfg.data.max_seq_len  # the prompt and padding positions are not stored
 
 
 def test_local_data_is_counted(tmp_path):
