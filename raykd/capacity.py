@@ -9,7 +9,9 @@ Every figure is in bytes and follows what raykd's code does (read in raykd/model
   copies are of the *gathered* weights, so they are not sharded.
 - FSDP2 (``fully_shard`` per block, then the root) shards weights, gradients and AdamW's two fp32
   moments over the workers; it gathers one block at a time (plus the next, prefetched) and keeps the
-  root's own parameters (embeddings, final norm, LM head) gathered through forward and backward.
+  root's own parameters (embeddings, final norm, LM head) gathered through forward and backward. With
+  bf16 on, its ``MixedPrecisionPolicy`` gathers the weights in bf16 (``raykd.models.fully_shard_model``):
+  autocast then finds them already bf16 and copies nothing.
 - Loading: under FSDP2 over several workers each worker reads only its rows of every weight into its
   shards (``raykd.sharded_load``); DDP and single workers load the whole fp32 model (``load_bytes``).
 
@@ -65,10 +67,12 @@ def training_memory(m: ModelShape, s: TrainSetup, online_teacher: ModelShape | N
     trainable parameters, ``L`` layers, ``n`` tokens per micro-batch:
 
     - weights ``4 P / W``; gradients ``4 T / W``; AdamW ``8 T / W`` (fp32 each);
-    - gathered by FSDP2: ``4 (P - P_blocks)`` (the root) ``+ 2 * 4 P_blocks / L`` (a block and the next);
-      DDP keeps a second copy of the gradients in its buckets (``4 T``);
-    - bf16 weight copies (bf16 only): ``2 T_linear`` (cached trainable ones) plus ``2 F_linear`` of the
-      frozen ones (``2 F_linear / L`` with activation checkpointing: only the recomputed block's);
+    - gathered by FSDP2: ``4 (P - P_blocks)`` (the root) ``+ 2 * 4 P_blocks / L`` (a block and the next),
+      half that with bf16 (mixed precision gathers bf16); DDP keeps a second copy of the gradients in its
+      buckets (``4 T``);
+    - autocast's bf16 weight copies (bf16 without FSDP2): ``2 T_linear`` (cached trainable ones) plus
+      ``2 F_linear`` of the frozen ones (``2 F_linear / L`` with activation checkpointing: only the
+      recomputed block's);
     - activations: ``L n a`` (``a`` = ``block_activation_bytes``); with per-block activation
       checkpointing ``4 L n h`` (one fp32 hidden state saved per block) ``+ 2 n a`` (one block's
       recomputed activations and their gradients);
@@ -83,10 +87,10 @@ def training_memory(m: ModelShape, s: TrainSetup, online_teacher: ModelShape | N
         "weights": FP32 * m.params // world,
         "gradients": FP32 * s.trainable // world,
         "adamw": ADAM_BYTES * s.trainable // world,
-        "gathered": (FP32 * (m.params - m.block_params + 2 * per_block) if world > 1 else 0)
+        "gathered": ((BF16 if s.bf16 else FP32) * (m.params - m.block_params + 2 * per_block) if world > 1 else 0)
         + (FP32 * s.trainable if s.sharding == "ddp" and s.workers > 1 else 0),
         "bf16_copies": BF16 * (s.trainable_linear + (frozen_linear // m.layers if s.activation_checkpointing
-                                                     else frozen_linear)) if s.bf16 else 0,
+                                                     else frozen_linear)) if s.bf16 and world == 1 else 0,
         "activations": (FP32 * m.layers * s.tokens * m.hidden + 2 * s.tokens * act) if s.activation_checkpointing
         else m.layers * s.tokens * act,
         "loss": FP32 * s.loss_copies * s.loss_tokens * m.vocab,

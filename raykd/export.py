@@ -62,8 +62,8 @@ def lora_updates(model: nn.Module) -> dict[str, tuple[str, str, float, bool]]:
 
 
 class Weights:
-    """Reads one full weight at a time: a trained one from the DCP checkpoint, a frozen one from the base
-    model's safetensors files."""
+    """Reads full weights: trained ones from the DCP checkpoint (one ``dcp.load`` per group), frozen ones
+    from the base model's safetensors files."""
 
     def __init__(self, model: nn.Module, checkpoint_dir: str, base_dir: str | None):
         self.shapes = {name: p.shape for name, p in model.named_parameters()}
@@ -73,19 +73,27 @@ class Weights:
         self.stored = stored_weights(base_dir) if base_dir else {}
         self.readers: dict[Path, SafetensorsRows] = {}
 
-    def available(self, name: str, hf_name: str) -> bool:
-        return name in self.trained or hf_name in self.stored
+    def complete(self, model: nn.Module) -> bool:
+        """Whether every weight of ``model``'s merged form is in the checkpoint or the base files."""
+        return all(n in self.trained or output_name(n) in self.stored
+                   for n, _ in model.named_parameters() if output_name(n))
 
-    def read(self, name: str, hf_name: str) -> torch.Tensor:
-        if name in self.trained:
-            value = torch.empty(self.shapes[name], dtype=self.dtypes[name])
-            dcp.load({MODEL_KEY: {name: value}}, checkpoint_id=self.checkpoint_dir, no_dist=True)
-            return value
+    def read(self, names: list[str]) -> dict[str, torch.Tensor]:
+        """Parameter name -> its full value, for ``names`` (the trained ones read in one ``dcp.load``)."""
+        trained = {n: torch.empty(self.shapes[n], dtype=self.dtypes[n]) for n in names if n in self.trained}
+        if trained:
+            dcp.load({MODEL_KEY: trained}, checkpoint_id=self.checkpoint_dir, no_dist=True)
+        return {n: trained[n] if n in trained else self._stored(output_name(n)) for n in names}
+
+    def _stored(self, hf_name: str) -> torch.Tensor:
         path = self.stored[hf_name]
         reader = self.readers.setdefault(path, SafetensorsRows(path))
         return reader.rows(hf_name, 0, reader.entries[hf_name]["shape"][0])
 
-    def close(self) -> None:
+    def __enter__(self) -> Weights:
+        return self
+
+    def __exit__(self, *exc) -> None:
         for reader in self.readers.values():
             reader.close()
 
@@ -116,16 +124,19 @@ def write_streamed(model: nn.Module, weights: Weights, out: Path, dtype: torch.d
     files = shard_files(len(groups))
     weight_map = {}
     for group, file in zip(groups, files):
+        needed = [names[hf] for hf in group]
+        values = weights.read(needed + [f for n in needed if n in updates for f in updates[n][:2]])
         shard = {}
         for hf in group:
             name = names[hf]
-            value = weights.read(name, hf).float()
+            value = values.pop(name).float()
             if name in updates:
                 a_name, b_name, scaling, fan_in_fan_out = updates[name]
-                delta = weights.read(b_name, "").float() @ weights.read(a_name, "").float()
+                delta = values[b_name].float() @ values[a_name].float()
                 value += scaling * (delta.T if fan_in_fan_out else delta)
             shard[hf] = value.to(dtype).contiguous()
             weight_map[hf] = file
+        del values
         save_file(shard, str(out / file), metadata={"format": "pt"})
         del shard
     if len(files) > 1:
@@ -134,20 +145,15 @@ def write_streamed(model: nn.Module, weights: Weights, out: Path, dtype: torch.d
     return sum(weights.shapes[n].numel() for n in names.values())
 
 
-def export_streamed(model: nn.Module, checkpoint_dir: str, base_dir: str | None, tokenizer_dir: str, out_dir: str,
+def export_streamed(model: nn.Module, weights: Weights, base_dir: str | None, tokenizer_dir: str, out_dir: str,
                     models: ModelsConfig, max_shard_bytes: int = MAX_SHARD_BYTES) -> int:
     """Stream ``model``'s (built on meta) trained and base weights into ``out_dir`` (see the module docstring)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dtype = getattr(torch, models.save_dtype)
-    weights = Weights(model, checkpoint_dir, base_dir)
-    try:
-        params = write_streamed(model, weights, out, dtype, max_shard_bytes)
-        if hasattr(model, "peft_config"):  # the adapter alone, from the trained weights
-            trained = {n: weights.read(n, "") for n in weights.trained}
-            model.save_pretrained(str(out / "adapter"), state_dict=trained)
-    finally:
-        weights.close()
+    params = write_streamed(model, weights, out, dtype, max_shard_bytes)
+    if hasattr(model, "peft_config"):  # the adapter alone, from the trained weights
+        model.save_pretrained(str(out / "adapter"), state_dict=weights.read(sorted(weights.trained)))
     hf = model.get_base_model() if hasattr(model, "get_base_model") else model
     hf.config.dtype = dtype
     hf.config.save_pretrained(out)
@@ -160,12 +166,6 @@ def export_streamed(model: nn.Module, checkpoint_dir: str, base_dir: str | None,
     return params
 
 
-def streamable(model: nn.Module, checkpoint_dir: str, base_dir: str | None) -> bool:
-    """Whether every weight of the merged model is in the checkpoint or the base files."""
-    weights = Weights(model, checkpoint_dir, base_dir)
-    return all(weights.available(n, output_name(n)) for n, _ in model.named_parameters() if output_name(n))
-
-
 def export_model(build: Callable[[bool], nn.Module], spec: str, checkpoint_dir: str, tokenizer_dir: str,
                  out_dir: str, models: ModelsConfig, max_shard_bytes: int = MAX_SHARD_BYTES) -> int:
     """The trained model of ``checkpoint_dir`` written to ``out_dir`` (streamed where its frozen weights
@@ -173,9 +173,11 @@ def export_model(build: Callable[[bool], nn.Module], spec: str, checkpoint_dir: 
     with parameters_on_meta():
         skeleton = build(False)
     base = weights_dir(spec)
-    if streamable(skeleton, checkpoint_dir, base):
-        params = export_streamed(skeleton, checkpoint_dir, base, tokenizer_dir, out_dir, models, max_shard_bytes)
-    else:  # frozen weights that exist only once built (a seeded random-init preset): small by nature
+    with Weights(skeleton, checkpoint_dir, base) as weights:
+        streamed = weights.complete(skeleton)
+        if streamed:
+            params = export_streamed(skeleton, weights, base, tokenizer_dir, out_dir, models, max_shard_bytes)
+    if not streamed:  # frozen weights that exist only once built (a seeded random-init preset): small by nature
         model = build(True)
         load_trainable(model, checkpoint_dir)
         params = save_model(model, tokenizer_dir, out_dir, models.save_dtype, models.trust_remote_code)

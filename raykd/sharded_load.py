@@ -128,9 +128,11 @@ def init_fresh(model: nn.Module, fresh: set[str], seed: int) -> None:
     torch.manual_seed(seed)
     owners = {name.rsplit(".", 1)[0] for name in fresh}
     hf = model.get_base_model() if hasattr(model, "get_base_model") else model
-    for name, module in model.named_modules():
-        if name in owners:
-            module.to_empty(device="cpu", recurse=False)
+    for name in fresh:  # only these: an owner's stored weights and real buffers stay as they are
+        owner, attr = name.rsplit(".", 1)
+        module = model.get_submodule(owner)
+        meta = getattr(module, attr)
+        setattr(module, attr, nn.Parameter(torch.empty_like(meta, device="cpu"), requires_grad=meta.requires_grad))
     for module in model.modules():
         if isinstance(module, LoraLayer):
             for adapter in module.lora_A:

@@ -12,9 +12,8 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from raykd.config import FinetuneConfig, ModelsConfig
-from raykd.export import INDEX_FILE, export_model, export_streamed, plan_shards
+from raykd.export import INDEX_FILE, export_model, plan_shards
 from raykd.models import add_lora, load_model, save_model
-from raykd.sharded_load import parameters_on_meta
 from raykd.training.checkpoints import MODEL_KEY
 from tests import families
 
@@ -80,11 +79,8 @@ def test_small_shards_are_indexed_and_load(tmp_path):
     base = families.build("llama", tmp_path)
     build = builder(base, "causal_lm", True)
     trained_checkpoint(build(True), tmp_path / "checkpoint")
-    with parameters_on_meta():
-        skeleton = build(False)
     out = tmp_path / "streamed"
-    export_streamed(skeleton, str(tmp_path / "checkpoint"), str(base), str(base), str(out), MODELS,
-                    max_shard_bytes=100_000)
+    export_model(build, str(base), str(tmp_path / "checkpoint"), str(base), str(out), MODELS, max_shard_bytes=100_000)
     assert (out / INDEX_FILE).exists() and len(list(out.glob("model-*-of-*.safetensors"))) > 2
     assert logits(out, "causal_lm").shape == (2, 12, len(families.tokenizer("llama")))
 
