@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import socket
 import types
 import typing
 from dataclasses import dataclass, field
@@ -230,8 +231,16 @@ class ServeConfig:
         return self.teacher_vllm if arm == self.teacher_name else self.student_vllm
 
     def api_key(self) -> str:
-        """The key ``/v1/*`` requires: the value of the environment variable ``api_key_env`` ('' = none)."""
-        return os.environ.get(self.api_key_env, "") if self.api_key_env else ""
+        """The key ``/v1/*`` requires: the value of the environment variable ``api_key_env`` ('' = none).
+        Fails closed: a named variable that is unset or empty here is a ConfigError, never an open API."""
+        if not self.api_key_env:
+            return ""
+        key = os.environ.get(self.api_key_env, "")
+        if not key:
+            raise ConfigError(f"serve.api_key_env={self.api_key_env}: that variable is unset or empty on this "
+                              f"process ({socket.gethostname()}); refusing to serve /v1 without the key (set it "
+                              "there, or serve.api_key_env='' for an open API)")
+        return key
 
 
 @dataclass

@@ -57,6 +57,7 @@ def context_length(dirs: dict[str, str], trust_remote_code: bool) -> int:
 
 def build_app(cfg: RaykdConfig) -> Application:
     s = cfg.serve
+    s.api_key()  # fails closed here, before any deployment (each router replica checks again)
     dirs = arm_dirs(cfg)
     # Each arm decodes with its own tokenizer; the router encodes prompts with the teacher's (a
     # distilled student shares its vocabulary, which `raykd distill` checks).
@@ -117,7 +118,7 @@ def run(cfg: RaykdConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_stage_args(argv, __doc__.splitlines()[0])
-    run_stage(run, cfg)
+    run_stage(run, cfg, precheck=lambda c: c.serve.api_key())  # an unset key fails before Ray starts
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ class ApiError(Exception):
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # OpenAI clients send fields we do not use (logit_bias, …)
+    # OpenAI clients send fields we do not use (logit_bias, …); NaN and ±inf are no number a sampler takes
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     model: str
     max_tokens: int | None = None
@@ -82,6 +83,8 @@ def parse(cls: type[_Request], body: bytes) -> _Request:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ApiError(400, f"request body is not valid JSON: {e}") from None
+    except RecursionError:
+        raise ApiError(400, "request body is nested too deeply") from None
     if not isinstance(data, dict):
         raise ApiError(400, "request body must be a JSON object")
     try:
@@ -115,6 +118,8 @@ def check(request: _Request, limits: Limits) -> int:
     stops = stop_strings(request)
     if len(stops) > MAX_STOPS or not all(stops):
         raise ApiError(400, f"stop must be at most {MAX_STOPS} non-empty strings", "stop")
+    if request.seed is not None and not 0 <= request.seed < 2**63:
+        raise ApiError(400, f"seed must be between 0 and 2**63 - 1, got {request.seed}", "seed")
     top = request.top_logprobs_asked()
     if top is not None and not 0 <= top <= MAX_LOGPROBS:
         name = "top_logprobs" if isinstance(request, ChatRequest) else "logprobs"

@@ -5,6 +5,7 @@ weighted A/B split), streams or gathers the answer, and keeps per-arm statistics
 # of the ingress methods, which Serve re-binds outside this module.
 import asyncio
 import hmac
+import logging
 import random
 import time
 from collections.abc import AsyncIterator
@@ -26,6 +27,7 @@ from serving.protocol import ApiError, ChatRequest, CompletionRequest
 from serving.routing import ArmStats, ShadowStats, choose_arm
 
 api = FastAPI(title="raykd", docs_url=None, redoc_url=None)
+LOG = logging.getLogger("ray.serve")
 LATENCY_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
 
 
@@ -48,8 +50,10 @@ async def _http(_: Request, error: HTTPException) -> JSONResponse:  # unknown pa
 
 
 @api.exception_handler(Exception)
-async def _unexpected(_: Request, error: Exception) -> JSONResponse:  # never a stack trace on the wire
-    return JSONResponse(ApiError(500, f"internal error ({type(error).__name__})", kind="server_error").body(), 500)
+async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+    """Never a stack trace or an exception's name on the wire: the server's log has them."""
+    LOG.error("%s %s failed", request.method, request.url.path, exc_info=error)
+    return JSONResponse(ApiError(500, "internal error (see the server log)", kind="server_error").body(), 500)
 
 
 @serve.deployment

@@ -4,17 +4,21 @@ OpenAI client, raw streaming, the 70/30 A/B split, shadow mode, bad requests, `r
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 from tests.conftest import DEMO, REPO, free_port, raykd
+from tests.serving import hostile
 
 KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -38,6 +42,7 @@ def server(tmp_path_factory):
         while "OpenAI-compatible API at" not in (run / "serve.log").read_text():
             assert proc.poll() is None and time.time() < deadline, (run / "serve.log").read_text()[-3000:]
             time.sleep(1)
+        session = Path("/tmp/ray/session_latest").resolve()  # the server's local Ray, just started
         yield url, run
     finally:
         proc.send_signal(signal.SIGINT)  # what Ctrl-C does
@@ -47,6 +52,8 @@ def server(tmp_path_factory):
             proc.kill()
             raise
     assert code == 0 and "shutting down" in (run / "serve.log").read_text()
+    logs = [p for p in [*run.rglob("*"), *session.rglob("logs/*")] if p.is_file()]
+    assert len(logs) > 10 and not [p for p in logs if KEY.encode() in p.read_bytes()]  # the key in no log
 
 
 def test_openai_client_gets_completions_and_streamed_chat(server):
@@ -160,6 +167,46 @@ def test_bad_requests_get_4xx_error_objects_and_the_server_stays_healthy(server)
     assert ok.status_code == 200
 
 
+def test_a_named_but_unset_api_key_fails_closed(tmp_path):
+    """serve.api_key_env names a variable this process lacks: exit 2 naming it, never an open API."""
+    assert "RAYKD_UNSET_KEY" not in os.environ
+    proc = raykd("serve", "--config", str(DEMO), f"run_dir={tmp_path}", "serve.api_key_env=RAYKD_UNSET_KEY",
+                 check=False, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "RAYKD_UNSET_KEY" in proc.stderr, proc.stderr
+
+
+EXCEPTION_NAME = re.compile(r"Traceback|\b\w+(Error|Exception)\b")
+
+
+def test_a_thousand_hostile_requests_get_only_4xx_and_the_server_stays_healthy(server):
+    """1,000 generated requests (tests/serving/hostile.py), derandomised so CI sees the same ones: only
+    4xx, or 200 where the request happens to be valid; never a 5xx, a stack trace or an exception's name."""
+    url, run = server
+    statuses: Counter = Counter()
+    client = httpx.Client(base_url=url, timeout=120)
+
+    @settings(max_examples=1000, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(request=hostile.requests(KEY))
+    def barrage(request: hostile.Hostile) -> None:
+        with client.stream("POST", request.path, content=request.body, headers=request.headers) as response:
+            text = response.read().decode(errors="replace")
+        statuses[response.status_code] += 1
+        assert response.status_code == 200 or 400 <= response.status_code < 500, (request, text[:300])
+        assert not EXCEPTION_NAME.search(text), (request, text[:300])
+        if response.status_code != 200 and response.headers.get("content-type") == "application/json":
+            assert json.loads(text)["error"]["message"]
+
+    barrage()
+    (run / "hostile.json").write_text(json.dumps({"requests": sum(statuses.values()),
+                                                   "statuses": dict(sorted(statuses.items()))}) + "\n")
+    print(f"hostile requests by status: {dict(sorted(statuses.items()))}")
+    assert sum(statuses.values()) >= 1000 and statuses[200] > 0 and statuses[400] > 0 and statuses[401] > 0
+    assert client.get("/healthz").json()["status"] == "ok"
+    ok = client.post("/v1/completions", json={"model": "ab", "prompt": PROMPT, "max_tokens": 2}, headers=AUTH)
+    assert ok.status_code == 200 and ok.json()["choices"][0]["text"] is not None
+
+
 def test_compare_against_the_running_server_shows_the_student_faster(server, monkeypatch):
     url, run = server
     monkeypatch.setenv("RAYKD_TEST_KEY", KEY)
@@ -172,3 +219,35 @@ def test_compare_against_the_running_server_shows_the_student_faster(server, mon
     assert report["speedup_p50"]["1"] > 1.0
     assert (run / "serve_compare" / "compare.png").stat().st_size > 0
     assert "| student | 4 |" in (run / "serve_compare" / "compare.md").read_text()
+
+
+def test_a_flood_past_the_queue_gets_fast_503s_and_the_server_recovers(server):
+    """150 requests at once to one arm, past its max_ongoing (16) + max_queued (64) requests: the rest get
+    503 error objects fast (p99 under 1 s), never a hang; everything else is answered, and so is the
+    next request."""
+    url, run = server
+    body = {"model": "teacher", "prompt": PROMPT, "max_tokens": 32, "temperature": 0}
+
+    async def send(client: httpx.AsyncClient) -> tuple[int, float, dict]:
+        started = time.perf_counter()
+        response = await client.post("/v1/completions", json=body, headers=AUTH)
+        return response.status_code, time.perf_counter() - started, response.json()
+
+    async def flood() -> list[tuple[int, float, dict]]:
+        limits = httpx.Limits(max_connections=200)
+        async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
+            return await asyncio.gather(*(send(client) for _ in range(150)))
+
+    started = time.perf_counter()
+    answers = asyncio.run(flood())
+    wall = time.perf_counter() - started
+    rejected = sorted(s for status, s, _ in answers if status == 503)
+    assert {status for status, _, _ in answers} == {200, 503} and len(rejected) >= 150 - 80
+    assert all(a["error"]["type"] == "server_error" for status, _, a in answers if status == 503)
+    p99 = rejected[min(len(rejected) - 1, int(0.99 * len(rejected)))]
+    (run / "flood.json").write_text(json.dumps({"requests": 150, "rejected": len(rejected), "rejection_p99_s": p99,
+                                                "wall_s": wall}) + "\n")
+    print(f"flood: {len(rejected)}/150 rejected, rejection p99 {p99:.3f} s, all answered in {wall:.1f} s")
+    assert p99 < 1.0
+    ok = httpx.post(f"{url}/v1/completions", json=body | {"max_tokens": 2}, headers=AUTH, timeout=60)
+    assert ok.status_code == 200
