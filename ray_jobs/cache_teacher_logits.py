@@ -54,6 +54,7 @@ def run(cfg: RaykdConfig) -> dict:
         fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "model_dir": model_dir, "total_rows": scoring},
     ).materialize()  # one teacher pass, then written as two parts
     parts = {}
+    (out / MANIFEST_FILE).unlink(missing_ok=True)  # killed from here on, no manifest names half-written shards
     for part, held_out in ((SHARDS_DIR, False), (HELD_OUT_DIR, True)):
         shutil.rmtree(out / part, ignore_errors=True)  # a re-run replaces the cache, never appends to it
         scored.map_batches(rows_of_part, batch_format="numpy", fn_kwargs={"held_out": held_out}).write_parquet(

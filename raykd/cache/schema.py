@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,7 +73,10 @@ class CacheManifest:
         return hashlib.sha256(json.dumps(self.shards, sort_keys=True).encode()).hexdigest()[:16]
 
     def write(self, cache_dir: Path) -> None:
-        (cache_dir / MANIFEST_FILE).write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
+        """Published last and atomically (a rename): a reader sees the whole manifest or none."""
+        staged = cache_dir / f".{MANIFEST_FILE}.partial"
+        staged.write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
+        os.replace(staged, cache_dir / MANIFEST_FILE)
 
     @classmethod
     def read(cls, cache_dir: Path) -> CacheManifest:
@@ -89,6 +93,21 @@ class CacheManifest:
 def checksum(data: bytes) -> str:
     """A shard's checksum (SHA-256 of its bytes)."""
     return hashlib.sha256(data).hexdigest()
+
+
+def check_shards(directory: Path, expected: dict[str, str], found: dict[str, str]) -> None:
+    """``found`` (file name -> checksum of the files in ``directory``) must be the manifest's ``expected``:
+    a missing, truncated, altered or unlisted shard is a CacheMismatchError naming it."""
+    for name in sorted(expected.keys() | found.keys()):
+        if name not in found:
+            problem = "is missing (the manifest lists it)"
+        elif name not in expected:
+            problem = "is not in the manifest"
+        elif found[name] != expected[name]:
+            problem = "does not match the manifest's checksum (truncated or altered)"
+        else:
+            continue
+        raise CacheMismatchError(f"{directory / name}: cache shard {problem}; re-run `raykd cache`")
 
 
 def check_compatible(manifest: CacheManifest, teacher_dir: str, tokenizer_dir: str, cache_dir: Path) -> None:

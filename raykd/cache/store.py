@@ -20,7 +20,7 @@ import numpy as np
 import ray
 import ray.data
 
-from raykd.cache.schema import HELD_OUT_DIR, SHARDS_DIR, CacheManifest, CacheMismatchError, checksum
+from raykd.cache.schema import HELD_OUT_DIR, SHARDS_DIR, CacheManifest, check_shards, checksum
 from raykd.cache.targets import expand_targets
 from raykd.config import ConfigError
 
@@ -40,6 +40,20 @@ def _load_shard(path: str):
 
     data = Path(path).read_bytes()
     return checksum(data), pq.read_table(io.BytesIO(data))
+
+
+@ray.remote(num_cpus=0.25)
+def _shard_checksum(path: str) -> str:
+    return checksum(Path(path).read_bytes())
+
+
+def verified_shards(directory: Path, expected: dict[str, str]) -> list[str]:
+    """The paths of ``directory``'s Parquet shards once their checksums (one Ray task per shard) match
+    the manifest's ``expected``; CacheMismatchError naming the first that does not."""
+    paths = sorted(directory.glob("*.parquet"))
+    found = dict(zip((p.name for p in paths), ray.get([_shard_checksum.remote(str(p)) for p in paths])))
+    check_shards(directory, expected, found)
+    return [str(p) for p in paths]
 
 
 @ray.remote(num_cpus=0)
@@ -110,7 +124,7 @@ def load(cache_dir: Path) -> tuple[ray.data.Dataset, CacheManifest, str]:
     if held is not None:
         print(f"[raykd] the object-store copy of {cache_dir} does not match its manifest: reading Parquet",
               flush=True)
-    return ray.data.read_parquet(str(cache_dir / SHARDS_DIR)), manifest, "parquet"
+    return ray.data.read_parquet(verified_shards(cache_dir / SHARDS_DIR, manifest.shards)), manifest, "parquet"
 
 
 def held_out_rows(cache_dir: Path, manifest: CacheManifest) -> dict:
@@ -119,11 +133,7 @@ def held_out_rows(cache_dir: Path, manifest: CacheManifest) -> dict:
     if not manifest.held_out_rows:
         raise ConfigError(f"{cache_dir} holds no held-out teacher rows: re-run `raykd cache` with "
                           "cache.include_eval=true and data.eval set")
-    paths = sorted((cache_dir / HELD_OUT_DIR).glob("*.parquet"))
-    if {p.name: checksum(p.read_bytes()) for p in paths} != manifest.held_out_shards:
-        raise CacheMismatchError(f"{cache_dir / HELD_OUT_DIR}: its files do not match the manifest's checksums; "
-                                 "re-run `raykd cache`")
-    return dense_rows([str(p) for p in paths])
+    return dense_rows(verified_shards(cache_dir / HELD_OUT_DIR, manifest.held_out_shards))
 
 
 def dense_rows(paths: str | list[str], limit: int | None = None) -> dict[str, np.ndarray]:

@@ -1,4 +1,4 @@
-"""The cache schema's checks: a cache made by another teacher is refused."""
+"""The cache schema's checks: a cache made by another teacher or with another tokenizer is refused."""
 
 import json
 import shutil
@@ -19,3 +19,17 @@ def test_a_cache_from_another_teacher_is_refused(teacher_run, tmp_path):
     with pytest.raises(CacheMismatchError, match="another teacher"):
         check_compatible(manifest, str(other), str(other), run / "teacher_cache")
     check_compatible(manifest, str(run / "teacher"), str(run / "teacher"), run / "teacher_cache")
+
+
+def test_a_cache_made_with_another_tokenizer_is_refused(teacher_run, tmp_path):
+    run, _ = teacher_run
+    manifest = CacheManifest.read(run / "teacher_cache")
+    other = tmp_path / "other_tokenizer"
+    shutil.copytree(run / "teacher", other)
+    tokenizer = json.loads((other / "tokenizer.json").read_text())
+    vocab = tokenizer["model"]["vocab"]  # two tokens swap ids: the same words, other ids
+    a, b = sorted(vocab)[-2:]
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    (other / "tokenizer.json").write_text(json.dumps(tokenizer))
+    with pytest.raises(CacheMismatchError, match="another tokenizer"):
+        check_compatible(manifest, str(run / "teacher"), str(other), run / "teacher_cache")
