@@ -1,12 +1,21 @@
-"""The cache job: its manifest and shards follow the schema; unlabeled prompts get teacher completions."""
+"""The cache job: its manifest and shards follow the schema; unlabeled prompts get teacher completions;
+killed while writing, it leaves nothing half-written to read."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 
-from raykd.cache.schema import CacheManifest, checksum
+from raykd.cache import store
+from raykd.cache.schema import MANIFEST_FILE, CacheManifest, checksum
 from raykd.cache.store import dense_rows
-from raykd.config import load_config
+from raykd.config import ConfigError, load_config
 from raykd.losses import TEACHER_KEYS
-from tests.conftest import DEMO, read_metrics
+from tests.conftest import DEMO, REPO, raykd, read_metrics
 
 
 def test_manifest_and_shards_follow_the_schema(teacher_run, local_ray):
@@ -65,3 +74,28 @@ def test_held_out_rows_are_kept_apart_and_measure_a_students_kl_without_the_teac
     student = load_configured("builtin:student", load_config(DEMO, overrides))
     own, other = (held_out_kl(m, rows, manifest.vocab_size, "causal_lm") for m in (teacher, student))
     assert own < 0.05 and other > 20 * own, (own, other)
+
+
+def test_a_cache_job_killed_while_writing_leaves_no_partial_cache(teacher_run, local_ray, tmp_path):
+    """SIGKILL the moment a re-run starts replacing the cache (its manifest goes first): whatever the
+    kill interrupted, a reader finds either no cache or a whole one whose shards match the manifest —
+    never a partial one; the next run writes it again."""
+    run, overrides = teacher_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    mine = [f"run_dir={copy}" if o.startswith("run_dir=") else o for o in overrides]
+    manifest = copy / "teacher_cache" / MANIFEST_FILE
+    proc = subprocess.Popen([sys.executable, "-m", "raykd.cli", "cache", "--config", str(DEMO), *mine], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    while manifest.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
+    proc.wait()
+    try:
+        ds, found, _ = store.load(copy / "teacher_cache")
+        assert ds.count() == found.rows  # the kill came after the new manifest: a whole cache
+    except ConfigError as e:
+        assert "no teacher cache here" in str(e)
+    raykd("cache", "--config", str(DEMO), *mine)
+    assert CacheManifest.read(copy / "teacher_cache").rows == CacheManifest.read(run / "teacher_cache").rows
