@@ -23,9 +23,9 @@ import time
 import ray
 import ray.data
 
-from raykd.cache.schema import HELD_OUT_DIR, MANIFEST_FILE, SCHEMA_VERSION, SHARDS_DIR, CacheManifest, checksum
+from raykd.cache.schema import HELD_OUT_DIR, MANIFEST_FILE, SCHEMA_VERSION, SHARDS_DIR, CacheManifest
 from raykd.cache.scorer import TeacherScorer, distillation_rows, rows_of_part, sources
-from raykd.cache.store import publish
+from raykd.cache.store import publish, shard_checksums
 from raykd.cache.vllm_scorer import VLLMTeacherScorer
 from raykd.config import RaykdConfig
 from raykd.launch import parse_stage_args, run_stage, write_metrics
@@ -59,7 +59,7 @@ def run(cfg: RaykdConfig) -> dict:
         shutil.rmtree(out / part, ignore_errors=True)  # a re-run replaces the cache, never appends to it
         scored.map_batches(rows_of_part, batch_format="numpy", fn_kwargs={"held_out": held_out}).write_parquet(
             str(out / part))
-        parts[part] = {p.name: checksum(p.read_bytes()) for p in sorted((out / part).glob("*.parquet"))}
+        parts[part] = shard_checksums(out / part)
     forward_s = time.time() - started
     shards = sorted((out / SHARDS_DIR).glob("*.parquet"))
     stored = ray.data.read_parquet(str(out / SHARDS_DIR))

@@ -47,13 +47,18 @@ def _shard_checksum(path: str) -> str:
     return checksum(Path(path).read_bytes())
 
 
-def verified_shards(directory: Path, expected: dict[str, str]) -> list[str]:
-    """The paths of ``directory``'s Parquet shards once their checksums (one Ray task per shard) match
-    the manifest's ``expected``; CacheMismatchError naming the first that does not."""
+def shard_checksums(directory: Path) -> dict[str, str]:
+    """File name -> checksum of each Parquet shard in ``directory``, one Ray task per shard."""
     paths = sorted(directory.glob("*.parquet"))
-    found = dict(zip((p.name for p in paths), ray.get([_shard_checksum.remote(str(p)) for p in paths])))
+    return dict(zip((p.name for p in paths), ray.get([_shard_checksum.remote(str(p)) for p in paths])))
+
+
+def verified_shards(directory: Path, expected: dict[str, str]) -> list[str]:
+    """The paths of ``directory``'s Parquet shards once their checksums match the manifest's
+    ``expected``; CacheMismatchError naming the first that does not."""
+    found = shard_checksums(directory)
     check_shards(directory, expected, found)
-    return [str(p) for p in paths]
+    return [str(directory / name) for name in sorted(found)]
 
 
 @ray.remote(num_cpus=0)
