@@ -1,9 +1,17 @@
 """The distillation job on a real cache: cached and online teacher sources, outputs, bad input."""
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 from transformers import AutoModelForCausalLM
 
-from tests.conftest import DEMO, raykd, read_metrics
+from tests.conftest import DEMO, REPO, raykd, read_metrics
+from tests.ray_jobs.train_faults import attempts, registered, run_storage, train_worker_pids, wait_for
 
 
 def test_distill_from_cache_writes_a_student_that_learned_the_task(teacher_run):
@@ -55,3 +63,65 @@ def test_a_rerun_resumes_only_with_the_same_inputs(teacher_run):
     metrics = read_metrics(run, "rerun")
     assert metrics["resumed_from_step"] == 0 and metrics["steps"] == 10 and metrics["alpha"] == 0.9
     assert weights.read_bytes() != first
+
+
+def kill_during_checkpoint_write(run: Path, prefix: str, worker: int) -> tuple[list[str], int, int]:
+    """SIGKILL ``worker`` in the middle of a checkpoint write: on the first checkpoint directory in the
+    run's storage that the controller has not registered (being copied, or copied and not yet
+    registered), freeze the worker (SIGSTOP) to list what the directory holds, then kill it.
+    Returns (its files with their sizes, the registered step then, how many checkpoints were kept)."""
+    storage = wait_for(lambda: run_storage(run, prefix), 120, "the run's storage")
+    seen = set(os.listdir(storage))
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        new = [n for n in os.listdir(storage) if n.startswith("checkpoint_") and n not in seen]
+        if new:
+            os.kill(worker, signal.SIGSTOP)
+            step, kept = registered(run, prefix)
+            if new[0] not in kept:
+                files = sorted(f"{p.name} {p.stat().st_size} B" for p in (storage / new[0]).iterdir())
+                os.kill(worker, signal.SIGKILL)
+                return files, step, len(kept)
+            os.kill(worker, signal.SIGCONT)  # registered before we looked: wait for the next one
+            seen.add(new[0])
+        time.sleep(0.002)
+    raise AssertionError("no checkpoint write seen")
+
+
+def test_distill_workers_killed_mid_epoch_and_mid_checkpoint_write_lose_only_steps_since_a_whole_checkpoint(
+        tmp_path, teacher_run):
+    """A distillation worker SIGKILLed between checkpoints, then its successor SIGKILLed while a
+    checkpoint is being copied to storage. Each restart resumes from the last checkpoint the controller
+    registered (never the half-copied one), no step before it is trained again, and the run ends at
+    exactly the configured step. The step log (rank 0, every step) gives the steps lost."""
+    run, overrides = teacher_run
+    args = ["distill", "--config", str(DEMO), *overrides, "distill.steps=40", "distill.checkpoint_every=5",
+            "distill.log_every=1", "distill.max_failures=3", "distill.run_name=faults", "distill.output=student_faults"]
+    log = tmp_path / "distill.log"
+    env = dict(os.environ, RAY_DEDUP_LOGS="0")  # each attempt's "resumed" line, even when the same
+    proc = subprocess.Popen([sys.executable, "-m", "raykd.cli", *args], cwd=REPO, stdout=open(log, "w"),
+                            stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    try:
+        wait_for(lambda: registered(run, "faults"), 600, "a registered checkpoint")
+        first = wait_for(lambda: train_worker_pids(proc.pid), 60, "a train worker")[0]
+        os.kill(first, signal.SIGKILL)  # mid-epoch: between two checkpoints
+        second = wait_for(lambda: [p for p in train_worker_pids(proc.pid) if p != first], 120, "a new worker")[0]
+        files, step_at_kill, kept = kill_during_checkpoint_write(run, "faults", second)
+        assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    tried = attempts(log.read_text(), "distill")
+    print(f"attempts (resumed from, steps trained): {tried}; half-written checkpoint held {files} at the kill")
+    assert len(tried) == 3, tried
+    for resumed, trained in tried:
+        assert trained == list(range(resumed + 1, resumed + 1 + len(trained))), tried  # no step trained twice
+        assert resumed % 5 == 0
+    (_, one), (resumed_two, two), (resumed_three, three) = tried
+    assert one[-1] >= resumed_two >= 5 and two[-1] >= resumed_three  # never past what had been trained
+    assert resumed_three == step_at_kill  # the checkpoint being copied was not the one resumed
+    assert three[-1] == 40
+    lost = one[-1] - resumed_two + two[-1] - resumed_three
+    print(f"steps lost to the two kills: {lost}; registered checkpoints at the write kill: {kept}")
+    metrics = read_metrics(run, "student_faults")
+    assert metrics["steps"] == 40 and metrics["resumed_from_step"] == resumed_three

@@ -6,38 +6,15 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import psutil
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from raykd.builtin.data import generate_split
 from raykd.model_hash import HASH_FILE, model_hash
 from raykd.training.checkpoints import checkpoint_weight_names
 from tests.conftest import DEMO, REPO, raykd, read_metrics
-
-
-def train_worker_pids(root_pid: int) -> list[int]:
-    """Ray Train worker processes started under ``root_pid`` (Ray titles them ``ray::RayTrainWorker``)."""
-    pids = []
-    for child in psutil.Process(root_pid).children(recursive=True):
-        try:
-            if "RayTrainWorker" in " ".join(child.cmdline()):
-                pids.append(child.pid)
-        except psutil.Error:
-            continue
-    return pids
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.ray_jobs.train_faults import latest_checkpoint, train_worker_pids, wait_for
 
 
 def test_a_data_error_inside_ray_data_reaches_the_user_as_one_line(tmp_path):
@@ -80,17 +57,6 @@ def test_a_second_finetune_with_new_knobs_trains_afresh_and_is_another_teacher(t
     run, overrides = teacher_run  # another teacher's cache
     proc = raykd("distill", "--config", str(DEMO), *overrides, f"cache.teacher={second}", check=False, timeout=300)
     assert proc.returncode == 2 and "cache was made by another teacher" in proc.stderr
-
-
-def latest_checkpoint(run: Path) -> tuple[int, Path] | None:
-    """(step, directory) of the run's latest *registered* checkpoint: the controller writes its snapshot
-    once it has registered one (a checkpoint directory alone may not be, and a restart would then begin
-    before it)."""
-    snapshots = list((run / "checkpoints").glob("finetune-*/checkpoint_manager_snapshot.json"))
-    if not snapshots:
-        return None
-    latest = json.loads(snapshots[0].read_text())["latest_checkpoint_result"]
-    return latest["metrics"]["step"], snapshots[0].parent / latest["checkpoint_dir_name"]
 
 
 def test_fsdp_lora_survives_sigkills_and_resumes_on_one_worker_from_per_rank_shards(tmp_path):
