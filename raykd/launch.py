@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from raykd.config import ConfigError, RaykdConfig, load_config
+from raykd.ray_auth import check_cluster_auth
 
 EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
 BOOTSTRAP_FILE = "/tmp/ray/ray_current_cluster"  # where `ray start` records the cluster it started
@@ -48,6 +49,8 @@ def init_ray() -> None:
     address = os.environ.get("RAY_ADDRESS") or "local"
     if address == "local":
         warn_if_stale_bootstrap_file()
+    else:
+        check_cluster_auth(address)
     ray.init(address=address, namespace="raykd")
     # Ray Data wraps an error of a map function in UserCodeException and the original is lost on its way
     # to the driver; raising the original keeps a DataError (a null field, say) one line for the user.
