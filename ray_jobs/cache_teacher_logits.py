@@ -28,6 +28,7 @@ from raykd.cache.scorer import TeacherScorer, distillation_rows, rows_of_part, s
 from raykd.cache.store import publish, shard_checksums
 from raykd.cache.vllm_scorer import VLLMTeacherScorer
 from raykd.config import RaykdConfig
+from raykd.data import bad_rows_named
 from raykd.launch import parse_stage_args, run_stage, write_metrics
 from raykd.losses import TAIL_TEMPERATURES
 from raykd.model_hash import model_hash, tokenizer_hash
@@ -36,23 +37,30 @@ from raykd.tokens import IGNORE_INDEX, load_tokenizer
 from raykd.vllm_support import resolve_engine
 
 
+def score_rows(cfg: RaykdConfig, engine: str, model_dir: str) -> tuple[ray.data.Dataset, int]:
+    """One teacher pass over every source's rows, materialised; and how many rows it scored. A row that
+    breaks a reader or a conversion is refused naming its file and line."""
+    with bad_rows_named([spec for spec, _ in sources(cfg)] + [cfg.data.eval] * cfg.cache.include_eval):
+        rows = distillation_rows(cfg)
+        scoring = rows.count()
+        tail = f"tail_samples={cfg.cache.tail_samples}" if engine == "transformers" else "no tail (vLLM: top-k only)"
+        print(f"[cache] scoring {scoring} rows with {cfg.cache.actors} {engine} teacher actor(s), "
+              f"top_k={cfg.cache.top_k}, {tail}")
+        scorer = VLLMTeacherScorer if engine == "vllm" else TeacherScorer
+        return rows.map_batches(
+            scorer, batch_format="numpy", batch_size=cfg.cache.batch_size, concurrency=cfg.cache.actors,
+            num_cpus=cfg.cache.cpus_per_actor, num_gpus=cfg.cache.gpus_per_actor or None,
+            fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "model_dir": model_dir, "total_rows": scoring},
+        ).materialize(), scoring
+
+
 def run(cfg: RaykdConfig) -> dict:
     """Cache the teacher's top-k logits; returns the metrics."""
     started = time.time()
     model_dir = teacher_dir(cfg)
     out = cfg.stage_dir("teacher_cache")
     engine = resolve_engine(cfg.cache.engine, "cache.engine", generative=cfg.task == "causal_lm")
-    rows = distillation_rows(cfg)
-    scoring = rows.count()
-    tail = f"tail_samples={cfg.cache.tail_samples}" if engine == "transformers" else "no tail (vLLM: top-k only)"
-    print(f"[cache] scoring {scoring} rows with {cfg.cache.actors} {engine} teacher actor(s), top_k={cfg.cache.top_k}, "
-          f"{tail}")
-    scorer = VLLMTeacherScorer if engine == "vllm" else TeacherScorer
-    scored = rows.map_batches(
-        scorer, batch_format="numpy", batch_size=cfg.cache.batch_size, concurrency=cfg.cache.actors,
-        num_cpus=cfg.cache.cpus_per_actor, num_gpus=cfg.cache.gpus_per_actor or None,
-        fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "model_dir": model_dir, "total_rows": scoring},
-    ).materialize()  # one teacher pass, then written as two parts
+    scored, scoring = score_rows(cfg, engine, model_dir)
     parts = {}
     (out / MANIFEST_FILE).unlink(missing_ok=True)  # killed from here on, no manifest names half-written shards
     for part, held_out in ((SHARDS_DIR, False), (HELD_OUT_DIR, True)):

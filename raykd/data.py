@@ -8,16 +8,21 @@ and the field, before any training starts.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import re
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
 import ray
 import ray.data
 
+from raykd.bad_rows import first_bad_row
 from raykd.builtin.data import SPLITS, generate_split
 from raykd.config import ConfigError, DataConfig
+from raykd.launch import user_error
 from raykd.tokens import IGNORE_INDEX, classification_ids, encode_lm_row, load_tokenizer
 
 ROWS_PER_BUILTIN_BLOCK = 500
@@ -49,15 +54,42 @@ def read_dataset(spec: str) -> ray.data.Dataset:
     if "://" not in spec and not os.path.exists(spec):
         raise DataError(f"{spec}: file not found")
     try:
-        ds = _reader(spec)(spec)
-        empty = ds.count() == 0
+        with bad_rows_named([spec]):
+            ds = _reader(spec)(spec)
+            empty = ds.count() == 0
     except DataError:
         raise
-    except Exception as e:  # Ray wraps parser errors in its own types; keep the first line
-        raise DataError(f"{spec}: cannot read: {str(e).strip().splitlines()[0][:200]}") from None
+    except Exception as e:  # unreadable, and no row of a local file to blame: the parser's own words
+        raise DataError(f"{spec}: cannot read: {innermost_message(e)[:200]}") from None
     if empty:
         raise DataError(f"{spec}: no rows")
     return ds
+
+
+def innermost_message(error: BaseException) -> str:
+    """The first line of the deepest cause of ``error`` without terminal colours: Ray wraps a reader's
+    error in task errors whose own first line names only the task."""
+    while isinstance(getattr(error, "cause", None), BaseException) or error.__cause__ is not None:
+        cause = getattr(error, "cause", None)
+        error = cause if isinstance(cause, BaseException) else error.__cause__
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+@contextlib.contextmanager
+def bad_rows_named(specs: list[str]) -> Iterator[None]:
+    """Turn a failure of Ray Data work on ``specs`` (parsing, converting) into a DataError naming the first
+    malformed row of a local file among them (``raykd.bad_rows``); any other failure passes unchanged."""
+    try:
+        yield
+    except Exception as e:
+        if isinstance(e, DataError) or user_error(e) is not None:
+            raise
+        for spec in specs:
+            where = first_bad_row(spec)
+            if where is not None:
+                raise DataError(f"{spec}: {where}") from None
+        raise
 
 
 def _require(spec: str, names: list[str], fields: list[str]) -> None:
@@ -72,17 +104,31 @@ def check_fields(ds: ray.data.Dataset, spec: str, cfg: DataConfig, task: str, la
     names = list(schema.names)
     if task == "sequence_classification":
         _require(spec, names, [cfg.text_field] + ([cfg.label_field] if labeled else []))
+        _require_text(spec, schema, [cfg.text_field])
         if labeled:
             _check_labels(ds, spec, cfg, schema.types[names.index(cfg.label_field)])
         return "classification"
     if cfg.prompt_field in names:
         if labeled:
             _require(spec, names, [cfg.completion_field])
+        _require_text(spec, schema, [cfg.prompt_field] + [cfg.completion_field] * labeled)
         return "prompt"
     if cfg.text_field in names:
+        _require_text(spec, schema, [cfg.text_field])
         return "text"
     raise DataError(f"{spec}: missing field '{cfg.text_field}' or '{cfg.prompt_field}' "
                     f"(fields present: {', '.join(names)})")
+
+
+def _require_text(spec: str, schema, fields: list[str]) -> None:
+    """Each of ``fields`` is a text column (or all-null so far, which ``text_column`` refuses by row)."""
+    for field in fields:
+        arrow_type = schema.types[schema.names.index(field)]
+        if arrow_type is not None and not (pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+                                           or pa.types.is_null(arrow_type)):
+            where = first_bad_row(spec, (field,))
+            raise DataError(f"{spec}: field '{field}' must hold text, found {arrow_type}"
+                            + (f" (first: {where})" if where else ""))
 
 
 def _check_labels(ds: ray.data.Dataset, spec: str, cfg: DataConfig, arrow_type) -> None:
@@ -95,13 +141,15 @@ def _check_labels(ds: ray.data.Dataset, spec: str, cfg: DataConfig, arrow_type) 
 
 
 def text_column(batch: dict, field: str, spec: str) -> np.ndarray:
-    """``batch[field]`` as strings; a missing value (JSON null, an empty CSV cell) is a DataError, not
-    the text "None" or "nan" quietly trained on."""
+    """``batch[field]`` as strings. A missing (JSON null, absent), empty or non-text value is a DataError
+    naming the file's row (``raykd.bad_rows``), not the text "None", "nan" or "42" quietly trained on."""
     values = batch[field]
-    missing = [v is None or (isinstance(v, float) and np.isnan(v)) for v in values]
-    if any(missing):
-        raise DataError(f"{spec}: {sum(missing)} row(s) have no value in field '{field}' "
-                        f"(first: row {missing.index(True)} of a batch of {len(values)}); fill or drop them")
+    bad = [not isinstance(v, str) or not v.strip() for v in values]
+    if any(bad):
+        first = values[bad.index(True)]
+        where = first_bad_row(spec, (field,)) or (f"row {bad.index(True)} of a batch of {len(values)}: field "
+                                                  f"'{field}' holds {first!r}")
+        raise DataError(f"{spec}: {where}; fill or drop such rows")
     return np.asarray(values).astype(str)
 
 
@@ -159,15 +207,17 @@ def tokenized_dataset(spec: str, cfg: DataConfig, task: str, tokenizer_path: str
     """Read, check and tokenize a dataset; materialised so that every epoch reuses it."""
     ds = read_dataset(spec)
     kind = check_fields(ds, spec, cfg, task, labeled)
-    return ds.map_batches(
-        tokenize_batch, batch_format="numpy", batch_size=256,
-        fn_kwargs={"tokenizer_path": tokenizer_path, "cfg": dataclasses.asdict(cfg), "task": task, "kind": kind,
-                   "trust_remote_code": trust_remote_code, "spec": spec},
-    ).materialize()
+    with bad_rows_named([spec]):
+        return ds.map_batches(
+            tokenize_batch, batch_format="numpy", batch_size=256,
+            fn_kwargs={"tokenizer_path": tokenizer_path, "cfg": dataclasses.asdict(cfg), "task": task, "kind": kind,
+                       "trust_remote_code": trust_remote_code, "spec": spec},
+        ).materialize()
 
 
 def held_out_rows(spec: str, cfg: DataConfig, task: str) -> tuple[list[dict], str]:
     """Up to ``cfg.eval_examples`` labeled rows of ``spec`` (eval or test split), checked, and their kind."""
     ds = read_dataset(spec)
     kind = check_fields(ds, spec, cfg, task, labeled=True)
-    return ds.take(cfg.eval_examples), kind
+    with bad_rows_named([spec]):
+        return ds.take(cfg.eval_examples), kind

@@ -1,6 +1,7 @@
 """The cache job: its manifest and shards follow the schema; unlabeled prompts get teacher completions;
 killed while writing, it leaves nothing half-written to read."""
 
+import json
 import os
 import shutil
 import signal
@@ -10,6 +11,7 @@ import time
 
 import numpy as np
 
+from raykd.builtin.data import generate_split
 from raykd.cache import store
 from raykd.cache.schema import MANIFEST_FILE, CacheManifest, checksum
 from raykd.cache.store import dense_rows
@@ -99,3 +101,19 @@ def test_a_cache_job_killed_while_writing_leaves_no_partial_cache(teacher_run, l
         assert "no teacher cache here" in str(e)
     raykd("cache", "--config", str(DEMO), *mine)
     assert CacheManifest.read(copy / "teacher_cache").rows == CacheManifest.read(run / "teacher_cache").rows
+
+
+def test_a_bad_row_in_unlabeled_data_stops_the_cache_job_in_one_line(teacher_run, tmp_path):
+    """Bad UTF-8 on one line passes Ray Data's read and breaks converting its batch for the teacher:
+    exit 2, one line naming the file and the line, and no cache written."""
+    run, overrides = teacher_run
+    lines = [json.dumps(r).encode() + b"\n" for r in generate_split("unlabeled", 300)]
+    lines[150] = lines[150].replace(b'"prompt": "', b'"prompt": "\xff', 1)
+    bad = tmp_path / "unlabeled.jsonl"
+    bad.write_bytes(b"".join(lines))
+    mine = [o for o in overrides if not o.startswith(("run_dir=", "data.unlabeled="))]
+    proc = raykd("cache", "--config", str(DEMO), *mine, f"run_dir={tmp_path / 'run'}", f"data.unlabeled={bad}",
+                 f"cache.teacher={run / 'teacher'}", check=False, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
+        f"raykd: error: {bad}: line 151: not UTF-8"), proc.stderr[-3000:]
+    assert not (tmp_path / "run" / "teacher_cache" / MANIFEST_FILE).exists()

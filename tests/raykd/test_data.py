@@ -41,11 +41,14 @@ def test_text_rows_learn_every_token():
 
 @pytest.mark.parametrize("batch, kind", [
     ({"prompt": ["a", "b"], "completion": [" x", None]}, "prompt"),  # JSON null
-    ({"prompt": ["a", float("nan")], "completion": [" x", " y"]}, "prompt"),  # an empty CSV cell
+    ({"prompt": ["a", float("nan")], "completion": [" x", " y"]}, "prompt"),  # pandas' empty cell
+    ({"prompt": ["a", 42], "completion": [" x", " y"]}, "prompt"),
+    ({"prompt": ["a", "b"], "completion": [" x", " "]}, "prompt"),
     ({"text": ["a", None]}, "text"),
 ])
-def test_missing_values_are_refused_not_trained_as_text(batch, kind):
-    with pytest.raises(DataError, match=r"my\.jsonl: 1 row\(s\) have no value in field"):
+def test_missing_empty_and_non_text_values_are_refused_not_trained_as_text(batch, kind):
+    """Without the file to scan (here: none), the batch's row is named."""
+    with pytest.raises(DataError, match=r"my\.jsonl: row 1 of a batch of 2: field '\w+' holds .*; fill or drop"):
         tokenize_batch(batch, str(TOKENIZER_DIR), DataConfig().__dict__, "causal_lm", kind, spec="my.jsonl")
 
 
@@ -73,8 +76,12 @@ def test_missing_empty_and_unreadable_files(local_ray, tmp_path):
         read_dataset(str(empty))
     broken = tmp_path / "broken.jsonl"
     broken.write_text("{not json\n")
-    with pytest.raises(DataError, match="broken.jsonl: cannot read"):
+    with pytest.raises(DataError, match="broken.jsonl: line 1: not JSON"):
         read_dataset(str(broken))
+    not_parquet = tmp_path / "broken.parquet"
+    not_parquet.write_bytes(b"PAR1 but no footer")
+    with pytest.raises(DataError, match="broken.parquet: cannot read: Parquet magic bytes not found"):
+        read_dataset(str(not_parquet))
     with pytest.raises(DataError, match="unknown format"):
         read_dataset(write(tmp_path / "x.txt", ROWS))
 
