@@ -208,7 +208,14 @@ class Router:
     # -- routes -------------------------------------------------------------------------------------
     @api.get("/healthz")
     async def healthz(self) -> dict:
-        return {"status": "ok", "arms": list(self.arms)}
+        """Up, with each arm's replicas by state (e.g. ``{"RUNNING": 2}``) as the Serve controller sees them."""
+        app = serve.get_replica_context().app_name
+        status = await asyncio.to_thread(serve.status)  # a controller call: off the event loop
+        deployments = status.applications[app].deployments
+        return {"status": "ok", "arms": list(self.arms),
+                "replicas": {arm: {str(getattr(state, "value", state)): n
+                                   for state, n in deployments[arm].replica_states.items()}
+                             for arm in self.arms if arm in deployments}}
 
     @api.get("/v1/models")
     async def models(self, http: Request) -> dict:

@@ -5,9 +5,6 @@ import asyncio
 import json
 import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,8 +14,9 @@ import openai
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from tests.conftest import DEMO, REPO, free_port, raykd
+from tests.conftest import DEMO, raykd
 from tests.serving import hostile
+from tests.serving.servers import start_serve, stop_serve
 
 KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -29,28 +27,14 @@ PROMPT = "question: what are fox and red?\nanswer:"
 def server(tmp_path_factory):
     """The demo teacher and student bases behind `raykd serve` (30% student, shadow on, API key)."""
     run = tmp_path_factory.mktemp("serve")
-    port = free_port()
-    args = ["serve", "--config", str(DEMO), f"run_dir={run}", "serve.teacher_model=builtin:teacher",
-            "serve.student_model=builtin:student", "serve.student_weight=0.3", "serve.shadow=true",
-            f"serve.port={port}", "serve.api_key_env=RAYKD_TEST_KEY"]
-    log = open(run / "serve.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "raykd.cli", *args], cwd=REPO, stdout=log,
-                            stderr=subprocess.STDOUT, env=dict(os.environ, RAYKD_TEST_KEY=KEY))
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_serve(run, ["serve.teacher_model=builtin:teacher", "serve.student_model=builtin:student",
+                                  "serve.student_weight=0.3", "serve.shadow=true", "serve.api_key_env=RAYKD_TEST_KEY"],
+                            env={"RAYKD_TEST_KEY": KEY})
+    session = Path("/tmp/ray/session_latest").resolve()  # the server's local Ray, just started
     try:
-        deadline = time.time() + 240
-        while "OpenAI-compatible API at" not in (run / "serve.log").read_text():
-            assert proc.poll() is None and time.time() < deadline, (run / "serve.log").read_text()[-3000:]
-            time.sleep(1)
-        session = Path("/tmp/ray/session_latest").resolve()  # the server's local Ray, just started
         yield url, run
     finally:
-        proc.send_signal(signal.SIGINT)  # what Ctrl-C does
-        try:
-            code = proc.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+        code = stop_serve(proc)
     assert code == 0 and "shutting down" in (run / "serve.log").read_text()
     logs = [p for p in [*run.rglob("*"), *session.rglob("logs/*")] if p.is_file()]
     assert len(logs) > 10 and not [p for p in logs if KEY.encode() in p.read_bytes()]  # the key in no log
