@@ -43,8 +43,9 @@ class ModelServer:
         return merge([c async for c in self.engine.stream(GenerationRequest(**request))])
 
     def engine_stats(self) -> dict:
-        """Which engine this replica runs, and its batching so far."""
-        return self.engine.stats()
+        """Which replica and engine answer, and the engine's batching so far (an arm's replicas each
+        keep their own)."""
+        return {"replica_id": serve.get_replica_context().replica_id.unique_id} | self.engine.stats()
 
     async def check_health(self) -> None:
         result = self.engine.check_health()
