@@ -34,7 +34,7 @@ from raykd.teacher import teacher_dir
 from raykd.training.checkpoints import restore_checkpoint
 from raykd.training.loop import EvalFn, make_optimizer, run_steps, use_bf16, worker_device
 from raykd.training.session import Session, train_session
-from raykd.training.trainer import trainer_for
+from raykd.training.trainer import fit, trainer_for
 
 
 def fit_student(cfg: RaykdConfig, vocab: int, data, session: Session, evaluate: EvalFn | None = None) -> dict:
@@ -84,7 +84,7 @@ def run(cfg: RaykdConfig) -> dict:
           f"alpha {cfg.distill.alpha}, T {cfg.distill.temperature}")
     trainer = trainer_for(cfg, cfg.distill, f"distill-{cfg.distill.output}", train_loop, {"train": ds},
                           distill_inputs(cfg, tokenizer_dir), extra={"vocab": vocab})
-    result = trainer.fit()
+    result = fit(trainer)
     loop = result.return_value
     params = export_checkpoint(functools.partial(build_student, cfg, None), cfg.models.student, result.checkpoint,
                                tokenizer_dir, str(out), cfg.models, cfg.distill)

@@ -31,7 +31,7 @@ from raykd.tokens import IGNORE_INDEX
 from raykd.training.checkpoints import restore_checkpoint
 from raykd.training.loop import make_optimizer, run_steps, use_bf16, worker_device
 from raykd.training.session import train_session
-from raykd.training.trainer import trainer_for
+from raykd.training.trainer import fit, trainer_for
 
 
 def task_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,8 +69,8 @@ def run(cfg: RaykdConfig) -> dict:
     rows, kind = held_out_rows(cfg.data.eval, cfg.data, cfg.task)
     cfg_dict = cfg.to_dict()
     base = score_task.remote(cfg_dict, cfg.models.teacher, tokenizer, rows, kind)
-    result = trainer_for(cfg, cfg.finetune, "finetune", train_loop, {"train": train},
-                         finetune_inputs(cfg, tokenizer)).fit()
+    result = fit(trainer_for(cfg, cfg.finetune, "finetune", train_loop, {"train": train},
+                             finetune_inputs(cfg, tokenizer)))
     loop = result.return_value
     params = export_checkpoint(functools.partial(build_teacher, cfg, None), cfg.models.teacher, result.checkpoint,
                                tokenizer, str(out), cfg.models, cfg.finetune)

@@ -1,8 +1,11 @@
-"""A Ray Train ``TorchTrainer`` sized by a training stage's config."""
+"""A Ray Train ``TorchTrainer`` sized by a training stage's config, and its ``fit`` that leaves no stray checkpoint."""
 
 from __future__ import annotations
 
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+import posixpath
+
+import pyarrow.fs
+from ray.train import CheckpointConfig, FailureConfig, Result, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from raykd.config import RaykdConfig, TrainConfig
@@ -30,3 +33,19 @@ def trainer_for(cfg: RaykdConfig, stage: TrainConfig, base: str, loop, datasets:
         ),
         datasets=datasets,
     )
+
+
+def fit(trainer: TorchTrainer) -> Result:
+    """``trainer.fit()``, then delete the checkpoint directories in the run's storage that the controller
+    never registered. A worker killed while its checkpoint was being copied (or after, before the
+    controller took its report) leaves one behind, half-written or whole; nothing reads it (a restart
+    resumes from the latest *registered* checkpoint) and nothing else would ever delete it."""
+    result = trainer.fit()
+    kept = {posixpath.basename(c.path) for c, _ in result.best_checkpoints or []}
+    kept |= {posixpath.basename(result.checkpoint.path)} if result.checkpoint else set()
+    fs = result.filesystem
+    for info in fs.get_file_info(pyarrow.fs.FileSelector(result.path)):
+        if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith("checkpoint_") \
+                and info.base_name not in kept:
+            fs.delete_dir(info.path)
+    return result

@@ -65,11 +65,11 @@ def test_a_rerun_resumes_only_with_the_same_inputs(teacher_run):
     assert weights.read_bytes() != first
 
 
-def kill_during_checkpoint_write(run: Path, prefix: str, worker: int) -> tuple[list[str], int, int]:
+def kill_during_checkpoint_write(run: Path, prefix: str, worker: int) -> tuple[str, list[str], int, int]:
     """SIGKILL ``worker`` in the middle of a checkpoint write: on the first checkpoint directory in the
     run's storage that the controller has not registered (being copied, or copied and not yet
     registered), freeze the worker (SIGSTOP) to list what the directory holds, then kill it.
-    Returns (its files with their sizes, the registered step then, how many checkpoints were kept)."""
+    Returns (its name, its files with their sizes, the registered step then, how many checkpoints were kept)."""
     storage = wait_for(lambda: run_storage(run, prefix), 120, "the run's storage")
     seen = set(os.listdir(storage))
     deadline = time.time() + 300
@@ -81,7 +81,7 @@ def kill_during_checkpoint_write(run: Path, prefix: str, worker: int) -> tuple[l
             if new[0] not in kept:
                 files = sorted(f"{p.name} {p.stat().st_size} B" for p in (storage / new[0]).iterdir())
                 os.kill(worker, signal.SIGKILL)
-                return files, step, len(kept)
+                return new[0], files, step, len(kept)
             os.kill(worker, signal.SIGCONT)  # registered before we looked: wait for the next one
             seen.add(new[0])
         time.sleep(0.002)
@@ -93,7 +93,8 @@ def test_distill_workers_killed_mid_epoch_and_mid_checkpoint_write_lose_only_ste
     """A distillation worker SIGKILLed between checkpoints, then its successor SIGKILLed while a
     checkpoint is being copied to storage. Each restart resumes from the last checkpoint the controller
     registered (never the half-copied one), no step before it is trained again, and the run ends at
-    exactly the configured step. The step log (rank 0, every step) gives the steps lost."""
+    exactly the configured step; the half-written checkpoint is deleted at the end. The step log (rank
+    0, every step) gives the steps lost."""
     run, overrides = teacher_run
     args = ["distill", "--config", str(DEMO), *overrides, "distill.steps=40", "distill.checkpoint_every=5",
             "distill.log_every=1", "distill.max_failures=3", "distill.run_name=faults", "distill.output=student_faults"]
@@ -106,7 +107,7 @@ def test_distill_workers_killed_mid_epoch_and_mid_checkpoint_write_lose_only_ste
         first = wait_for(lambda: train_worker_pids(proc.pid), 60, "a train worker")[0]
         os.kill(first, signal.SIGKILL)  # mid-epoch: between two checkpoints
         second = wait_for(lambda: [p for p in train_worker_pids(proc.pid) if p != first], 120, "a new worker")[0]
-        files, step_at_kill, kept = kill_during_checkpoint_write(run, "faults", second)
+        stray, files, step_at_kill, kept = kill_during_checkpoint_write(run, "faults", second)
         assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -125,3 +126,6 @@ def test_distill_workers_killed_mid_epoch_and_mid_checkpoint_write_lose_only_ste
     print(f"steps lost to the two kills: {lost}; registered checkpoints at the write kill: {kept}")
     metrics = read_metrics(run, "student_faults")
     assert metrics["steps"] == 40 and metrics["resumed_from_step"] == resumed_three
+    # the half-written directory (and any other never registered) is gone; the registered ones stay
+    left = {d.name for d in run_storage(run, "faults").glob("checkpoint_*") if d.is_dir()}
+    assert stray not in left and left == registered(run, "faults")[1]
