@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -32,6 +34,7 @@ if TYPE_CHECKING:  # Ray is imported by the session only: this module runs where
 
 STATE_FILE = "state.json"
 MODEL_KEY, OPTIM_KEY = "model", "optim"  # top-level keys of the DCP state dict
+TMP_PREFIX = "raykd-checkpoint-"  # + "<pid>-": a rank's local copy of its shards until Ray has stored them
 
 
 @dataclass
@@ -60,12 +63,36 @@ def save_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, trainabl
                     state: LoopState, metrics: dict, session: Session) -> None:
     """Write this rank's shards of the trainable weights and optimizer state (collective), and report."""
     state_dict = {MODEL_KEY: trainable_state(model, trainable), OPTIM_KEY: get_optimizer_state_dict(model, optimizer)}
-    with tempfile.TemporaryDirectory() as tmp:
+    remove_stale_tmpdirs()
+    with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}{os.getpid()}-") as tmp:
         dcp.save(state_dict, checkpoint_id=tmp, no_dist=not _distributed())
         if session.rank == 0:
             with open(os.path.join(tmp, STATE_FILE), "w") as f:
                 json.dump(state.__dict__, f)
         session.report(metrics, tmp)
+
+
+def remove_stale_tmpdirs(root: str | None = None) -> list[str]:
+    """Delete the local checkpoint copies left in ``root`` (the temp dir) by workers that died while
+    writing one (a SIGKILL skips the ``TemporaryDirectory`` cleanup: a full fine-tune's rank leaves tens of
+    GB). A directory's name carries its writer's pid; a live writer's is kept. Returns those deleted."""
+    removed = []
+    for path in Path(root or tempfile.gettempdir()).glob(f"{TMP_PREFIX}*-*"):
+        pid = path.name[len(TMP_PREFIX):].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(str(path))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def restore_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, trainable: set[str],

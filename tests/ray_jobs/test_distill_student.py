@@ -4,12 +4,14 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 from transformers import AutoModelForCausalLM
 
+from raykd.training.checkpoints import TMP_PREFIX
 from tests.conftest import DEMO, REPO, raykd, read_metrics
 from tests.ray_jobs.train_faults import attempts, registered, run_storage, train_worker_pids, wait_for
 
@@ -129,3 +131,5 @@ def test_distill_workers_killed_mid_epoch_and_mid_checkpoint_write_lose_only_ste
     # the half-written directory (and any other never registered) is gone; the registered ones stay
     left = {d.name for d in run_storage(run, "faults").glob("checkpoint_*") if d.is_dir()}
     assert stray not in left and left == registered(run, "faults")[1]
+    # and the killed workers' local copies of their shards were deleted by the next checkpoint's writer
+    assert not [p for pid in (first, second) for p in Path(tempfile.gettempdir()).glob(f"{TMP_PREFIX}{pid}-*")]

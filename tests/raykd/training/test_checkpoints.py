@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -16,9 +18,11 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from raykd.models import shard_model
 from raykd.training.checkpoints import (
+    TMP_PREFIX,
     LoopState,
     checkpoint_weight_names,
     load_trainable,
+    remove_stale_tmpdirs,
     restore_checkpoint,
     save_checkpoint,
 )
@@ -141,3 +145,17 @@ def test_two_fsdp2_ranks_write_their_own_shards_and_one_process_resumes_them(tmp
     stored = dcp.FileSystemReader(str(out)).read_metadata().state_dict_metadata
     tensors = [k for k, v in stored.items() if isinstance(v, TensorStorageMetadata) and not k.endswith(".step")]
     assert len(tensors) == 3 * len(trainable)  # each trainable weight and its two Adam moments: nothing frozen
+
+
+def test_a_dead_writers_local_checkpoint_copy_is_deleted_and_a_live_ones_kept(tmp_path):
+    """A worker SIGKILLed mid-write leaves its TemporaryDirectory behind (its cleanup never runs)."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for pid in (dead.pid, os.getpid()):
+        shard = tmp_path / f"{TMP_PREFIX}{pid}-abc123" / "__0_0.distcp"
+        shard.parent.mkdir()
+        shard.write_bytes(b"x" * 1024)
+    other = tmp_path / "tmp-not-ours"
+    other.mkdir()
+    assert remove_stale_tmpdirs(str(tmp_path)) == [str(tmp_path / f"{TMP_PREFIX}{dead.pid}-abc123")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"{TMP_PREFIX}{os.getpid()}-abc123", "tmp-not-ours"])
