@@ -76,6 +76,7 @@ def free_port() -> int:
 class RayHead(NamedTuple):
     address: str  # GCS, for drivers (RAY_ADDRESS)
     dashboard: str  # http://127.0.0.1:PORT, for the Jobs API
+    session: Path  # its /tmp/ray/session_* directory (logs of the head, its jobs and their workers)
 
 
 @pytest.fixture(scope="session")
@@ -101,7 +102,7 @@ def ray_head(tmp_path_factory):
         while subprocess.run(["ray", "status", f"--address={address}"], capture_output=True, env=env).returncode:
             assert time.time() < deadline and proc.poll() is None, log.read_text()[-2000:]
             time.sleep(2)
-        yield RayHead(address, f"http://127.0.0.1:{dashboard_port}")
+        yield RayHead(address, f"http://127.0.0.1:{dashboard_port}", Path("/tmp/ray/session_latest").resolve())
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # the head drains, then stops the processes it started
         try:

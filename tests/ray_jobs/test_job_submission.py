@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.conftest import REPO, read_metrics
 
@@ -64,3 +65,8 @@ def test_three_jobs_hand_the_cache_over_through_the_object_store(ray_head, tmp_p
     distilled = read_metrics(run, "student")
     assert distilled["data_source"] == "object_store", distilled  # the cache job's blocks, not Parquet
     assert distilled["teacher_forward_passes"] == 0 and distilled["steps"] == 6
+    # the cluster's Ray token is in no log of the head, the jobs or their workers, nor in any output
+    token = (Path.home() / ".ray" / "auth_token").read_bytes().strip()
+    files = [p for p in [*ray_head.session.rglob("*"), *run.rglob("*")] if p.is_file() and not p.is_symlink()]
+    assert len(token) >= 16 and len(files) > 50
+    assert not [p for p in files if token in p.read_bytes()]

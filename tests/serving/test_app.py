@@ -14,6 +14,7 @@ import openai
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from serving.router import api
 from tests.conftest import DEMO, raykd
 from tests.serving import hostile
 from tests.serving.servers import start_serve, stop_serve
@@ -149,6 +150,19 @@ def test_bad_requests_get_4xx_error_objects_and_the_server_stays_healthy(server)
     ok = httpx.post(f"{url}/v1/completions", json={"model": "ab", "prompt": PROMPT, "max_tokens": 2}, headers=AUTH,
                     timeout=60)
     assert ok.status_code == 200
+
+
+def test_every_v1_route_refuses_a_missing_or_wrong_key(server):
+    """Every /v1 route the router defines (read from its FastAPI app, so a new one is covered)."""
+    url, _ = server
+    routes = [(method, route.path) for route in api.routes if route.path.startswith("/v1/")
+              for method in route.methods]
+    assert len(routes) >= 4, routes
+    for method, path in routes:
+        for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": KEY}):  # the last: no "Bearer"
+            response = httpx.request(method, f"{url}{path}", json={"model": "ab", "prompt": PROMPT},
+                                     headers=headers, timeout=60)
+            assert response.status_code == 401 and response.json()["error"]["type"], (method, path, headers)
 
 
 def test_a_named_but_unset_api_key_fails_closed(tmp_path):
