@@ -7,8 +7,10 @@ what continuous batching and merged stream events buy, and the A/B ingress's add
    requests are): bare batched ``generate()`` of 16 rows in this process with one torch thread (what a
    0.5-CPU replica gets), the engine alone in this process (16 concurrent callers), vs served over
    HTTP (streamed, the ``raykd compare`` client) with the
-   defaults, with one event per token (``serve.stream_interval_s=0``) and unbatched
-   (``serve.max_batch_size=1``); and with the defaults through the deployment handle (no HTTP).
+   defaults, with one event per token (``serve.stream_interval_s=0``), unbatched
+   (``serve.max_batch_size=1``), and with Ray Serve's own replica threading (user code in a second event
+   loop: ``serving.deployments.REPLICA_ENV`` not set); and with the defaults through the deployment
+   handle (no HTTP).
 2. p50 latency of the same short completion (greedy, 4 tokens) to the student via (a) its deployment
    handle directly, (b) HTTP through the router naming the arm, (c) HTTP through the router with
    ``model: "ab"`` (split 100% to the student): the added milliseconds are the ingress's cost.
@@ -30,8 +32,10 @@ from raykd.config import load_config
 from raykd.launch import init_ray
 from raykd.models import resolve_model, resolve_tokenizer
 from raykd.tokens import encode_lm_row, load_tokenizer
+from serving import deployments
 from serving.app import APP_NAME, BUILTIN_ARMS, start
 from serving.compare import level
+from serving.deployments import REPLICA_ENV
 from serving.routing import percentiles
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
@@ -141,9 +145,11 @@ def main() -> None:
     bare = bare_generate(prompt_ids)
     engine_alone = asyncio.run(engine_throughput(prompt_ids, 16, 64))
     init_ray()
-    settings = {"default": {}, "event_per_token": {"stream_interval_s": 0}, "unbatched": {"max_batch_size": 1}}
+    settings = {"default": {}, "event_per_token": {"stream_interval_s": 0}, "unbatched": {"max_batch_size": 1},
+                "serve_threads": {}}
     served, via_handle = {}, None
     for name, overrides in settings.items():
+        deployments.REPLICA_ENV = {} if name == "serve_threads" else REPLICA_ENV
         url = start(config(**overrides))
         served[name] = asyncio.run(served_throughput(url, 16, 64))
         if name == "default":
@@ -159,6 +165,7 @@ def main() -> None:
         "engine_over_bare": engine_alone / bare,
         "merged_events_over_event_per_token": served["default"] / served["event_per_token"],
         "batched_over_unbatched": served["default"] / served["unbatched"],
+        "replica_env_over_serve_threads": served["default"] / served["serve_threads"],
         "p50_s": p50, "router_added_ms_named": 1000 * (p50["http_named"] - p50["handle"]),
         "router_added_ms_ab": 1000 * (p50["http_ab"] - p50["handle"]),
     }
@@ -168,7 +175,8 @@ def main() -> None:
           f"served (HTTP) {served['default']:.0f} = "
           f"{report['served_over_bare']:.0%} of bare; handle {via_handle:.0f} = {report['handle_over_bare']:.0%}; "
           f"one event per token {served['event_per_token']:.0f} ({report['merged_events_over_event_per_token']:.2f}x "
-          f"less); unbatched {served['unbatched']:.0f} ({report['batched_over_unbatched']:.2f}x less)\n"
+          f"less); unbatched {served['unbatched']:.0f} ({report['batched_over_unbatched']:.2f}x less); "
+          f"Serve's threading {served['serve_threads']:.0f} ({report['replica_env_over_serve_threads']:.2f}x less)\n"
           f"p50: handle {1000 * p50['handle']:.1f} ms, HTTP by name {1000 * p50['http_named']:.1f} ms, HTTP ab "
           f"{1000 * p50['http_ab']:.1f} ms -> ingress adds {report['router_added_ms_named']:.1f} / "
           f"{report['router_added_ms_ab']:.1f} ms -> {args.out}")

@@ -98,6 +98,7 @@ class FinetuneConfig(TrainConfig):
 
 
 ENGINES = ("auto", "vllm", "transformers")
+LOSSES = ("forward_kl", "reverse_kl", "jsd")  # distill.loss: the divergences raykd.losses computes
 
 
 @dataclass
@@ -140,6 +141,11 @@ class CacheConfig:
 class DistillConfig(TrainConfig):
     alpha: float = knob(0.5, "weight of the soft (KD) loss; 1 = unlabeled distillation", ge=0, le=1)
     temperature: float = knob(2.0, "softmax temperature of the KD loss", gt=0)
+    loss: str = knob("forward_kl", "divergence of the soft loss: forward_kl KL(teacher||student), reverse_kl "
+                     "KL(student||teacher) or jsd (generalised Jensen-Shannon, see distill.jsd_beta)",
+                     choices=LOSSES)
+    jsd_beta: float = knob(0.5, "jsd: the teacher's weight in the mixture M; the loss tends to forward_kl as it "
+                           "goes to 0 and to reverse_kl as it goes to 1", gt=0, lt=1)
     teacher_source: str = knob("cache", "cache (read RUN/teacher_cache), online (teacher forward in every step) "
                                "or none (hard labels of data.train only; needs alpha=0)",
                                choices=("cache", "online", "none"))
@@ -174,6 +180,8 @@ class TuneConfig:
     temperature: list[float] = knob([1.0, 8.0], "temperature range [low, high], sampled log-uniformly")
     alpha: list[float] = knob([0.0, 1.0], "alpha range [low, high], sampled uniformly")
     lr: list[float] = knob([], "learning-rate range [low, high] (log-uniform); [] keeps distill.lr")
+    loss: list[str] = knob([], "divergences to choose among (e.g. [forward_kl, jsd]); [] keeps distill.loss")
+    jsd_beta: list[float] = knob([], "jsd_beta range [low, high] (uniform) for jsd trials; [] keeps distill.jsd_beta")
     steps: int = knob(100, "optimizer steps per trial (ASHA's max_t)", ge=1)
     eval_every: int = knob(20, "steps between held-out evaluations (what ASHA compares)", ge=1)
     grace_period: int = knob(20, "steps before ASHA may stop a trial", ge=1)
@@ -386,6 +394,13 @@ def _cross_check(cfg: RaykdConfig) -> None:
     _check_range("tune.temperature", t.temperature, 0.0, float("inf"), low_open=True)
     _check_range("tune.alpha", t.alpha, 0.0, 1.0)
     _check_range("tune.lr", t.lr, 0.0, float("inf"), low_open=True)
+    _check_range("tune.jsd_beta", t.jsd_beta, 0.0, 1.0, low_open=True)
+    if t.jsd_beta and t.jsd_beta[1] == 1.0:
+        raise ConfigError(f"'tune.jsd_beta' = {t.jsd_beta} must lie within (0, 1) (its ends are forward_kl and "
+                          "reverse_kl: add those to tune.loss)")
+    unknown = [name for name in t.loss if name not in LOSSES]
+    if unknown:
+        raise ConfigError(f"'tune.loss' = {t.loss}: {unknown} not among {list(LOSSES)}")
     for key in ("temperature", "alpha"):
         if not getattr(t, key):
             raise ConfigError(f"'tune.{key}' needs [low, high] (equal bounds fix the value)")

@@ -59,13 +59,14 @@ def make_loss_fn(cfg: RaykdConfig, vocab: int, teacher: ForwardCounter | None):
             signal = teacher_signal(batch, flat)
             bias = None if head.bias is None else head.bias[:vocab]
             out = fused_distillation_loss(flat_hidden, head.weight[:vocab], flat["labels"], signal,
-                                          d.alpha if signal else 0.0, d.temperature, d.chunk_tokens, bias)
+                                          d.alpha if signal else 0.0, d.temperature, d.chunk_tokens, bias,
+                                          d.loss, d.jsd_beta)
         else:
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[..., :vocab]
             flat_logits, flat = student_positions(logits, batch, cfg.task)
             signal = teacher_signal(batch, flat)
             out = distillation_loss(flat_logits, flat["labels"], signal, d.alpha if signal else 0.0, d.temperature,
-                                    d.chunk_tokens)
+                                    d.chunk_tokens, d.loss, d.jsd_beta)
         return out["loss"] * out["tokens"], out["tokens"]
 
     return loss_fn

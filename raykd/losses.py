@@ -1,8 +1,17 @@
 """The knowledge-distillation loss, as pure functions, and the teacher summary the cache stores.
 
-    soft = KL( softmax(t/T) || softmax(s/T) ) * T**2    # mean over valid tokens (or examples)
+    soft = D( softmax(t/T), softmax(s/T) ) * T**2    # mean over valid tokens (or examples)
     hard = cross_entropy(s, y)
     loss = alpha * soft + (1 - alpha) * hard
+
+``D`` is ``distill.loss`` (``LOSSES``), with p the teacher and q the student: ``forward_kl`` KL(p || q)
+(the seed's, the default), ``reverse_kl`` KL(q || p), or ``jsd``
+
+    JSD_b(p, q) = ( b * KL(p || M) + (1 - b) * KL(q || M) ) / ( b * (1 - b) ),   M = b * p + (1 - b) * q
+
+with ``b = distill.jsd_beta`` in (0, 1). The ``b * (1 - b)`` scaling makes forward KL its limit as
+b -> 0 and reverse KL its limit as b -> 1 (and keeps its size comparable to theirs, so alpha means
+the same across b); unscaled, as TRL writes it, it would vanish at both ends.
 
 **What the cache keeps per position** (``summarize_teacher``), all from the teacher's log-probabilities
 ``lp = t - logsumexp(t)`` at T=1 (the quantity vLLM's ``prompt_logprobs`` returns; they survive fp16,
@@ -37,6 +46,11 @@ and the student's tail mass enters exactly rather than through the samples: esti
 importance sampling too (this module until stop 25) under-estimated it for sharp teachers (0.27 vs
 0.48 measured) and put the sampled loss below the bucket bound. With k = V the loss is the exact KL.
 
+Every divergence is built from that KL (``kl_view``): reverse KL and JSD take the same chain rule with
+the roles (or the mixture M) swapped, their tail-shape terms importance-sampled from the same cached
+samples with self-normalised weights ``q / proposal`` (or ``p / proposal``); M is known exactly on the
+top-k, the bucket and at every sample, since both p and q are.
+
 Nothing here builds a full-vocabulary teacher tensor: student log-probabilities are computed a
 chunk of tokens at a time.
 """
@@ -44,10 +58,13 @@ chunk of tokens at a time.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
+
+from raykd.config import LOSSES
 
 IGNORE_INDEX = -100
 TAIL_TEMPERATURES = (1.0, 2.0, 4.0, 8.0)
@@ -89,64 +106,112 @@ def _bregman(log_mass: torch.Tensor, log_p: torch.Tensor, log_q: torch.Tensor) -
     return log_mass.exp() * (log_p - log_q) + (log_mass + log_q - log_p).exp() - log_mass.exp()
 
 
-def _tail_weights(tail_values: torch.Tensor, tail_lse: torch.Tensor, beta: float) -> torch.Tensor:
-    """``(n, m)`` log of ``exp(beta * lp) / proposal density`` at each tail sample (importance weights)."""
+@dataclass
+class View:
+    """One distribution as the loss sees it, all normalised log-probs ``(n, ...)``: on the teacher's
+    top-k tokens ``top`` ``(n, k)``, the rest as one bucket ``tail`` ``(n,)``, and at the cached tail
+    samples ``samples`` ``(n, m)``. ``tail`` None: ``top`` covers the vocabulary; ``samples`` None: the
+    tail is one bucket (a top-k-only cache)."""
+
+    top: torch.Tensor
+    tail: torch.Tensor | None = None
+    samples: torch.Tensor | None = None
+
+
+def mixture(p: View, q: View, beta: float) -> View:
+    """The view of ``beta * p + (1 - beta) * q`` (``0 < beta < 1``)."""
+    def mix(a, b):
+        return None if a is None else torch.logaddexp(a + math.log(beta), b + math.log(1 - beta))
+
+    return View(mix(p.top, q.top), mix(p.tail, q.tail), mix(p.samples, q.samples))
+
+
+def kl_view(a: View, b: View, log_proposal: torch.Tensor | None = None) -> torch.Tensor:
+    """``(n,)`` KL(a || b) by the chain rule over the top-k tokens and the tail bucket (exact) plus the
+    tail bucket's mass times the KL of the distributions inside it, importance-sampled at the tail
+    samples with self-normalised weights ``a / proposal`` (``log_proposal`` ``(n, m)``: the samples'
+    log-density under the distribution they were drawn from)."""
+    kl = _bregman(a.top, a.top, b.top).sum(-1)
+    if a.tail is None:
+        return kl
+    kl = kl + _bregman(a.tail, a.tail, b.tail)
+    if a.samples is None:
+        return kl
+    weights = F.log_softmax(a.samples - log_proposal, dim=-1)
+    shape = _bregman(weights, a.samples - a.tail[:, None], b.samples - b.tail[:, None]).sum(-1)
+    return kl + a.tail.exp() * shape
+
+
+def divergence(p: View, q: View, loss: str = "forward_kl", jsd_beta: float = 0.5,
+               log_proposal: torch.Tensor | None = None) -> torch.Tensor:
+    """``(n,)`` the divergence ``loss`` between teacher ``p`` and student ``q`` (see ``LOSSES``)."""
+    if loss == "forward_kl":
+        return kl_view(p, q, log_proposal)
+    if loss == "reverse_kl":
+        return kl_view(q, p, log_proposal)
+    if loss == "jsd":
+        m = mixture(p, q, jsd_beta)
+        joint = jsd_beta * kl_view(p, m, log_proposal) + (1 - jsd_beta) * kl_view(q, m, log_proposal)
+        return joint / (jsd_beta * (1 - jsd_beta))
+    raise ValueError(f"unknown distillation loss {loss!r}: one of {LOSSES}")
+
+
+def _proposal_log_density(tail_values: torch.Tensor, tail_lse: torch.Tensor) -> torch.Tensor:
+    """``(n, m)`` log-density of each tail sample under the mixture of tempered tails it was drawn from."""
     counts = samples_per_temperature(tail_values.shape[-1])
     lp = tail_values.float()
-    mixture = torch.stack([math.log(c / lp.shape[-1]) + lp / t - tail_lse[:, g:g + 1].float()
-                           for g, (t, c) in enumerate(zip(TAIL_TEMPERATURES, counts)) if c], dim=0)
-    return beta * lp - torch.logsumexp(mixture, dim=0)
+    mixture_terms = torch.stack([math.log(c / lp.shape[-1]) + lp / t - tail_lse[:, g:g + 1].float()
+                                 for g, (t, c) in enumerate(zip(TAIL_TEMPERATURES, counts)) if c], dim=0)
+    return torch.logsumexp(mixture_terms, dim=0)
 
 
 def kd_topk(student_logits: torch.Tensor, values: torch.Tensor, indices: torch.Tensor,
             tail_values: torch.Tensor | None = None, tail_indices: torch.Tensor | None = None,
-            tail_lse: torch.Tensor | None = None, temperature: float = 1.0) -> torch.Tensor:
-    """Per-token ``KL(p_T || q_T) * T**2`` from the cached teacher summary (see the module docstring).
+            tail_lse: torch.Tensor | None = None, temperature: float = 1.0, loss: str = "forward_kl",
+            jsd_beta: float = 0.5) -> torch.Tensor:
+    """Per-token ``D(p_T, q_T) * T**2`` from the cached teacher summary (see the module docstring);
+    D is ``loss`` (forward KL by default).
 
     Args:
         student_logits: ``(n, V)`` student logits over the real vocabulary.
         values, indices: ``(n, k)`` teacher top-k log-probs (T=1) and token ids.
         tail_values, tail_indices: ``(n, m)`` sampled tail tokens' log-probs and ids.
         tail_lse: ``(n, G)`` ``log sum_tail exp(lp / T_g)`` at ``TAIL_TEMPERATURES``.
-        Without the tail columns (a top-k-only cache) the tail is one bucket: ``kd_topk_bucket``.
+        Without the tail columns (a top-k-only cache) the tail is one bucket (``bucket_log_mass``).
     Returns ``(n,)``.
     """
     vocab, k = student_logits.shape[-1], values.shape[-1]
     beta = 1.0 / temperature
     log_q = F.log_softmax(student_logits.float() / temperature, dim=-1)  # (n, V)
     top = values.float() * beta  # (n, k) unnormalised tempered log-probs
+    log_q_top = log_q.gather(-1, indices.long())
     if k >= vocab:
-        log_p_top = top - torch.logsumexp(top, dim=-1, keepdim=True)
-        return _bregman(log_p_top, log_p_top, log_q.gather(-1, indices.long())).sum(-1) * temperature**2
-    if tail_values is None:
-        return kd_topk_bucket(log_q, values, indices, beta) * temperature**2
-    log_w = _tail_weights(tail_values, tail_lse, beta)  # (n, m)
-    grid = [g for g, t in enumerate(TAIL_TEMPERATURES) if math.isclose(t, temperature)]
-    log_tail = tail_lse[:, grid[0]].float() if grid else torch.logsumexp(log_w, -1) - math.log(log_w.shape[-1])
-    coarse, log_p_tail, log_q_tail = _coarse_kl(log_q, top, log_tail, indices)
-    # Inside the tail: teacher and student log-probs conditional on the tail, at each sample.
-    log_p_shape = tail_values.float() * beta - log_tail[:, None]
-    log_q_shape = log_q.gather(-1, tail_indices.long()) - log_q_tail[:, None]
-    shape = _bregman(F.log_softmax(log_w, dim=-1), log_p_shape, log_q_shape).sum(-1)
-    return (coarse + log_p_tail.exp() * shape) * temperature**2
+        p, q, log_proposal = View(top - torch.logsumexp(top, dim=-1, keepdim=True)), View(log_q_top), None
+    elif tail_values is None:
+        (p, q), log_proposal = _coarse_views(log_q, log_q_top, top, bucket_log_mass(values, beta), indices), None
+    else:
+        log_proposal = _proposal_log_density(tail_values, tail_lse)  # (n, m)
+        grid = [g for g, t in enumerate(TAIL_TEMPERATURES) if math.isclose(t, temperature)]
+        log_w = tail_values.float() * beta - log_proposal
+        log_tail = tail_lse[:, grid[0]].float() if grid else torch.logsumexp(log_w, -1) - math.log(log_w.shape[-1])
+        p, q = _coarse_views(log_q, log_q_top, top, log_tail, indices)
+        p.samples = tail_values.float() * beta - torch.logsumexp(torch.cat([top, log_tail[:, None]], -1), -1)[:, None]
+        q.samples = log_q.gather(-1, tail_indices.long())
+    return divergence(p, q, loss, jsd_beta, log_proposal) * temperature**2
 
 
-def _coarse_kl(log_q: torch.Tensor, top: torch.Tensor, log_tail: torch.Tensor, indices: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The exact KL between the teacher's and the student's k + 1 masses (top-k tokens, tail bucket).
+def _coarse_views(log_q: torch.Tensor, log_q_top: torch.Tensor, top: torch.Tensor, log_tail: torch.Tensor,
+                  indices: torch.Tensor) -> tuple[View, View]:
+    """The teacher's and the student's views on the k + 1 masses (top-k tokens, tail bucket).
 
     Args:
-        log_q: ``(n, V)`` tempered student log-probs.
+        log_q: ``(n, V)`` tempered student log-probs; ``log_q_top`` ``(n, k)`` at the teacher's top-k.
         top: ``(n, k)`` the teacher's unnormalised tempered top-k log-probs; ``log_tail`` ``(n,)`` its
             tail's unnormalised tempered log-mass; ``indices`` ``(n, k)`` the top-k token ids.
-    Returns ``(kl, log_p_tail, log_q_tail)``, each ``(n,)``: the normalised tail log-masses too.
     """
     log_z = torch.logsumexp(torch.cat([top, log_tail[:, None]], dim=-1), dim=-1, keepdim=True)  # (n, 1)
-    log_q_top = log_q.gather(-1, indices.long())
-    log_q_tail = _student_log_tail(log_q, log_q_top, indices)
-    log_p_tail = log_tail - log_z[:, 0]
-    kl = _bregman(top - log_z, top - log_z, log_q_top).sum(-1) + _bregman(log_p_tail, log_p_tail, log_q_tail)
-    return kl, log_p_tail, log_q_tail
+    return (View(top - log_z, log_tail - log_z[:, 0]),
+            View(log_q_top, _student_log_tail(log_q, log_q_top, indices)))
 
 
 def _student_log_tail(log_q: torch.Tensor, log_q_top: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
@@ -166,7 +231,9 @@ def bucket_log_mass(values: torch.Tensor, beta: float) -> torch.Tensor:
     """``(n,)`` log of the tail's unnormalised tempered mass ``sum_tail p_i**beta`` known only from the
     top-k log-probs ``values`` ``(n, k)``: the tail's mass ``r = 1 - sum exp(values)`` is exact, and its
     tokens are taken to sit at the last kept level ``p_k`` (``r / p_k`` tokens of ``p_k`` each), so
-    ``r * p_k**(beta - 1)``. Exact at T=1; for T > 1 the smallest tail mass the top-k allows."""
+    ``r * p_k**(beta - 1)``. Exact at T=1; for T > 1 the smallest tail mass the top-k allows. With it,
+    the loss of a top-k-only cache (vLLM's ``prompt_logprobs``) is the divergence of the k + 1 masses:
+    at T=1 the exact divergence of the coarse-grained distributions, a lower bound of the full one."""
     lp = values.float()
     return _log_rest(lp) + (beta - 1.0) * lp.min(dim=-1).values
 
@@ -176,30 +243,19 @@ def _log_rest(log_probs: torch.Tensor) -> torch.Tensor:
     return torch.log((-torch.expm1(torch.logsumexp(log_probs, dim=-1))).clamp(min=1e-12))
 
 
-def kd_topk_bucket(log_q: torch.Tensor, values: torch.Tensor, indices: torch.Tensor, beta: float) -> torch.Tensor:
-    """Per-token KL over the top-k tokens plus the tail as one bucket (``(n,)``, not yet times T**2),
-    for a cache of the top-k alone (vLLM's ``prompt_logprobs``): the student's bucket is its mass off
-    the teacher's top-k, the teacher's is ``bucket_log_mass``. At T=1 this is the exact KL of the
-    coarse-grained distributions, a lower bound of the full KL (and zero only when the top-k and the
-    tail mass match).
-
-    Args:
-        log_q: ``(n, V)`` tempered student log-probs.
-        values, indices: ``(n, k)`` teacher top-k log-probs (T=1) and ids.
-    """
-    return _coarse_kl(log_q, values.float() * beta, bucket_log_mass(values, beta), indices)[0]
-
-
-def kd_full(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Per-token ``KL(softmax(t/T) || softmax(s/T)) * T**2`` with the full teacher: ``(n, V)`` → ``(n,)``."""
+def kd_full(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
+            loss: str = "forward_kl", jsd_beta: float = 0.5) -> torch.Tensor:
+    """Per-token ``D(softmax(t/T), softmax(s/T)) * T**2`` with the full teacher: ``(n, V)`` → ``(n,)``."""
     log_p = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
     log_q = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    return (log_p.exp() * (log_p - log_q)).sum(-1) * temperature**2
+    return divergence(View(log_p), View(log_q), loss, jsd_beta) * temperature**2
 
 
 def distillation_loss(student_logits: torch.Tensor, labels: torch.Tensor, teacher: dict[str, torch.Tensor],
-                      alpha: float, temperature: float, chunk_tokens: int = 1024) -> dict[str, torch.Tensor]:
-    """``alpha * soft + (1 - alpha) * hard`` over valid positions, in chunks of tokens.
+                      alpha: float, temperature: float, chunk_tokens: int = 1024, loss: str = "forward_kl",
+                      jsd_beta: float = 0.5) -> dict[str, torch.Tensor]:
+    """``alpha * soft + (1 - alpha) * hard`` over valid positions, in chunks of tokens; ``soft`` is the
+    divergence ``loss`` (``LOSSES``; ``jsd_beta`` weighs the teacher in the JSD's mixture) times T².
 
     Args:
         student_logits: ``(n, V)`` at the valid positions' flattened rows (already shifted for a
@@ -215,22 +271,22 @@ def distillation_loss(student_logits: torch.Tensor, labels: torch.Tensor, teache
     for start in range(0, student_logits.shape[0], chunk_tokens):
         sl = slice(start, start + chunk_tokens)
         chunk_soft, chunk_hard = _chunk_sums(student_logits[sl], labels[sl], {k: v[sl] for k, v in teacher.items()},
-                                             alpha, temperature)
+                                             alpha, temperature, loss, jsd_beta)
         soft, hard = soft + chunk_soft, hard + chunk_hard
     return _means(soft, hard, valid, alpha)
 
 
 def _chunk_sums(student_logits: torch.Tensor, labels: torch.Tensor, teacher: dict[str, torch.Tensor], alpha: float,
-                temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+                temperature: float, loss: str, jsd_beta: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed soft and hard losses of one chunk of rows (``(c, V)`` logits, ``(c,)`` labels)."""
     valid = labels != IGNORE_INDEX
     soft = student_logits.new_zeros((), dtype=torch.float32)
     hard = student_logits.new_zeros((), dtype=torch.float32)
     if alpha > 0:
         if "logits" in teacher:
-            per_token = kd_full(student_logits, teacher["logits"], temperature)
+            per_token = kd_full(student_logits, teacher["logits"], temperature, loss, jsd_beta)
         else:
-            per_token = kd_topk(student_logits, **teacher, temperature=temperature)
+            per_token = kd_topk(student_logits, **teacher, temperature=temperature, loss=loss, jsd_beta=jsd_beta)
         soft = torch.where(valid, per_token, 0.0).sum()
     if alpha < 1:
         hard = F.cross_entropy(student_logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum")
@@ -245,14 +301,15 @@ def _means(soft: torch.Tensor, hard: torch.Tensor, valid: torch.Tensor, alpha: f
 
 
 def _head_chunk_sums(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, labels: torch.Tensor,
-                     teacher: dict[str, torch.Tensor], alpha: float, temperature: float
+                     teacher: dict[str, torch.Tensor], alpha: float, temperature: float, loss: str, jsd_beta: float
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    return _chunk_sums(F.linear(hidden, weight, bias), labels, teacher, alpha, temperature)
+    return _chunk_sums(F.linear(hidden, weight, bias), labels, teacher, alpha, temperature, loss, jsd_beta)
 
 
 def fused_distillation_loss(hidden: torch.Tensor, head_weight: torch.Tensor, labels: torch.Tensor,
                             teacher: dict[str, torch.Tensor], alpha: float, temperature: float,
-                            chunk_tokens: int = 1024, head_bias: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                            chunk_tokens: int = 1024, head_bias: torch.Tensor | None = None, loss: str = "forward_kl",
+                            jsd_beta: float = 0.5) -> dict[str, torch.Tensor]:
     """``distillation_loss`` with the student's LM head fused in: the head and the loss run a chunk of
     target rows at a time and each chunk is recomputed in backward (activation checkpointing), so the
     full-vocabulary logits, their log-softmax and the loss temporaries of the batch are never held;
@@ -261,7 +318,7 @@ def fused_distillation_loss(hidden: torch.Tensor, head_weight: torch.Tensor, lab
     Args:
         hidden: ``(n, H)`` the student's final hidden states at the flattened, shifted rows.
         head_weight: ``(V, H)`` the LM head's rows of the real vocabulary (``head_bias`` ``(V,)``).
-        labels, teacher, alpha, temperature: as ``distillation_loss``.
+        labels, teacher, alpha, temperature, loss, jsd_beta: as ``distillation_loss``.
     """
     valid = labels != IGNORE_INDEX
     rows = valid.nonzero().squeeze(-1)
@@ -273,6 +330,6 @@ def fused_distillation_loss(hidden: torch.Tensor, head_weight: torch.Tensor, lab
         sl = slice(start, start + chunk_tokens)
         chunk_soft, chunk_hard = torch.utils.checkpoint.checkpoint(
             _head_chunk_sums, hidden[sl], head_weight, head_bias, labels[sl], {k: v[sl] for k, v in teacher.items()},
-            alpha, temperature, use_reentrant=False)
+            alpha, temperature, loss, jsd_beta, use_reentrant=False)
         soft, hard = soft + chunk_soft, hard + chunk_hard
     return _means(soft, hard, valid, alpha)

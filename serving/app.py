@@ -24,7 +24,7 @@ from raykd.launch import parse_stage_args, run_stage
 from raykd.models import resolve_model, resolve_tokenizer
 from raykd.tokens import has_tokenizer
 from raykd.vllm_support import resolve_engine
-from serving.deployments import ModelServer, arm_options
+from serving.deployments import ModelServer, arm_options, replica_actor_options
 from serving.router import Router
 
 APP_NAME = "raykd"
@@ -69,7 +69,7 @@ def build_app(cfg: RaykdConfig) -> Application:
                                                                            settings, trust)
             for name, path in dirs.items()}
     weights = {s.teacher_name: 1 - s.student_weight, s.student_name: s.student_weight}
-    router = Router.options(name="router", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)
+    router = Router.options(name="router", ray_actor_options=replica_actor_options(0.1), max_ongoing_requests=256)
     return router.bind(arms, weights, {name: engine for name in dirs}, tokenizers[s.teacher_name],
                        context_length(dirs, trust), settings, trust)
 

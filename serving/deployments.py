@@ -53,6 +53,20 @@ class ModelServer:
             await result
 
 
+# Ray Serve's "throughput optimised" switches that concern one replica, set in each of ours (runtime_env:
+# they are read when the replica's process imports Serve, so they hold on any cluster): user code on the
+# replica's own event loop (not a second loop in a thread, one hop less per request and per streamed
+# message), the handles' router on that loop too, and request-log lines written in batches (an ERROR
+# line still goes out at once). Measured in bench/serve_overhead.py (`serve_env`).
+REPLICA_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0", "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+               "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000"}
+
+
+def replica_actor_options(num_cpus: float, num_gpus: float = 0) -> dict:
+    """``ray_actor_options`` of a raykd replica (an arm's or the router's)."""
+    return {"num_cpus": num_cpus, "num_gpus": num_gpus, "runtime_env": {"env_vars": dict(REPLICA_ENV)}}
+
+
 def arm_options(name: str, s: ServeConfig, engine: str) -> dict:
     """Deployment options of one arm: autoscaling, queue limits, health checks, CPU/GPU asks (with
     tensor parallelism, a placement group: the replica's CPU bundle plus one GPU bundle per shard)."""
@@ -62,10 +76,10 @@ def arm_options(name: str, s: ServeConfig, engine: str) -> dict:
                                "max_replicas": s.max_replicas, "target_ongoing_requests": s.target_ongoing_requests},
         "max_ongoing_requests": s.max_ongoing_requests, "max_queued_requests": s.max_queued_requests,
         "health_check_period_s": 10, "health_check_timeout_s": 60,
-        "ray_actor_options": {"num_cpus": s.cpus_per_replica, "num_gpus": s.gpus_per_replica},
+        "ray_actor_options": replica_actor_options(s.cpus_per_replica, s.gpus_per_replica),
     }
     tensor_parallel = s.arm_vllm(name).tensor_parallel if engine == "vllm" else 1
     if tensor_parallel > 1:  # vLLM's TP workers get their own GPU bundles in the replica's group
-        options["ray_actor_options"] = {"num_cpus": s.cpus_per_replica, "num_gpus": 0}
+        options["ray_actor_options"] = replica_actor_options(s.cpus_per_replica)
         options["placement_group_bundles"] = [{"CPU": s.cpus_per_replica}] + [{"GPU": 1}] * tensor_parallel
     return options

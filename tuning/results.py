@@ -40,7 +40,7 @@ def best_config(cfg: RaykdConfig, best: pd.Series) -> dict:
 
 def plot(frame: pd.DataFrame, path: Path, metric: str, mode: str) -> None:
     """``metric`` over temperature × alpha, the best trial ringed; crosses are trials stopped early
-    (at their last report)."""
+    (at their last report); a sweep over ``tune.loss`` labels each point with its divergence."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -56,6 +56,12 @@ def plot(frame: pd.DataFrame, path: Path, metric: str, mode: str) -> None:
         points = ax.scatter(part["temperature"], part["alpha"], c=part[metric], cmap=cmap, s=80,
                             marker=marker, vmin=finite[metric].min(), vmax=finite[metric].max(), edgecolors="k",
                             label="stopped early" if early else "finished")
+    if "loss" in finite:
+        for _, trial in finite.iterrows():
+            label = trial["loss"] + (f" b={trial['jsd_beta']:.2f}" if trial["loss"] == "jsd" and "jsd_beta" in trial
+                                     else "")
+            ax.annotate(label, (trial["temperature"], trial["alpha"]), fontsize=7, xytext=(6, 4),
+                        textcoords="offset points")
     best = rank(finite, metric, mode).iloc[0]  # the trial summarize() picks, ties included
     ax.scatter([best["temperature"]], [best["alpha"]], s=300, facecolors="none", edgecolors="r", label="best")
     fig.colorbar(points, ax=ax, label=metric)
@@ -92,9 +98,10 @@ def summarize(grid, cfg: RaykdConfig, metric: str, mode: str, out: Path, wall_s:
     if ranked.empty:
         raise RuntimeError(f"no trial reported {metric}: see the trial errors under {out}")
     best = ranked.iloc[0]
+    tuned = best_config(cfg, best)
     (out / "best_config.yaml").write_text(
         "# The sweep's best distillation knobs: raykd distill --config " + str(out / "best_config.yaml") + "\n"
-        + yaml.safe_dump(best_config(cfg, best), sort_keys=False))
+        + yaml.safe_dump(tuned, sort_keys=False))
     plot(frame, out / "sweep.png", metric, mode)
     score = best.get("eval_score")
     metrics = {
@@ -102,6 +109,7 @@ def summarize(grid, cfg: RaykdConfig, metric: str, mode: str, out: Path, wall_s:
         "stopped_early": int(frame["stopped_early"].sum()), "errored": grid.num_errors,
         "best_trial": best["trial_id"], "best_temperature": float(best["temperature"]),
         "metric": metric, "mode": mode, "best_alpha": float(best["alpha"]),
+        "best_loss": tuned["distill"]["loss"], "best_jsd_beta": tuned["distill"]["jsd_beta"],
         "best_eval_loss": None if pd.isna(best.get("eval_loss")) else float(best["eval_loss"]),
         "best_score": None if score is None or pd.isna(score) else float(score),
         "teacher_forward_passes": int(frame["teacher_forward_passes"].fillna(0).sum()),

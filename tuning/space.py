@@ -10,7 +10,7 @@ from ray import tune
 from raykd.config import TuneConfig
 
 # Sampled key -> the distill knob it sets.
-KNOBS = {"temperature": "temperature", "alpha": "alpha", "lr": "lr"}
+KNOBS = {"temperature": "temperature", "alpha": "alpha", "lr": "lr", "loss": "loss", "jsd_beta": "jsd_beta"}
 DIVERGED_LOSS = 1e9  # reported instead of NaN/inf: ASHA compares finite numbers only
 
 
@@ -20,10 +20,15 @@ def _between(bounds: list[float], sampler):
 
 
 def search_space(t: TuneConfig) -> dict:
-    """Ray Tune ``param_space``: temperature log-uniform, alpha uniform, optional lr (log-uniform)."""
+    """Ray Tune ``param_space``: temperature log-uniform, alpha uniform; optionally lr (log-uniform), the
+    divergence (a choice) and jsd_beta (uniform; it only changes the loss of jsd trials)."""
     space = {"temperature": _between(t.temperature, tune.loguniform), "alpha": _between(t.alpha, tune.uniform)}
     if t.lr:
         space["lr"] = _between(t.lr, tune.loguniform)
+    if t.loss:
+        space["loss"] = t.loss[0] if len(t.loss) == 1 else tune.choice(t.loss)
+    if t.jsd_beta:
+        space["jsd_beta"] = _between(t.jsd_beta, tune.uniform)
     return space
 
 

@@ -1,4 +1,4 @@
-"""Stage 4: search distillation temperature and alpha (optionally lr) with Ray Tune.
+"""Stage 4: search distillation temperature and alpha (optionally lr, the divergence and jsd_beta) with Ray Tune.
 
     raykd tune --config configs/demo.yaml
     raykd tune --config configs/demo.yaml tune.num_samples=16 "tune.lr=[1e-4,1e-2]"
@@ -195,7 +195,7 @@ def run(cfg: RaykdConfig) -> dict:
                                 "to resume it (or set tune.resume=false to start over)")
     metrics = summarize(grid, cfg, metric, mode, Path(cfg.stage_dir("tune")), time.time() - started)
     print(f"[tune] best of {metrics['trials']} trials: temperature {metrics['best_temperature']:.3g}, "
-          f"alpha {metrics['best_alpha']:.3g}, held-out loss {metrics['best_eval_loss']:.4f}, score "
+          f"alpha {metrics['best_alpha']:.3g}, loss {metrics['best_loss']}, held-out loss {metrics['best_eval_loss']:.4f}, score "
           f"{metrics['best_score']} (ranked by {metric}); {metrics['stopped_early']} stopped early; teacher "
           f"forward passes {metrics['teacher_forward_passes']}\n[tune] best config: {metrics['best_config']}",
           flush=True)

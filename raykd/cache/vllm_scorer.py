@@ -3,7 +3,7 @@ log-probabilities of every target position from ``prompt_logprobs`` over the exa
 student will train on.
 
 vLLM returns no full logits, so this cache holds the top-k alone (no sampled tail: the manifest says
-``tail_samples = 0``) and the loss treats the tail as one bucket (``raykd.losses.kd_topk_bucket``).
+``tail_samples = 0``) and the loss treats the tail as one bucket (``raykd.losses.bucket_log_mass``).
 """
 
 from __future__ import annotations

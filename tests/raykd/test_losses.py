@@ -189,3 +189,96 @@ def test_the_fused_head_and_loss_equal_the_unfused_in_value_and_gradients(alpha,
                                                                                           rel=1e-5)
     for a, b in zip(got, expected):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+# -- the other divergences (distill.loss) --------------------------------------------------------------
+
+LOSSES = ["forward_kl", "reverse_kl", "jsd"]
+
+
+def full_vocabulary(s, t, temperature, loss, beta=0.5):
+    """Each divergence written out over the whole vocabulary, independently of raykd.losses."""
+    p, q = F.softmax(t / temperature, -1), F.softmax(s / temperature, -1)
+
+    def kl(a, b):
+        return (a * (a.log() - b.log())).sum(-1)
+
+    if loss == "forward_kl":
+        d = kl(p, q)
+    elif loss == "reverse_kl":
+        d = kl(q, p)
+    else:
+        m = beta * p + (1 - beta) * q
+        d = (beta * kl(p, m) + (1 - beta) * kl(q, m)) / (beta * (1 - beta))
+    return d * temperature**2
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 4.0])
+def test_every_divergence_is_zero_for_identical_inputs_from_every_teacher_source(loss, temperature):
+    t = logits(seed=20)
+    summary = topk(t, 6)
+    bucket = {k: summary[k] for k in ("values", "indices")}
+    for got in (kd_full(t, t, temperature, loss), kd_topk(t, **topk(t, V), temperature=temperature, loss=loss),
+                kd_topk(t, **summary, temperature=temperature, loss=loss),
+                kd_topk(t, **bucket, temperature=1.0, loss=loss)):
+        assert got.abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 3.0])
+def test_with_k_equal_vocab_every_divergence_is_the_full_vocabulary_formula(loss, temperature):
+    s, t = logits(seed=21), logits(seed=22)
+    for beta in (0.1, 0.5, 0.9) if loss == "jsd" else (0.5,):
+        expected = full_vocabulary(s, t, temperature, loss, beta)
+        assert torch.allclose(kd_full(s, t, temperature, loss, beta), expected, rtol=1e-4, atol=1e-6)
+        got = kd_topk(s, **topk(t, V), temperature=temperature, loss=loss, jsd_beta=beta)
+        assert torch.allclose(got, expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("source", ["full", "sampled", "bucket"])
+def test_jsd_tends_to_forward_kl_as_beta_goes_to_0_and_to_reverse_kl_as_beta_goes_to_1(source):
+    s, t = logits(seed=23, scale=1.5), logits(seed=24, scale=1.5)  # at b, M ~ q where b * p << q: no extreme p/q
+    summary = topk(t, 5)
+    if source == "bucket":
+        summary = {k: summary[k] for k in ("values", "indices")}
+
+    def d(loss, beta=0.5):
+        if source == "full":
+            return kd_full(s, t, 1.0, loss, beta)
+        return kd_topk(s, **summary, temperature=1.0, loss=loss, jsd_beta=beta)
+
+    assert torch.allclose(d("jsd", 1e-4), d("forward_kl"), rtol=1e-2)
+    assert torch.allclose(d("jsd", 1 - 1e-4), d("reverse_kl"), rtol=1e-2)
+    middle = d("jsd", 0.5)
+    assert (middle > 0).all() and not torch.allclose(middle, d("forward_kl"), rtol=0.05)
+
+
+@pytest.mark.parametrize("loss", ["reverse_kl", "jsd"])
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 4.0])
+def test_sampled_tail_estimates_reverse_kl_and_jsd_when_the_tail_holds_much_of_the_mass(loss, temperature):
+    n = 4000
+    t, s = logits(n=n, seed=4, scale=4.0), logits(n=n, seed=5, scale=4.0)
+    s = 0.7 * t + 0.5 * s
+    approx = kd_topk(s, **topk(t, 4), temperature=temperature, loss=loss)
+    assert (approx >= -1e-6).all()  # a sum of non-negative terms: never below zero, even per token
+    assert approx.mean().item() == pytest.approx(full_vocabulary(s, t, temperature, loss).mean().item(), rel=0.05)
+
+
+@pytest.mark.parametrize("loss", ["reverse_kl", "jsd"])
+@pytest.mark.parametrize("source", ["sampled", "online"])
+def test_the_fused_loss_equals_the_unfused_for_every_divergence(loss, source):
+    from raykd.losses import fused_distillation_loss
+
+    g = torch.Generator().manual_seed(25)
+    hidden = torch.randn(30, 16, generator=g, requires_grad=True)
+    weight = torch.randn(V, 16, generator=g, requires_grad=True)
+    labels = torch.randint(0, V, (30,), generator=g)
+    t = logits(n=30, seed=26)
+    teacher = {"logits": t} if source == "online" else topk(t, 8)
+    unfused = distillation_loss(F.linear(hidden, weight), labels, teacher, 0.7, 2.0, 7, loss, 0.3)
+    fused = fused_distillation_loss(hidden, weight, labels, teacher, 0.7, 2.0, 7, loss=loss, jsd_beta=0.3)
+    assert fused["loss"].item() == pytest.approx(unfused["loss"].item(), rel=1e-5)
+    for a, b in zip(torch.autograd.grad(fused["loss"], (hidden, weight)),
+                    torch.autograd.grad(unfused["loss"], (hidden, weight))):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)

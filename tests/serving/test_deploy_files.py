@@ -46,8 +46,10 @@ def test_arm_options_fit_the_config_and_tensor_parallel_arms_get_gpu_bundles():
     teacher, student = arm_options("teacher", s, "vllm"), arm_options("student", s, "vllm")
     assert teacher["placement_group_bundles"] == [{"CPU": 4.0}] + [{"GPU": 1}] * 4
     assert teacher["ray_actor_options"]["num_gpus"] == 0 and "placement_group_bundles" not in student
-    assert student["ray_actor_options"] == {"num_cpus": 4.0, "num_gpus": 1.0}
+    assert student["ray_actor_options"] | {"runtime_env": None} == {"num_cpus": 4.0, "num_gpus": 1.0, "runtime_env": None}
     assert student["autoscaling_config"]["max_replicas"] == 4 and student["max_ongoing_requests"] == 64
     demo = load_config(REPO / "configs" / "demo.yaml").serve
-    assert arm_options("student", demo, "transformers")["ray_actor_options"] == {"num_cpus": 0.5, "num_gpus": 0.0}
+    on_cpu = arm_options("student", demo, "transformers")["ray_actor_options"]
+    assert (on_cpu["num_cpus"], on_cpu["num_gpus"]) == (0.5, 0.0)
+    assert on_cpu["runtime_env"]["env_vars"]["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"] == "0"
     assert "placement_group_bundles" not in arm_options("teacher", s, "transformers")  # TP is vLLM's

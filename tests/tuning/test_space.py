@@ -28,6 +28,27 @@ def test_optional_lr_and_equal_bounds_fix_a_value():
     assert isinstance(space["lr"].get_sampler(), tune.search.sample.LogUniform)
 
 
+def test_the_divergence_and_jsd_beta_can_be_searched_and_set_the_trials_distill_knobs():
+    t = load_config(DEMO, ["tune.loss=[forward_kl, jsd]", "tune.jsd_beta=[0.1, 0.9]"]).tune
+    space = search_space(t)
+    assert space["loss"].categories == ["forward_kl", "jsd"]
+    assert (space["jsd_beta"].lower, space["jsd_beta"].upper) == (0.1, 0.9)
+    assert search_space(load_config(DEMO, ["tune.loss=[reverse_kl]"]).tune)["loss"] == "reverse_kl"
+    cfg = load_config(DEMO, ["tune.loss=[forward_kl, jsd]"])
+    d = from_dict(trial_config(cfg.to_dict(), {"temperature": 2.0, "alpha": 0.5, "loss": "jsd", "jsd_beta": 0.3})).distill
+    assert (d.loss, d.jsd_beta) == ("jsd", 0.3)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("tune.loss=[forward_kl, kl]", "tune.loss.*'kl'"), ("tune.jsd_beta=[0.5, 1.0]", r"tune.jsd_beta.*\(0, 1\)"),
+    ("tune.jsd_beta=[0, 0.5]", "tune.jsd_beta"), ("distill.loss=kl", "distill.loss"),
+    ("distill.jsd_beta=1", "distill.jsd_beta"), ("distill.jsd_beta=0", "distill.jsd_beta"),
+])
+def test_a_bad_divergence_or_jsd_beta_is_refused_naming_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(DEMO, [override])
+
+
 @pytest.mark.parametrize("override, message", [
     ("tune.alpha=[0.2, 1.5]", "tune.alpha"), ("tune.temperature=[0, 4]", "tune.temperature"),
     ("tune.temperature=[4, 2]", "low <= high"), ("tune.lr=[1e-3]", "tune.lr"),
