@@ -31,8 +31,10 @@ from raykd.config import load_config
 from raykd.distill import TEACHER_COLUMNS, make_loss_fn, student_positions
 from raykd.losses import kd_full, kd_topk, summarize_teacher
 from raykd.models import load_model
+from raykd.on_policy import OnPolicy
 from raykd.scoring import score_model
 from raykd.student import build_student
+from raykd.tokens import load_tokenizer, stop_token_ids
 from raykd.training.loop import make_optimizer
 
 MEMORY_PROBE = """
@@ -81,16 +83,22 @@ def step_batches(data: dict, size: int, steps: int):
             done += 1
 
 
-def trainee(cfg, vocab: int, source: str, steps: int):
-    """A fresh student, its loss for ``source`` (cache: top-k columns; online: teacher forward), and
-    its optimizer; plus a function that drops the cached columns from a batch for the online case."""
+def trainee(cfg, vocab: int, source: str, steps: int, teachers: list | None = None):
+    """A fresh student, a function that trains it one step on a batch with the distil job's loss for
+    ``source`` (cache: top-k columns; online: teacher forward; ce: plain CE) and optimiser, and, with
+    ``distill.on_policy_fraction``, the ``OnPolicy`` that turns batches into the student's samples
+    (scored by ``teachers``; else None)."""
     cfg.distill.teacher_source, cfg.distill.steps = ("cache" if source == "ce" else source), steps
     torch.manual_seed(0)
     student = build_student(cfg)
     teacher = load_model(str(cfg.stage_dir("teacher")), cfg.task, 2).eval().requires_grad_(False) \
         if source == "online" else None
     opt, sched = make_optimizer(student.parameters(), cfg.distill)
-    loss_fn = make_loss_fn(cfg, vocab, teacher)
+    on_policy = None
+    if cfg.distill.on_policy_fraction:
+        tokenizer = load_tokenizer(str(cfg.stage_dir("teacher")))
+        on_policy = OnPolicy(cfg, teachers, tokenizer.pad_token_id, stop_token_ids(student, tokenizer))
+    loss_fn = make_loss_fn(cfg, vocab, teacher, on_policy)
 
     def step(batch: dict) -> None:
         student.train()
@@ -105,11 +113,11 @@ def trainee(cfg, vocab: int, source: str, steps: int):
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)  # as the distil job does
         opt.step(), sched.step(), opt.zero_grad()
 
-    return student, step
+    return student, step, on_policy
 
 
 def epoch_seconds(cfg, data, vocab, source: str) -> float:
-    _, step = trainee(cfg, vocab, source, len(data["input_ids"]) // cfg.distill.batch_size)
+    _, step, _ = trainee(cfg, vocab, source, len(data["input_ids"]) // cfg.distill.batch_size)
     start = time.perf_counter()
     for batch in batches(data, cfg.distill.batch_size):
         step(batch)
@@ -142,7 +150,7 @@ def quality(cfg, data, vocab, steps: int, source: str) -> dict:
     from raykd.data import held_out_rows
     from raykd.tokens import load_tokenizer
 
-    student, step = trainee(cfg, vocab, source, steps)
+    student, step, _ = trainee(cfg, vocab, source, steps)
     for batch in step_batches(data, cfg.distill.batch_size, steps):
         step(batch)
     rows, kind = held_out_rows(cfg.data.eval, cfg.data, cfg.task)

@@ -49,7 +49,7 @@ def evaluate(cfg, student) -> dict:
 
 
 def run_raykd(cfg, data, vocab, steps: int) -> dict:
-    student, step = trainee(cfg, vocab, "cache", steps)
+    student, step, _ = trainee(cfg, vocab, "cache", steps)
     times = []
     for batch in step_batches(data, cfg.distill.batch_size, steps):
         start = time.perf_counter()

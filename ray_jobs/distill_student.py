@@ -4,8 +4,10 @@
     python -m ray_jobs.distill_student --config configs/demo.yaml distill.alpha=1.0 distill.temperature=4
     ray job submit --working-dir . -- python -m ray_jobs.distill_student --config configs/llama70b_to_7b.yaml
 
-Loss: ``alpha * T**2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y)`` per valid token
-(``raykd.losses``). ``distill.teacher_source``: ``cache`` reads ``RUN/teacher_cache`` (object store,
+Loss: ``alpha * T**2 * D(softmax(t/T), softmax(s/T)) + (1 - alpha) * CE(s, y)`` per valid token, D =
+``distill.loss`` (forward KL by default; ``raykd.losses``). ``distill.on_policy_fraction`` of the batches
+are the student's own samples scored by a teacher actor pool (``raykd.on_policy``).
+``distill.teacher_source``: ``cache`` reads ``RUN/teacher_cache`` (object store,
 else Parquet); ``online`` runs the teacher's forward pass in every step (the textbook baseline that
 caching is measured against); ``none`` trains on ``data.train``'s hard labels only (alpha=0, the
 no-teacher baseline). Writes ``RUN/<distill.output>/`` (HF directory) and its ``metrics.json``.
@@ -26,23 +28,28 @@ from raykd.distill import make_loss_fn, training_data
 from raykd.export import export_checkpoint
 from raykd.launch import parse_stage_args, run_stage, write_metrics
 from raykd.models import ForwardCounter, load_configured
+from raykd.on_policy import OnPolicy, OnPolicyCounts, teacher_pool
 from raykd.runs import distill_inputs
 from raykd.scoring import score_task
 from raykd.sharded_load import training_model
 from raykd.student import build_student, check_student
 from raykd.teacher import teacher_dir
+from raykd.tokens import load_tokenizer, stop_token_ids
 from raykd.training.checkpoints import restore_checkpoint
 from raykd.training.loop import EvalFn, make_optimizer, run_steps, use_bf16, worker_device
 from raykd.training.session import Session, train_session
 from raykd.training.trainer import fit, trainer_for
 
 
-def fit_student(cfg: RaykdConfig, vocab: int, data, session: Session, evaluate: EvalFn | None = None) -> dict:
+def fit_student(cfg: RaykdConfig, vocab: int, data, session: Session, evaluate: EvalFn | None = None,
+                teachers: list | None = None) -> dict:
     """Distil a student from ``data`` (a Train shard or a whole dataset) under ``session``: build or
     resume, shard, train to ``distill.steps``. Shared by the Train job and every Ray Tune trial.
+    ``teachers``: the on-policy teacher pool (``raykd.on_policy.teacher_pool``).
 
-    Every report carries ``teacher_forward_passes`` (this process's count; 0 on the cache) and
-    ``evaluate``'s metrics. Returns the loop state plus that count.
+    Every report carries ``teacher_forward_passes`` (this process's count, the online teacher's and the
+    pool's; 0 on the cache alone), the on-policy counts and ``evaluate``'s metrics. Returns the loop
+    state plus those counts.
     """
     device = worker_device(cfg.distill, session)
     model, trainable = training_model(functools.partial(build_student, cfg, None), cfg.models.student, cfg.distill,
@@ -55,22 +62,35 @@ def fit_student(cfg: RaykdConfig, vocab: int, data, session: Session, evaluate: 
     state = restore_checkpoint(model, optimizer, trainable, session)
     if state.step and session.rank == 0:
         print(f"[distill] resumed from checkpoint at step {state.step}", flush=True)
+    on_policy = on_policy_batches(cfg, teachers, model)
 
-    def forwards() -> int:
-        return teacher.calls if teacher else 0
+    def counts() -> dict:
+        sampled = on_policy.counts if on_policy else OnPolicyCounts()
+        return {"teacher_forward_passes": (teacher.calls if teacher else 0) + sampled.teacher_passes,
+                "on_policy_batches": sampled.batches, "generated_tokens": sampled.generated_tokens}
 
     def report_extra(model, final: bool) -> dict:
-        return {"teacher_forward_passes": forwards()} | (evaluate(model, final) if evaluate else {})
+        return counts() | (evaluate(model, final) if evaluate else {})
 
-    state = run_steps(model, optimizer, scheduler, data, make_loss_fn(cfg, vocab, teacher), cfg.distill, state,
-                      trainable, device, "distill", session, cfg.seed, report_extra)
-    return state.__dict__ | {"teacher_forward_passes": forwards()}
+    state = run_steps(model, optimizer, scheduler, data, make_loss_fn(cfg, vocab, teacher, on_policy), cfg.distill,
+                      state, trainable, device, "distill", session, cfg.seed, report_extra)
+    return state.__dict__ | counts()
+
+
+def on_policy_batches(cfg: RaykdConfig, teachers: list | None, model) -> OnPolicy | None:
+    """What turns ``distill.on_policy_fraction`` of the batches into the student's own samples."""
+    if cfg.distill.on_policy_fraction == 0:
+        return None
+    tokenizer = load_tokenizer(teacher_dir(cfg), cfg.models.trust_remote_code)
+    student = model.module if hasattr(model, "module") else model
+    return OnPolicy(cfg, teachers, tokenizer.pad_token_id, stop_token_ids(student, tokenizer))
 
 
 def train_loop(config: dict) -> dict:
     """Per-worker loop of the Train job."""
     cfg = from_dict(config["cfg"])
-    return fit_student(cfg, config["vocab"], ray.train.get_dataset_shard("train"), train_session())
+    return fit_student(cfg, config["vocab"], ray.train.get_dataset_shard("train"), train_session(),
+                       teachers=config.get("teachers"))
 
 
 def run(cfg: RaykdConfig) -> dict:
@@ -80,11 +100,19 @@ def run(cfg: RaykdConfig) -> dict:
     check_student(cfg)  # also run by main() before Ray starts; here for stages that call run() (pipeline, evaluate)
     ds, vocab, tokenizer_dir, source = training_data(cfg)
     rows, kind = held_out_rows(cfg.data.eval, cfg.data, cfg.task)
-    print(f"[distill] {ds.count()} rows from {source}; teacher source {cfg.distill.teacher_source}, "
-          f"alpha {cfg.distill.alpha}, T {cfg.distill.temperature}")
-    trainer = trainer_for(cfg, cfg.distill, f"distill-{cfg.distill.output}", train_loop, {"train": ds},
-                          distill_inputs(cfg, tokenizer_dir), extra={"vocab": vocab})
-    result = fit(trainer)
+    d = cfg.distill
+    print(f"[distill] {ds.count()} rows from {source}; teacher source {d.teacher_source}, alpha {d.alpha}, "
+          f"T {d.temperature}, loss {d.loss}" + (f", on-policy {d.on_policy_fraction:.0%} of batches" if
+                                                   d.on_policy_fraction else ""))
+    # On-policy samples of a cached run are scored by a teacher pool; an online teacher scores its own.
+    pool = teacher_pool(cfg, teacher_dir(cfg)) if d.on_policy_fraction and d.teacher_source == "cache" else []
+    trainer = trainer_for(cfg, d, f"distill-{d.output}", train_loop, {"train": ds},
+                          distill_inputs(cfg, tokenizer_dir), extra={"vocab": vocab, "teachers": pool})
+    try:
+        result = fit(trainer)
+    finally:
+        for actor in pool:
+            ray.kill(actor)
     loop = result.return_value
     params = export_checkpoint(functools.partial(build_student, cfg, None), cfg.models.student, result.checkpoint,
                                tokenizer_dir, str(out), cfg.models, cfg.distill)
@@ -95,8 +123,10 @@ def run(cfg: RaykdConfig) -> dict:
         "eval_loss": final["loss"], "eval_score": final["score"], "params": params,
         "tokens_per_s": loop["tokens"] / max(1e-9, loop["seconds"]), "train_s": loop["seconds"],
         "teacher_source": cfg.distill.teacher_source, "data_source": source,
-        "teacher_forward_passes": loop["teacher_forward_passes"],
-        "alpha": cfg.distill.alpha, "temperature": cfg.distill.temperature, "wall_s": time.time() - started,
+        "teacher_forward_passes": loop["teacher_forward_passes"], "on_policy_fraction": d.on_policy_fraction,
+        "on_policy_batches": loop["on_policy_batches"], "generated_tokens": loop["generated_tokens"],
+        "alpha": d.alpha, "temperature": d.temperature, "loss": d.loss, "jsd_beta": d.jsd_beta,
+        "wall_s": time.time() - started,
     }
     write_metrics(out, metrics)
     print(f"[distill] student eval loss {final['loss']:.3f}, score {final['score']}; saved to {out}")

@@ -138,6 +138,19 @@ class CacheConfig:
 
 
 @dataclass
+class OnPolicyConfig:
+    """On-policy batches (``distill.on_policy_fraction``): how the student samples and the teacher pool
+    that scores the samples (transformers actors, the cache's own scorer)."""
+
+    max_new_tokens: int = knob(16, "tokens the student samples per prompt (ends earlier at a stop token)", ge=1)
+    temperature: float = knob(1.0, "student sampling temperature", gt=0)
+    top_p: float = knob(1.0, "student nucleus sampling (1 = off)", gt=0, le=1)
+    teachers: int = knob(1, "teacher actors in the pool the training workers call", ge=1)
+    cpus_per_teacher: float = knob(0.5, "CPUs per teacher actor", gt=0)
+    gpus_per_teacher: float = knob(0.0, "GPUs per teacher actor (a big teacher scores on its own GPUs)", ge=0)
+
+
+@dataclass
 class DistillConfig(TrainConfig):
     alpha: float = knob(0.5, "weight of the soft (KD) loss; 1 = unlabeled distillation", ge=0, le=1)
     temperature: float = knob(2.0, "softmax temperature of the KD loss", gt=0)
@@ -149,6 +162,10 @@ class DistillConfig(TrainConfig):
     teacher_source: str = knob("cache", "cache (read RUN/teacher_cache), online (teacher forward in every step) "
                                "or none (hard labels of data.train only; needs alpha=0)",
                                choices=("cache", "online", "none"))
+    on_policy_fraction: float = knob(0.0, "share of micro-batches trained on-policy: the student samples "
+                                     "completions of the batch's prompts, the teacher pool scores those tokens, "
+                                     "the soft loss alone is taken on them (0 = the cached rows only)", ge=0, le=1)
+    on_policy: OnPolicyConfig = field(default_factory=OnPolicyConfig)
     chunk_tokens: int = knob(1024, "tokens per chunk of the loss (bounds full-vocabulary temporaries)", ge=1)
     fused_loss: bool = knob(True, "run the student's LM head inside the chunked loss, recomputed in backward, so "
                             "the batch's full-vocabulary logits are never held (causal LMs with a plain linear "
@@ -390,6 +407,11 @@ def _cross_check(cfg: RaykdConfig) -> None:
     if c.vllm.tensor_parallel > 1 and c.vllm.tensor_parallel != c.gpus_per_actor:
         raise ConfigError(f"'cache.vllm.tensor_parallel' = {c.vllm.tensor_parallel} must equal cache.gpus_per_actor "
                           f"= {c.gpus_per_actor} (the shards run on the actor's own GPUs)")
+    d = cfg.distill
+    if d.on_policy_fraction > 0 and (cfg.task != "causal_lm" or d.sharding == "fsdp" or d.teacher_source == "none"):
+        raise ConfigError(f"'distill.on_policy_fraction' = {d.on_policy_fraction} needs a causal LM student, "
+                          "distill.sharding none or ddp (FSDP2 ranks would sample different lengths and stall "
+                          "in its collectives) and a teacher (distill.teacher_source cache or online)")
     t = cfg.tune
     _check_range("tune.temperature", t.temperature, 0.0, float("inf"), low_open=True)
     _check_range("tune.alpha", t.alpha, 0.0, 1.0)

@@ -14,6 +14,7 @@ from raykd.config import RaykdConfig
 from raykd.data import tokenized_dataset
 from raykd.losses import TEACHER_KEYS, distillation_loss, fused_distillation_loss
 from raykd.models import ForwardCounter, resolve_tokenizer
+from raykd.on_policy import OnPolicy
 from raykd.student_head import fuses_exactly, head_inputs, output_head
 from raykd.teacher import teacher_dir
 from raykd.tokens import load_tokenizer
@@ -32,10 +33,12 @@ def student_positions(logits: torch.Tensor, batch: dict, task: str) -> tuple[tor
     return logits.reshape(-1, logits.shape[-1]), flat
 
 
-def make_loss_fn(cfg: RaykdConfig, vocab: int, teacher: ForwardCounter | None):
+def make_loss_fn(cfg: RaykdConfig, vocab: int, teacher: ForwardCounter | None, on_policy: OnPolicy | None = None):
     """``loss_fn(model, batch) -> (summed loss, target count)`` for the configured teacher source; with
     ``distill.fused_loss`` (causal LMs whose logits are a plain linear head of their hidden states,
-    checked on the first batch) the student's LM head runs inside the chunked loss."""
+    checked on the first batch) the student's LM head runs inside the chunked loss. With ``on_policy``,
+    its share of batches is replaced by the student's own samples, scored by the teacher, on which the
+    soft loss alone is taken (their labels are the student's tokens: no ground truth to learn)."""
     d = cfg.distill
     fused: dict[str, bool] = {}
 
@@ -46,7 +49,13 @@ def make_loss_fn(cfg: RaykdConfig, vocab: int, teacher: ForwardCounter | None):
             t = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[..., :vocab]
         return {"logits": student_positions(t, batch, cfg.task)[0]}
 
+    def alpha(signal: dict, sampled: bool) -> float:
+        return 1.0 if sampled else (d.alpha if signal else 0.0)
+
     def loss_fn(model, batch):
+        sampled = on_policy is not None and on_policy.take()
+        if sampled:
+            batch = on_policy.batch(model, batch)
         head = output_head(model) if d.fused_loss and cfg.task == "causal_lm" else None
         if head is not None and "ok" not in fused:
             fused["ok"] = fuses_exactly(model, head, batch, vocab)
@@ -59,13 +68,13 @@ def make_loss_fn(cfg: RaykdConfig, vocab: int, teacher: ForwardCounter | None):
             signal = teacher_signal(batch, flat)
             bias = None if head.bias is None else head.bias[:vocab]
             out = fused_distillation_loss(flat_hidden, head.weight[:vocab], flat["labels"], signal,
-                                          d.alpha if signal else 0.0, d.temperature, d.chunk_tokens, bias,
-                                          d.loss, d.jsd_beta)
+                                          alpha(signal, sampled), d.temperature, d.chunk_tokens, bias, d.loss,
+                                          d.jsd_beta)
         else:
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[..., :vocab]
             flat_logits, flat = student_positions(logits, batch, cfg.task)
             signal = teacher_signal(batch, flat)
-            out = distillation_loss(flat_logits, flat["labels"], signal, d.alpha if signal else 0.0, d.temperature,
+            out = distillation_loss(flat_logits, flat["labels"], signal, alpha(signal, sampled), d.temperature,
                                     d.chunk_tokens, d.loss, d.jsd_beta)
         return out["loss"] * out["tokens"], out["tokens"]
 

@@ -56,10 +56,10 @@ def plot(frame: pd.DataFrame, path: Path, metric: str, mode: str) -> None:
         points = ax.scatter(part["temperature"], part["alpha"], c=part[metric], cmap=cmap, s=80,
                             marker=marker, vmin=finite[metric].min(), vmax=finite[metric].max(), edgecolors="k",
                             label="stopped early" if early else "finished")
-    if "loss" in finite:
+    if "divergence" in finite:
         for _, trial in finite.iterrows():
-            label = trial["loss"] + (f" b={trial['jsd_beta']:.2f}" if trial["loss"] == "jsd" and "jsd_beta" in trial
-                                     else "")
+            jsd = trial["divergence"] == "jsd" and "jsd_beta" in trial
+            label = trial["divergence"] + (f" b={trial['jsd_beta']:.2f}" if jsd else "")
             ax.annotate(label, (trial["temperature"], trial["alpha"]), fontsize=7, xytext=(6, 4),
                         textcoords="offset points")
     best = rank(finite, metric, mode).iloc[0]  # the trial summarize() picks, ties included

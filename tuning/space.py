@@ -9,8 +9,8 @@ from ray import tune
 
 from raykd.config import TuneConfig
 
-# Sampled key -> the distill knob it sets.
-KNOBS = {"temperature": "temperature", "alpha": "alpha", "lr": "lr", "loss": "loss", "jsd_beta": "jsd_beta"}
+# Sampled key -> the distill knob it sets ("divergence": a trial's reported "loss" is its training loss).
+KNOBS = {"temperature": "temperature", "alpha": "alpha", "lr": "lr", "divergence": "loss", "jsd_beta": "jsd_beta"}
 DIVERGED_LOSS = 1e9  # reported instead of NaN/inf: ASHA compares finite numbers only
 
 
@@ -26,7 +26,7 @@ def search_space(t: TuneConfig) -> dict:
     if t.lr:
         space["lr"] = _between(t.lr, tune.loguniform)
     if t.loss:
-        space["loss"] = t.loss[0] if len(t.loss) == 1 else tune.choice(t.loss)
+        space["divergence"] = t.loss[0] if len(t.loss) == 1 else tune.choice(t.loss)
     if t.jsd_beta:
         space["jsd_beta"] = _between(t.jsd_beta, tune.uniform)
     return space

@@ -168,6 +168,9 @@ def run(cfg: RaykdConfig) -> dict:
     if cfg.distill.teacher_source == "none":
         raise ConfigError("raykd tune searches the teacher's temperature and alpha: distill.teacher_source "
                           "must be cache (or online, to measure what the cache saves)")
+    if cfg.distill.on_policy_fraction:
+        raise ConfigError(f"'distill.on_policy_fraction' = {cfg.distill.on_policy_fraction}: raykd tune trains its "
+                          "trials on the cache only; set it to 0 for the sweep (raykd distill runs on-policy)")
     cache_dir = cfg.stage_dir("teacher_cache")
     manifest = CacheManifest.read(cache_dir)
     # Trials hold the CPUs, leaving none for Ray Data tasks (reading Parquet, even from_arrow_refs'
@@ -195,7 +198,8 @@ def run(cfg: RaykdConfig) -> dict:
                                 "to resume it (or set tune.resume=false to start over)")
     metrics = summarize(grid, cfg, metric, mode, Path(cfg.stage_dir("tune")), time.time() - started)
     print(f"[tune] best of {metrics['trials']} trials: temperature {metrics['best_temperature']:.3g}, "
-          f"alpha {metrics['best_alpha']:.3g}, loss {metrics['best_loss']}, held-out loss {metrics['best_eval_loss']:.4f}, score "
+          f"alpha {metrics['best_alpha']:.3g}, loss {metrics['best_loss']}, held-out loss "
+          f"{metrics['best_eval_loss']:.4f}, score "
           f"{metrics['best_score']} (ranked by {metric}); {metrics['stopped_early']} stopped early; teacher "
           f"forward passes {metrics['teacher_forward_passes']}\n[tune] best config: {metrics['best_config']}",
           flush=True)

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from raykd.training.checkpoints import TMP_PREFIX
 from tests.conftest import DEMO, REPO, raykd, read_metrics
@@ -38,13 +38,30 @@ def test_online_teacher_source_trains_the_same_way(teacher_run):
     assert metrics["teacher_forward_passes"] == 10  # one per micro-batch, counted
 
 
+def test_on_policy_batches_are_the_students_samples_scored_by_the_teacher_pool(teacher_run):
+    run, overrides = teacher_run
+    raykd("distill", "--config", str(DEMO), *overrides, "distill.on_policy_fraction=0.5", "distill.steps=8",
+          "distill.on_policy.max_new_tokens=8", "distill.loss=jsd", "distill.output=student_on_policy",
+          "distill.run_name=on_policy")
+    metrics = read_metrics(run, "student_on_policy")
+    assert metrics["steps"] == 8 and metrics["on_policy_batches"] == 4  # every other micro-batch
+    assert metrics["teacher_forward_passes"] == 4  # the pool scored each on-policy batch once, none other
+    assert 4 <= metrics["generated_tokens"] <= 4 * 32 * 8  # the student's samples, counted
+    assert metrics["loss"] == "jsd" and metrics["on_policy_fraction"] == 0.5
+    tokenizer = AutoTokenizer.from_pretrained(run / "student_on_policy")
+    model = AutoModelForCausalLM.from_pretrained(run / "student_on_policy")
+    ids = tokenizer("question: what is", return_tensors="pt").input_ids
+    assert model.generate(ids, max_new_tokens=4, do_sample=False).shape[1] > ids.shape[1]
+
+
 @pytest.mark.parametrize("override, message", [
     ("distill.teacher_source=none", "'distill.alpha' = 0.5 needs a teacher"),
+    ("distill.on_policy_fraction=0.5 distill.sharding=fsdp distill.workers=2", "on_policy_fraction"),
     ("models.student=tiny:nope", "unknown model preset"),
 ])
 def test_bad_distill_settings_fail_clearly(teacher_run, override, message):
     _, overrides = teacher_run
-    proc = raykd("distill", "--config", str(DEMO), *overrides, override, check=False, timeout=300)
+    proc = raykd("distill", "--config", str(DEMO), *overrides, *override.split(), check=False, timeout=300)
     assert proc.returncode != 0 and message in proc.stderr + proc.stdout
 
 

@@ -31,11 +31,12 @@ def test_optional_lr_and_equal_bounds_fix_a_value():
 def test_the_divergence_and_jsd_beta_can_be_searched_and_set_the_trials_distill_knobs():
     t = load_config(DEMO, ["tune.loss=[forward_kl, jsd]", "tune.jsd_beta=[0.1, 0.9]"]).tune
     space = search_space(t)
-    assert space["loss"].categories == ["forward_kl", "jsd"]
+    assert space["divergence"].categories == ["forward_kl", "jsd"]
     assert (space["jsd_beta"].lower, space["jsd_beta"].upper) == (0.1, 0.9)
-    assert search_space(load_config(DEMO, ["tune.loss=[reverse_kl]"]).tune)["loss"] == "reverse_kl"
+    assert search_space(load_config(DEMO, ["tune.loss=[reverse_kl]"]).tune)["divergence"] == "reverse_kl"
     cfg = load_config(DEMO, ["tune.loss=[forward_kl, jsd]"])
-    d = from_dict(trial_config(cfg.to_dict(), {"temperature": 2.0, "alpha": 0.5, "loss": "jsd", "jsd_beta": 0.3})).distill
+    sampled = {"temperature": 2.0, "alpha": 0.5, "divergence": "jsd", "jsd_beta": 0.3}
+    d = from_dict(trial_config(cfg.to_dict(), sampled)).distill
     assert (d.loss, d.jsd_beta) == ("jsd", 0.3)
 
 
@@ -81,7 +82,9 @@ def test_a_diverged_loss_is_reported_as_a_large_finite_number():
 def test_trials_frame_and_best_config_round_trip_through_the_distill_loader(tmp_path):
     raw = pd.DataFrame({"trial_id": ["a", "b"], "config/temperature": [2.5, 6.0], "config/alpha": [0.3, 0.9],
                         "eval_loss": [0.1, 0.4], "step": [40, 10], "training_iteration": [4, 1],
-                        "teacher_forward_passes": [0, 0], "date": ["x", "y"]})
+                        "teacher_forward_passes": [0, 0], "date": ["x", "y"],
+                        "loss": [0.11, 0.2],  # each trial's reported training loss: not the divergence
+                        "config/divergence": ["jsd", "forward_kl"], "config/jsd_beta": [0.3, 0.6]})
     frame = trials_frame(raw, steps=40)
     assert list(frame.columns[:3]) == ["trial_id", "temperature", "alpha"] and "date" not in frame
     assert frame["stopped_early"].tolist() == [False, True]
@@ -91,6 +94,7 @@ def test_trials_frame_and_best_config_round_trip_through_the_distill_loader(tmp_
     path.write_text(yaml.safe_dump(best))
     loaded = load_config(path)
     assert (loaded.distill.temperature, loaded.distill.alpha, loaded.distill.steps) == (2.5, 0.3, cfg.distill.steps)
+    assert (loaded.distill.loss, loaded.distill.jsd_beta) == ("jsd", 0.3)
 
 
 def test_trials_rank_by_the_chosen_metric_with_ties_to_the_lower_loss():

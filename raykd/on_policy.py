@@ -1,0 +1,126 @@
+"""On-policy batches (``distill.on_policy_fraction``): the student samples completions of a batch's
+prompts, the teacher scores those exact tokens, and the soft loss alone is taken on them.
+
+Off-policy distillation (the cache) teaches the student the teacher's distribution on text the
+student never wrote; on-policy batches show it the teacher's view of its *own* mistakes, the way
+TRL's GKD and "on-policy distillation" train. The teacher runs as a pool of Ray actors (the cache's
+own ``TeacherScorer``, each on ``distill.on_policy.cpus_per_teacher`` / ``gpus_per_teacher``) that the
+training workers call, so a 70B teacher scores on its own GPUs while the student trains on others;
+it returns the cache's columns (top-k log-probs, sampled tail, tail partitions) for the sampled
+tokens, so the loss is the same estimator as on cached rows. With ``distill.teacher_source=online``
+the worker's own teacher scores them instead (no pool).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import ray
+import torch
+from torch import nn
+
+from raykd.config import OnPolicyConfig, RaykdConfig
+from raykd.tokens import IGNORE_INDEX
+
+
+def prompts_of(batch: dict[str, torch.Tensor]) -> list[list[int]]:
+    """Each row's tokens before its first target (``labels != -100``): what the student completes.
+    A row that is all target (plain text) keeps its first token as the prompt."""
+    prompts = []
+    for ids, labels in zip(batch["input_ids"].tolist(), batch["labels"].tolist()):
+        first = next((j for j, label in enumerate(labels) if label != IGNORE_INDEX), len(labels))
+        prompts.append(ids[: max(1, first)])
+    return prompts
+
+
+@torch.no_grad()
+def sample_rows(model: nn.Module, prompts: list[list[int]], s: OnPolicyConfig, pad_id: int, stop_ids: list[int],
+                max_len: int) -> dict[str, np.ndarray]:
+    """The student's sampled completions of ``prompts`` as training rows, right-padded ``(B, S)``:
+    ``input_ids`` (prompt + completion), ``attention_mask``, ``labels`` (the completion's tokens up to
+    and including the first stop token; -100 elsewhere). Sampled in eval mode (no dropout)."""
+    width = max(len(p) for p in prompts)
+    device = next(model.parameters()).device
+    ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=device)
+    mask = (torch.arange(width, device=device)[None] >= torch.tensor([width - len(p) for p in prompts],
+                                                                       device=device)[:, None]).long()
+    training = model.training
+    model.eval()
+    try:
+        new = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=s.temperature,
+                             top_p=s.top_p, top_k=0, max_new_tokens=max(1, min(s.max_new_tokens, max_len - width)),
+                             pad_token_id=pad_id, eos_token_id=stop_ids)[:, width:].tolist()
+    finally:
+        model.train(training)
+    rows = []
+    for prompt, tokens in zip(prompts, new):
+        end = next((j + 1 for j, t in enumerate(tokens) if t in stop_ids), len(tokens))
+        rows.append((prompt, tokens[:end]))
+    length = max(len(p) + len(c) for p, c in rows)
+    out = {"input_ids": np.full((len(rows), length), pad_id, dtype=np.int64),
+           "attention_mask": np.zeros((len(rows), length), dtype=np.int64),
+           "labels": np.full((len(rows), length), IGNORE_INDEX, dtype=np.int64)}
+    for i, (prompt, completion) in enumerate(rows):
+        n = len(prompt) + len(completion)
+        out["input_ids"][i, :n] = prompt + completion
+        out["attention_mask"][i, :n] = 1
+        out["labels"][i, len(prompt):n] = completion
+    return out
+
+
+def due(seen: int, fraction: float) -> bool:
+    """Whether micro-batch number ``seen`` (from 1) is on-policy: spread evenly, ``fraction`` of them."""
+    return math.floor(seen * fraction) > math.floor((seen - 1) * fraction)
+
+
+@dataclass
+class OnPolicyCounts:
+    batches: int = 0
+    generated_tokens: int = 0
+    teacher_passes: int = 0  # the pool's forward passes (an online teacher counts its own)
+
+
+class OnPolicy:
+    """Turns ``fraction`` of a worker's micro-batches into on-policy ones and counts the work."""
+
+    def __init__(self, cfg: RaykdConfig, teachers: list | None, pad_id: int, stop_ids: list[int]):
+        if not teachers and cfg.distill.teacher_source != "online":
+            raise ValueError("on-policy batches need a teacher to score them: a teacher pool (teacher_pool) or "
+                             "distill.teacher_source=online")
+        self.settings, self.fraction = cfg.distill.on_policy, cfg.distill.on_policy_fraction
+        self.teachers, self.pad_id, self.stop_ids = teachers or [], pad_id, stop_ids
+        self.max_len, self.seen, self.counts = cfg.data.max_seq_len, 0, OnPolicyCounts()
+
+    def take(self) -> bool:
+        """Whether the next micro-batch goes on-policy."""
+        self.seen += 1
+        return due(self.seen, self.fraction)
+
+    def batch(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The on-policy version of ``batch``: the student's samples of its prompts, with the pool's
+        teacher columns at their positions (none with an online teacher: the loss runs it)."""
+        student = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+        rows = sample_rows(student, prompts_of(batch), self.settings, self.pad_id, self.stop_ids, self.max_len)
+        self.counts.batches += 1
+        self.counts.generated_tokens += int((rows["labels"] != IGNORE_INDEX).sum())
+        if self.teachers:
+            teacher = self.teachers[self.counts.teacher_passes % len(self.teachers)]
+            rows |= ray.get(teacher.summarize.remote(rows))
+            self.counts.teacher_passes += 1
+        device = batch["input_ids"].device
+        return {k: torch.as_tensor(v).to(device) for k, v in rows.items()}
+
+
+def teacher_pool(cfg: RaykdConfig, model_dir: str) -> list:
+    """``distill.on_policy.teachers`` actors holding the teacher (the cache's ``TeacherScorer``: the same
+    summary, top-k and tail samples as ``cache.top_k`` / ``cache.tail_samples``), each on the pool's
+    CPUs/GPUs."""
+    from raykd.cache.scorer import TeacherScorer
+
+    s = cfg.distill.on_policy
+    settings = cfg.to_dict()
+    settings["cache"]["gpus_per_actor"] = s.gpus_per_teacher  # where TeacherScorer puts the model
+    actor = ray.remote(TeacherScorer).options(num_cpus=s.cpus_per_teacher, num_gpus=s.gpus_per_teacher)
+    return [actor.remote(settings, model_dir) for _ in range(s.teachers)]
