@@ -105,7 +105,13 @@ def run(cfg: RaykdConfig) -> dict:
           f"T {d.temperature}, loss {d.loss}" + (f", on-policy {d.on_policy_fraction:.0%} of batches" if
                                                    d.on_policy_fraction else ""))
     # On-policy samples of a cached run are scored by a teacher pool; an online teacher scores its own.
-    pool = teacher_pool(cfg, teacher_dir(cfg)) if d.on_policy_fraction and d.teacher_source == "cache" else []
+    pool = []
+    if d.on_policy_fraction and d.teacher_source == "cache":
+        # Read the cache into the object store first (as a sweep does): Ray Data's Parquet read asks a
+        # whole free CPU for its file listing, which workers plus a pool can leave no room for (on 2
+        # CPUs, a 1-CPU worker and a 0.5-CPU pool stalled the read for good).
+        ds = ds.materialize()
+        pool = teacher_pool(cfg, teacher_dir(cfg))
     trainer = trainer_for(cfg, d, f"distill-{d.output}", train_loop, {"train": ds},
                           distill_inputs(cfg, tokenizer_dir), extra={"vocab": vocab, "teachers": pool})
     try:

