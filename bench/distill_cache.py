@@ -31,10 +31,9 @@ from raykd.config import load_config
 from raykd.distill import TEACHER_COLUMNS, make_loss_fn, student_positions
 from raykd.losses import kd_full, kd_topk, summarize_teacher
 from raykd.models import load_model
-from raykd.on_policy import OnPolicy
+from raykd.on_policy import on_policy_for
 from raykd.scoring import score_model
 from raykd.student import build_student
-from raykd.tokens import load_tokenizer, stop_token_ids
 from raykd.training.loop import make_optimizer
 
 MEMORY_PROBE = """
@@ -72,6 +71,18 @@ def batches(data: dict, size: int):
         yield {k: v[i : i + size] for k, v in data.items()}
 
 
+def cached_run_arguments(doc: str, out: str) -> argparse.ArgumentParser:
+    """The arguments of a bench that trains students from a run's cache (``--run-dir``, ``--config``,
+    ``--rows``, ``--steps``, ``--out``)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--run-dir", default="runs/demo")
+    ap.add_argument("--config", default="configs/demo.yaml")
+    ap.add_argument("--rows", type=int, default=2048)
+    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--out", default=out)
+    return ap
+
+
 def step_batches(data: dict, size: int, steps: int):
     """``steps`` batches, cycling through the rows in order."""
     done = 0
@@ -94,10 +105,7 @@ def trainee(cfg, vocab: int, source: str, steps: int, teachers: list | None = No
     teacher = load_model(str(cfg.stage_dir("teacher")), cfg.task, 2).eval().requires_grad_(False) \
         if source == "online" else None
     opt, sched = make_optimizer(student.parameters(), cfg.distill)
-    on_policy = None
-    if cfg.distill.on_policy_fraction:
-        tokenizer = load_tokenizer(str(cfg.stage_dir("teacher")))
-        on_policy = OnPolicy(cfg, teachers, tokenizer.pad_token_id, stop_token_ids(student, tokenizer))
+    on_policy = on_policy_for(cfg, teachers, student, str(cfg.stage_dir("teacher")))
     loss_fn = make_loss_fn(cfg, vocab, teacher, on_policy)
 
     def step(batch: dict) -> None:

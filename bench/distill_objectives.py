@@ -16,7 +16,6 @@ KL with a paired interval; step time is the mean over the steps (the same exampl
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -26,7 +25,7 @@ from pathlib import Path
 import ray
 
 sys.path.insert(0, str(Path(__file__).parent))
-from distill_cache import cache_rows, step_batches, trainee  # noqa: E402  (sibling bench module)
+from distill_cache import cache_rows, cached_run_arguments, step_batches, trainee  # noqa: E402  (sibling bench module)
 
 from raykd.bootstrap import difference_interval, score_interval  # noqa: E402
 from raykd.cache.schema import CacheManifest  # noqa: E402
@@ -64,13 +63,7 @@ def distil(cfg, data: dict, vocab: int, steps: int) -> tuple[dict, list[int]]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run-dir", default="runs/demo")
-    ap.add_argument("--config", default="configs/demo.yaml")
-    ap.add_argument("--rows", type=int, default=2048)
-    ap.add_argument("--steps", type=int, default=150)
-    ap.add_argument("--out", default="bench/results/distill_objectives.json")
-    args = ap.parse_args()
+    args = cached_run_arguments(__doc__, "bench/results/distill_objectives.json").parse_args()
     # held_out_rows uses Ray Data; an on-policy variant's teacher actor takes 0.5 CPU
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     base = [f"run_dir={args.run_dir}"]

@@ -20,7 +20,6 @@ Reported: median step time of each and student quality after the steps, with rat
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -30,7 +29,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from distill_cache import cache_rows, step_batches, trainee  # noqa: E402  (sibling bench module)
+from distill_cache import cache_rows, cached_run_arguments, step_batches, trainee  # noqa: E402  (sibling bench module)
 
 from raykd.config import load_config  # noqa: E402
 from raykd.data import held_out_rows  # noqa: E402
@@ -101,13 +100,7 @@ def run_trl(cfg, data, steps: int, out_dir: Path) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run-dir", default="runs/demo")
-    ap.add_argument("--config", default="configs/demo.yaml")
-    ap.add_argument("--rows", type=int, default=2048)
-    ap.add_argument("--steps", type=int, default=150)
-    ap.add_argument("--out", default="bench/results/trl_distill.json")
-    args = ap.parse_args()
+    args = cached_run_arguments(__doc__, "bench/results/trl_distill.json").parse_args()
     import ray
 
     ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)  # held_out_rows uses Ray Data

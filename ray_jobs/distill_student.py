@@ -28,13 +28,12 @@ from raykd.distill import make_loss_fn, training_data
 from raykd.export import export_checkpoint
 from raykd.launch import parse_stage_args, run_stage, write_metrics
 from raykd.models import ForwardCounter, load_configured
-from raykd.on_policy import OnPolicy, OnPolicyCounts, teacher_pool
+from raykd.on_policy import OnPolicyCounts, on_policy_for, teacher_pool
 from raykd.runs import distill_inputs
 from raykd.scoring import score_task
 from raykd.sharded_load import training_model
 from raykd.student import build_student, check_student
 from raykd.teacher import teacher_dir
-from raykd.tokens import load_tokenizer, stop_token_ids
 from raykd.training.checkpoints import restore_checkpoint
 from raykd.training.loop import EvalFn, make_optimizer, run_steps, use_bf16, worker_device
 from raykd.training.session import Session, train_session
@@ -62,7 +61,7 @@ def fit_student(cfg: RaykdConfig, vocab: int, data, session: Session, evaluate: 
     state = restore_checkpoint(model, optimizer, trainable, session)
     if state.step and session.rank == 0:
         print(f"[distill] resumed from checkpoint at step {state.step}", flush=True)
-    on_policy = on_policy_batches(cfg, teachers, model)
+    on_policy = on_policy_for(cfg, teachers, model, teacher_dir(cfg))
 
     def counts() -> dict:
         sampled = on_policy.counts if on_policy else OnPolicyCounts()
@@ -75,15 +74,6 @@ def fit_student(cfg: RaykdConfig, vocab: int, data, session: Session, evaluate: 
     state = run_steps(model, optimizer, scheduler, data, make_loss_fn(cfg, vocab, teacher, on_policy), cfg.distill,
                       state, trainable, device, "distill", session, cfg.seed, report_extra)
     return state.__dict__ | counts()
-
-
-def on_policy_batches(cfg: RaykdConfig, teachers: list | None, model) -> OnPolicy | None:
-    """What turns ``distill.on_policy_fraction`` of the batches into the student's own samples."""
-    if cfg.distill.on_policy_fraction == 0:
-        return None
-    tokenizer = load_tokenizer(teacher_dir(cfg), cfg.models.trust_remote_code)
-    student = model.module if hasattr(model, "module") else model
-    return OnPolicy(cfg, teachers, tokenizer.pad_token_id, stop_token_ids(student, tokenizer))
 
 
 def train_loop(config: dict) -> dict:

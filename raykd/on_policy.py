@@ -117,6 +117,18 @@ class OnPolicy:
         return {k: torch.tensor(v, device=device) for k, v in rows.items()}  # a copy: Ray's arrays are read-only
 
 
+def on_policy_for(cfg: RaykdConfig, teachers: list | None, model: nn.Module, tokenizer_dir: str) -> OnPolicy | None:
+    """What turns ``distill.on_policy_fraction`` of a student's batches into its own samples (None at 0),
+    with the tokenizer's pad id and the student's stop ids."""
+    if cfg.distill.on_policy_fraction == 0:
+        return None
+    from raykd.tokens import load_tokenizer, stop_token_ids
+
+    tokenizer = load_tokenizer(tokenizer_dir, cfg.models.trust_remote_code)
+    student = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    return OnPolicy(cfg, teachers, tokenizer.pad_token_id, stop_token_ids(student, tokenizer))
+
+
 def teacher_pool(cfg: RaykdConfig, model_dir: str) -> list:
     """``distill.on_policy.teachers`` actors holding the teacher, each on the pool's CPUs/GPUs: the cache's
     own scorer on the cache's engine (``cache.engine``: vLLM's ``prompt_logprobs`` — top-k only — where
