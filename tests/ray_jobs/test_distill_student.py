@@ -15,10 +15,11 @@ from raykd.training.checkpoints import TMP_PREFIX
 from tests.conftest import DEMO, REPO, raykd, read_metrics
 from tests.ray_jobs.train_faults import attempts, registered, run_storage, train_worker_pids, wait_for
 
+pytestmark = pytest.mark.slow
 
-def test_distill_from_cache_writes_a_student_that_learned_the_task(teacher_run):
-    run, overrides = teacher_run
-    raykd("distill", "--config", str(DEMO), *overrides)
+
+def test_distill_from_cache_writes_a_student_that_learned_the_task(student_run):
+    run, _ = student_run
     metrics = read_metrics(run, "student")
     assert metrics["steps"] == 60 and metrics["teacher_source"] == "cache" and metrics["teacher_forward_passes"] == 0
     assert metrics["train_loss_last"] < metrics["train_loss_first"]
@@ -29,20 +30,20 @@ def test_distill_from_cache_writes_a_student_that_learned_the_task(teacher_run):
     assert model.num_parameters() == metrics["params"]
 
 
-def test_online_teacher_source_trains_the_same_way(teacher_run):
+def test_online_teacher_source_trains_the_same_way(teacher_run, head_env):
     run, overrides = teacher_run
     raykd("distill", "--config", str(DEMO), *overrides, "distill.teacher_source=online", "distill.steps=10",
-          "distill.output=student_online", "distill.run_name=online")
+          "distill.output=student_online", "distill.run_name=online", "data.eval_examples=16", env=head_env)
     metrics = read_metrics(run, "student_online")
     assert metrics["teacher_source"] == "online" and metrics["steps"] == 10
     assert metrics["teacher_forward_passes"] == 10  # one per micro-batch, counted
 
 
-def test_on_policy_batches_are_the_students_samples_scored_by_the_teacher_pool(teacher_run):
+def test_on_policy_batches_are_the_students_samples_scored_by_the_teacher_pool(teacher_run, head_env):
     run, overrides = teacher_run
     raykd("distill", "--config", str(DEMO), *overrides, "distill.on_policy_fraction=0.5", "distill.steps=8",
           "distill.on_policy.max_new_tokens=8", "distill.loss=jsd", "distill.output=student_on_policy",
-          "distill.run_name=on_policy")
+          "distill.run_name=on_policy", "data.eval_examples=16", env=head_env)
     metrics = read_metrics(run, "student_on_policy")
     assert metrics["steps"] == 8 and metrics["on_policy_batches"] == 4  # every other micro-batch
     assert metrics["teacher_forward_passes"] == 4  # the pool scored each on-policy batch once, none other
@@ -59,25 +60,27 @@ def test_on_policy_batches_are_the_students_samples_scored_by_the_teacher_pool(t
     ("distill.on_policy_fraction=0.5 distill.sharding=fsdp distill.workers=2", "on_policy_fraction"),
     ("models.student=tiny:nope", "unknown model preset"),
 ])
-def test_bad_distill_settings_fail_clearly(teacher_run, override, message):
+def test_bad_distill_settings_fail_clearly(teacher_run, head_env, override, message):
     _, overrides = teacher_run
-    proc = raykd("distill", "--config", str(DEMO), *overrides, *override.split(), check=False, timeout=300)
+    proc = raykd("distill", "--config", str(DEMO), *overrides, *override.split(), check=False, timeout=300,
+                 env=head_env)
     assert proc.returncode != 0 and message in proc.stderr + proc.stdout
 
 
-def test_a_rerun_resumes_only_with_the_same_inputs(teacher_run):
+def test_a_rerun_resumes_only_with_the_same_inputs(teacher_run, head_env):
     """Same knobs: the finished run is resumed, nothing trains, the weights are bit-identical. New knobs:
     a run of its own, trained from step 0, other weights."""
     run, overrides = teacher_run
-    args = ["distill", "--config", str(DEMO), *overrides, "distill.steps=10", "distill.output=rerun"]
+    args = ["distill", "--config", str(DEMO), *overrides, "distill.steps=10", "distill.output=rerun",
+            "data.eval_examples=16"]  # the evaluation set is not an input of the run's fingerprint
     weights = run / "rerun" / "model.safetensors"
-    raykd(*args)
+    raykd(*args, env=head_env)
     first = weights.read_bytes()
-    again = raykd(*args)
+    again = raykd(*args, env=head_env)
     assert read_metrics(run, "rerun")["resumed_from_step"] == 10
     assert "resumed from checkpoint at step 10" in again.stdout
     assert weights.read_bytes() == first
-    changed = raykd(*args, "distill.alpha=0.9", "distill.temperature=3")
+    changed = raykd(*args, "distill.alpha=0.9", "distill.temperature=3", env=head_env)
     assert "training afresh" in changed.stdout and "alpha 0.9, T 3.0" in changed.stdout
     metrics = read_metrics(run, "rerun")
     assert metrics["resumed_from_step"] == 0 and metrics["steps"] == 10 and metrics["alpha"] == 0.9
@@ -116,7 +119,8 @@ def test_distill_workers_killed_mid_epoch_and_mid_checkpoint_write_lose_only_ste
     0, every step) gives the steps lost."""
     run, overrides = teacher_run
     args = ["distill", "--config", str(DEMO), *overrides, "distill.steps=40", "distill.checkpoint_every=5",
-            "distill.log_every=1", "distill.max_failures=3", "distill.run_name=faults", "distill.output=student_faults"]
+            "distill.log_every=1", "distill.max_failures=3", "distill.run_name=faults", "distill.output=student_faults",
+            "data.eval_examples=16"]
     log = tmp_path / "distill.log"
     env = dict(os.environ, RAY_DEDUP_LOGS="0")  # each attempt's "resumed" line, even when the same
     proc = subprocess.Popen([sys.executable, "-m", "raykd.cli", *args], cwd=REPO, stdout=open(log, "w"),

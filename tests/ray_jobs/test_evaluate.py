@@ -3,15 +3,17 @@
 import json
 import math
 
+import pytest
+
 from raykd.builtin.data import generate_split
 from tests.conftest import DEMO, raykd
 
+pytestmark = pytest.mark.slow
 
-def test_report_compares_teacher_student_and_baseline(teacher_run):
-    run, overrides = teacher_run
-    if not (run / "student" / "config.json").exists():
-        raykd("distill", "--config", str(DEMO), *overrides)
-    raykd("evaluate", "--config", str(DEMO), *overrides)
+
+def test_report_compares_teacher_student_and_baseline(student_run, head_env):
+    run, overrides = student_run
+    raykd("evaluate", "--config", str(DEMO), *overrides, env=head_env)
     report = json.loads((run / "report" / "report.json").read_text())
     for key in ("teacher_score", "student_score", "baseline_score", "retention", "params_ratio", "size_ratio",
                 "latency_speedup"):
@@ -29,20 +31,18 @@ def test_report_compares_teacher_student_and_baseline(teacher_run):
     assert low <= report["gain_over_baseline"] <= high and "95% CI" in (run / "report" / "report.md").read_text()
 
 
-def test_evaluate_without_a_student_says_what_to_run(tmp_path):
-    proc = raykd("evaluate", "--config", str(DEMO), f"run_dir={tmp_path}", check=False, timeout=300)
+def test_evaluate_without_a_student_says_what_to_run(head_env, tmp_path):
+    proc = raykd("evaluate", "--config", str(DEMO), f"run_dir={tmp_path}", check=False, timeout=300, env=head_env)
     assert proc.returncode == 2 and "run `raykd finetune` first" in proc.stderr
 
 
-def test_plain_text_test_data_gets_a_loss_report(teacher_run, tmp_path):
+def test_plain_text_test_data_gets_a_loss_report(student_run, head_env, tmp_path):
     """Plain text ({"text": ...}) is valid held-out data: no exact-match score, the report compares losses."""
-    run, overrides = teacher_run
-    if not (run / "student" / "config.json").exists():
-        raykd("distill", "--config", str(DEMO), *overrides)
+    run, overrides = student_run
     plain = tmp_path / "test.jsonl"
     plain.write_text("".join(json.dumps({"text": r["prompt"] + r["completion"]}) + "\n"
                              for r in generate_split("test")[:64]))
-    raykd("evaluate", "--config", str(DEMO), *overrides, f"data.test={plain}")
+    raykd("evaluate", "--config", str(DEMO), *overrides, f"data.test={plain}", env=head_env)
     report = json.loads((run / "report" / "report.json").read_text())
     assert report["student_score"] is None and report["retention"] is None and report["gain_over_baseline_ci"] is None
     assert all(0 < report[f"{arm}_loss"] < math.inf for arm in ("teacher", "student", "baseline"))

@@ -21,6 +21,8 @@ from serving import app
 from tests import families
 from tests.conftest import DEMO, REPO, free_port, raykd
 
+pytestmark = pytest.mark.slow
+
 QUICK = ["finetune.steps=4", "finetune.checkpoint_every=4", "finetune.log_every=2", "finetune.cpus_per_worker=0.5",
          "distill.steps=4", "distill.checkpoint_every=4", "distill.log_every=2", "distill.cpus_per_worker=0.5",
          "cache.cpus_per_actor=0.5", "cache.batch_size=32", "data.eval_examples=8", "data.max_new_tokens=4",

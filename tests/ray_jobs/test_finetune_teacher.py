@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from raykd.builtin.data import generate_split
@@ -16,8 +17,10 @@ from raykd.training.checkpoints import checkpoint_weight_names
 from tests.conftest import DEMO, REPO, raykd, read_metrics
 from tests.ray_jobs.train_faults import latest_checkpoint, train_worker_pids, wait_for
 
+pytestmark = pytest.mark.slow
 
-def test_a_data_error_inside_ray_data_reaches_the_user_as_one_line(tmp_path):
+
+def test_a_data_error_inside_ray_data_reaches_the_user_as_one_line(head_env, tmp_path):
     """The null is found by the tokenizing map inside Ray Data (not by the field check on the driver):
     the user still sees one line naming the file and the field, and exit 2."""
     rows = generate_split("train")
@@ -25,7 +28,7 @@ def test_a_data_error_inside_ray_data_reaches_the_user_as_one_line(tmp_path):
     train = tmp_path / "train.jsonl"
     train.write_text("".join(json.dumps(r) + "\n" for r in rows))
     proc = raykd("finetune", "--config", str(DEMO), f"run_dir={tmp_path / 'run'}", f"data.train={train}",
-                 check=False)
+                 check=False, env=head_env)
     assert proc.returncode == 2, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last == f"raykd: error: {train}: line 151: field 'completion' is missing or null; fill or drop such rows"
@@ -37,16 +40,16 @@ def same_ends(a: Path, b: Path, size: int = 1 << 20) -> bool:
     return len(x) == len(y) and x[:size] == y[:size] and x[-size:] == y[-size:]
 
 
-def test_a_second_finetune_with_new_knobs_trains_afresh_and_is_another_teacher(tmp_path, teacher_run):
+def test_a_second_finetune_with_new_knobs_trains_afresh_and_is_another_teacher(tmp_path, teacher_run, head_env):
     """New knobs retrain. The two LoRA teachers of one base (adapters on q_proj only, so their weight
     files have the same size and the same first and last MiB) get different hashes, and a cache made
     by another teacher is refused for the new one."""
     args = ["finetune", "--config", str(DEMO), f"run_dir={tmp_path}", "finetune.steps=4", "finetune.warmup_steps=1",
-            "finetune.lora_target_modules=[q_proj]"]
-    raykd(*args)
+            "finetune.lora_target_modules=[q_proj]", "data.eval_examples=16"]
+    raykd(*args, env=head_env)
     first = tmp_path / "first_teacher"
     shutil.copytree(tmp_path / "teacher", first)
-    changed = raykd(*args, "finetune.lr=1e-2")
+    changed = raykd(*args, "finetune.lr=1e-2", env=head_env)
     assert "training afresh" in changed.stdout and read_metrics(tmp_path, "teacher")["resumed_from_step"] == 0
     assert len(list((tmp_path / "checkpoints").glob("finetune-*"))) == 2  # one run per set of inputs
 
@@ -55,7 +58,8 @@ def test_a_second_finetune_with_new_knobs_trains_afresh_and_is_another_teacher(t
     assert model_hash(str(first)) != model_hash(str(second))
     assert json.loads((second / HASH_FILE).read_text())["hash"] == model_hash(str(second))  # the export's record
     run, overrides = teacher_run  # another teacher's cache
-    proc = raykd("distill", "--config", str(DEMO), *overrides, f"cache.teacher={second}", check=False, timeout=300)
+    proc = raykd("distill", "--config", str(DEMO), *overrides, f"cache.teacher={second}", check=False, timeout=300,
+                 env=head_env)
     assert proc.returncode == 2 and "cache was made by another teacher" in proc.stderr
 
 
@@ -98,9 +102,9 @@ def test_fsdp_lora_survives_sigkills_and_resumes_on_one_worker_from_per_rank_sha
     assert (run / "teacher" / "adapter" / "adapter_config.json").exists()
 
 
-def test_classifier_beats_chance_with_ddp_full_finetune(tmp_path):
+def test_classifier_beats_chance_with_ddp_full_finetune(head_env, tmp_path):
     raykd("finetune", "--config", str(REPO / "configs" / "classification.yaml"), f"run_dir={tmp_path}",
           "finetune.workers=2", "finetune.sharding=ddp", "finetune.method=full", "finetune.lr=5e-4",
-          "finetune.steps=40")
+          "finetune.steps=40", env=head_env)
     metrics = read_metrics(tmp_path, "teacher")
     assert metrics["steps"] == 40 and metrics["eval_score"] > 0.6  # chance is 1/3

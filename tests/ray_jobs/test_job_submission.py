@@ -10,7 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO, read_metrics
+
+pytestmark = pytest.mark.slow
 
 SUBMIT = """
 import json, sys, time

@@ -9,11 +9,15 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from ray_jobs.pipeline import redo_config
 from raykd.config import load_config
 from raykd.console import terminal_line
 from raykd.pipeline_state import ORDER, stage_fingerprint
 from tests.conftest import DEMO, REPO, free_port
+
+pytestmark = pytest.mark.slow
 
 SMALL = ["cache.include_unlabeled=false", "data.eval_examples=16", "finetune.steps=6", "finetune.checkpoint_every=3",
          "finetune.log_every=2", "distill.steps=6", "distill.checkpoint_every=3", "distill.log_every=2",

@@ -107,6 +107,7 @@ def test_files_of_good_rows_have_no_bad_row(tmp_path):
         assert first_bad_row(spec, FIELDS) is None, spec
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt, fault", [("jsonl", "not_json"), ("jsonl", "number"), ("jsonl", "null"),
                                         ("jsonl", "utf8"), ("csv", "extra_cell"), ("csv", "empty"),
                                         ("parquet", "null")])

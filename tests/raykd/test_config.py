@@ -1,7 +1,7 @@
 import pytest
 
 from raykd.config import ConfigError, load_config
-from tests.conftest import DEMO, raykd
+from tests.conftest import DEMO, raykd_here
 
 
 def test_demo_config_loads_with_absolute_run_dir():
@@ -62,11 +62,10 @@ def test_unreadable_and_malformed_files(tmp_path):
 
 
 @pytest.mark.parametrize("override", ["distill.alpha=1.5", "finetune.no_such_knob=1"])
-def test_cli_exits_2_with_one_line(override):
-    proc = raykd("finetune", "--config", str(DEMO), override, check=False, timeout=120)
-    assert proc.returncode == 2
+def test_cli_exits_2_with_one_line(capsys, override):
+    proc = raykd_here(capsys, "finetune", "--config", str(DEMO), override)
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and override.split("=")[0] in lines[0]
+    assert proc.returncode == 2 and len(lines) == 1 and override.split("=")[0] in lines[0]
 
 
 def test_shipped_configs_load():
@@ -94,6 +93,6 @@ def test_serve_and_distill_cross_checks_name_the_key(overrides, message):
 
 
 @pytest.mark.parametrize("command", ["tune", "serve", "compare"])
-def test_new_stages_exit_2_on_a_bad_key(command):
-    proc = raykd(command, "--config", str(DEMO), "tune.no_such_knob=1", check=False, timeout=120)
+def test_new_stages_exit_2_on_a_bad_key(capsys, command):
+    proc = raykd_here(capsys, command, "--config", str(DEMO), "tune.no_such_knob=1")
     assert proc.returncode == 2 and "tune.no_such_knob" in proc.stderr

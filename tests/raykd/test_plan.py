@@ -19,15 +19,16 @@ from raykd.data_rows import count_rows
 from raykd.losses import TAIL_TEMPERATURES
 from raykd.models import add_lora, count_params, load_model
 from raykd.plan import build_plan
-from tests.conftest import DEMO, REPO
+from tests.conftest import DEMO, REPO, raykd_here
 
 PRODUCTION = REPO / "configs" / "llama70b_to_7b.yaml"
 CLUSTER = REPO / "cluster.yaml"
 
 
-def run_plan(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "raykd.plan", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
+def run_plan(capsys, monkeypatch, *args: str) -> subprocess.CompletedProcess:
+    """``raykd plan ARGS`` in this process, from the repository root (where it finds cluster.yaml)."""
+    monkeypatch.chdir(REPO)
+    return raykd_here(capsys, "plan", *args)
 
 
 @pytest.mark.parametrize("hub_id, published", [
@@ -132,17 +133,18 @@ def test_kv_cache_too_small_for_max_model_len_is_flagged():
     assert len(lines) == 1 and "< max_model_len 131072" in lines[0]
 
 
-def test_json_output_parses():
-    proc = run_plan("--config", str(DEMO), "--json")
+def test_json_output_parses(capsys, monkeypatch):
+    proc = run_plan(capsys, monkeypatch, "--config", str(DEMO), "--json")
     assert proc.returncode == 0, proc.stderr
     plan = json.loads(proc.stdout)
     assert plan["fits"] and {s["stage"] for s in plan["stages"]} >= {"finetune", "cache", "distill", "tune"}
 
 
-def test_production_text_report_fits_and_a_flagged_stage_exits_1_naming_it():
-    proc = run_plan("--config", str(PRODUCTION))
+def test_production_text_report_fits_and_a_flagged_stage_exits_1_naming_it(capsys, monkeypatch):
+    proc = run_plan(capsys, monkeypatch, "--config", str(PRODUCTION))
     assert proc.returncode == 0 and "2 x gpu-train-p5" in proc.stdout and "every stage fits" in proc.stdout
-    proc = run_plan("--config", str(PRODUCTION), "tune.workers_per_trial=1", "tune.gpus_per_trial=1")
+    proc = run_plan(capsys, monkeypatch, "--config", str(PRODUCTION), "tune.workers_per_trial=1",
+                    "tune.gpus_per_trial=1")
     assert proc.returncode == 1, proc.stderr
     assert "\n  tune: needs" in proc.stdout
 
@@ -151,8 +153,8 @@ def test_production_text_report_fits_and_a_flagged_stage_exits_1_naming_it():
     ("models.teacher=acme/unknown-70b", "acme/unknown-70b: no local config.json"),
     ("finetune.lora_rank=8", "unknown key 'finetune.lora_rank'"),
 ])
-def test_bad_config_or_unknown_model_exits_2_with_one_line(override, says):
-    proc = run_plan("--config", str(PRODUCTION), override)
+def test_bad_config_or_unknown_model_exits_2_with_one_line(capsys, monkeypatch, override, says):
+    proc = run_plan(capsys, monkeypatch, "--config", str(PRODUCTION), override)
     assert proc.returncode == 2 and proc.stdout == ""
     assert len(proc.stderr.strip().splitlines()) == 1 and says in proc.stderr
 
@@ -200,11 +202,13 @@ def probe(kind: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_training_memory_estimate_matches_a_measured_cpu_peak():
     figures = probe("train")
     assert 0.8 < figures["estimate"] / figures["measured"] < 1.25, figures
 
 
+@pytest.mark.slow
 def test_fused_loss_temporaries_match_a_measured_peak():
     copies = probe("loss")["fused_loss_copies"]
     assert abs(copies - FUSED_LOSS_COPIES) < 1.5, copies

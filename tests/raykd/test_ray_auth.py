@@ -6,6 +6,8 @@ import pytest
 
 from tests.conftest import DEMO, raykd
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("client_env, says", [
     ({}, "requires token authentication"),

@@ -243,6 +243,7 @@ def test_bad_run_dirs_exit_2_with_one_line(tmp_path, capsys):
         assert err.startswith("raykd: error: ") and str(run) in err and named in err
 
 
+@pytest.mark.slow
 def test_python_dash_m_runs_it_and_fails_without_a_traceback(tmp_path):
     """The module entry point a user runs: JSON on success, one line and status 2 on a run without a report."""
     def run(*args: str) -> subprocess.CompletedProcess:

@@ -73,6 +73,7 @@ def _rank(rank: int, port: int, cases: list[tuple[str, str, bool, str]]) -> None
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_ranks_load_their_shards_and_compute_what_the_whole_model_computes(tmp_path):
     cases = [(family, task, lora, str(families.build(family, tmp_path))) for family, task, lora in CASES]
     mp.spawn(_rank, args=(free_port(), cases), nprocs=2)

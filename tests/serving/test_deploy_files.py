@@ -28,6 +28,7 @@ def test_missing_model_directory_is_a_config_error_naming_the_key(tmp_path):
         app.build({"config": "configs/demo.yaml", "overrides": [f"run_dir={tmp_path}"]})
 
 
+@pytest.mark.slow
 def test_serve_build_writes_a_deployable_config(tmp_path):
     out = Path(tmp_path) / "built.yaml"
     subprocess.run(["serve", "build", "serving.app:app", "-o", str(out)], cwd=REPO, check=True, capture_output=True,

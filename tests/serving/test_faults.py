@@ -20,6 +20,8 @@ from transformers import PhiConfig, PhiForCausalLM
 from tests.families import tokenizer
 from tests.serving.servers import start_serve, stop_serve
 
+pytestmark = pytest.mark.slow
+
 CLIENTS = 4  # concurrent clients, each sending its next request as soon as the last is answered
 PROMPT = "question: what are fox and red?\nanswer:"
 

@@ -14,9 +14,12 @@ import sys
 import time
 
 import pandas as pd
+import pytest
 
 from raykd.config import load_config
 from tests.conftest import DEMO, REPO, raykd, read_metrics
+
+pytestmark = pytest.mark.slow
 
 # Sequential trials make the run order (and so ASHA's comparisons) deterministic; lr up to 20 is a
 # clearly bad region. With seed 0 the first trial samples a sane lr and a later one a degenerate one.

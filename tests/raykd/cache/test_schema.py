@@ -8,6 +8,8 @@ import pytest
 
 from raykd.cache.schema import CacheManifest, CacheMismatchError, check_compatible
 
+pytestmark = pytest.mark.slow
+
 
 def edited_teacher(run: Path, target: Path, file: str, edit) -> Path:
     """A copy of the run's teacher directory with ``edit(data)`` applied to its JSON ``file``."""

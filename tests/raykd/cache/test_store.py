@@ -9,6 +9,8 @@ import pytest
 from raykd.cache import store
 from raykd.cache.schema import MANIFEST_FILE, SHARDS_DIR, CacheManifest, CacheMismatchError, checksum
 
+pytestmark = pytest.mark.slow
+
 
 def test_loader_falls_back_to_parquet_without_the_actor(teacher_run, local_ray):
     run, _ = teacher_run

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
@@ -128,6 +129,7 @@ def _fsdp_rank(rank: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_fsdp2_ranks_write_their_own_shards_and_one_process_resumes_them(tmp_path):
     out = tmp_path / "checkpoint"
     mp.spawn(_fsdp_rank, args=(free_port(), str(out)), nprocs=2)
@@ -147,6 +149,7 @@ def test_two_fsdp2_ranks_write_their_own_shards_and_one_process_resumes_them(tmp
     assert len(tensors) == 3 * len(trainable)  # each trainable weight and its two Adam moments: nothing frozen
 
 
+@pytest.mark.slow
 def test_a_dead_writers_local_checkpoint_copy_is_deleted_and_a_live_ones_kept(tmp_path):
     """A worker SIGKILLed mid-write leaves its TemporaryDirectory behind (its cleanup never runs)."""
     dead = subprocess.Popen([sys.executable, "-c", "pass"])

@@ -12,6 +12,7 @@ def ids(batches, n):
     return [next(batches)["id"].tolist() for _ in range(n)]
 
 
+@pytest.mark.slow
 def test_each_epoch_is_shuffled_by_the_seed_and_a_resume_skips_what_was_trained(local_ray):
     data = ray.data.range(64, override_num_blocks=1)
     run = ids(micro_batches(data, 8, seed=3), 16)  # two epochs of 8 micro-batches
