@@ -32,6 +32,7 @@ from raykd.data import bad_rows_named
 from raykd.launch import parse_stage_args, run_stage, write_metrics
 from raykd.losses import TAIL_TEMPERATURES
 from raykd.model_hash import model_hash, tokenizer_hash
+from raykd.pipeline_state import STAGES
 from raykd.teacher import teacher_dir
 from raykd.tokens import IGNORE_INDEX, load_tokenizer
 from raykd.vllm_support import resolve_engine
@@ -104,7 +105,7 @@ def run(cfg: RaykdConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg = parse_stage_args(argv, __doc__.splitlines()[0])
+    cfg = parse_stage_args(argv, __doc__.splitlines()[0], STAGES["cache"].reads)
     run_stage(run, cfg)
 
 

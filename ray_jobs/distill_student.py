@@ -29,6 +29,7 @@ from raykd.export import export_checkpoint
 from raykd.launch import parse_stage_args, run_stage, write_metrics
 from raykd.models import ForwardCounter, load_configured
 from raykd.on_policy import OnPolicyCounts, on_policy_for, teacher_pool
+from raykd.pipeline_state import STAGES
 from raykd.runs import distill_inputs
 from raykd.scoring import score_task
 from raykd.sharded_load import training_model
@@ -130,7 +131,7 @@ def run(cfg: RaykdConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg = parse_stage_args(argv, __doc__.splitlines()[0])
+    cfg = parse_stage_args(argv, __doc__.splitlines()[0], STAGES["distill"].reads)
     run_stage(run, cfg, precheck=check_student)
 
 

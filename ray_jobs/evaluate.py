@@ -20,6 +20,7 @@ from ray_jobs import distill_student
 from raykd.config import ConfigError, RaykdConfig
 from raykd.data import held_out_rows
 from raykd.launch import parse_stage_args, run_stage, write_metrics
+from raykd.pipeline_state import STAGES
 from raykd.report import ARMS, baseline_config, build_report, headline, measure, write_report
 from raykd.vllm_support import resolve_engine
 
@@ -46,7 +47,7 @@ def run(cfg: RaykdConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg = parse_stage_args(argv, __doc__.splitlines()[0])
+    cfg = parse_stage_args(argv, __doc__.splitlines()[0], STAGES["evaluate"].reads)
     run_stage(run, cfg)
 
 

@@ -23,6 +23,7 @@ from raykd.data import held_out_rows, tokenized_dataset
 from raykd.export import export_checkpoint
 from raykd.launch import parse_stage_args, run_stage, write_metrics
 from raykd.models import resolve_tokenizer
+from raykd.pipeline_state import STAGES
 from raykd.runs import finetune_inputs
 from raykd.scoring import score_task
 from raykd.sharded_load import training_model
@@ -93,7 +94,7 @@ def run(cfg: RaykdConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg = parse_stage_args(argv, __doc__.splitlines()[0])
+    cfg = parse_stage_args(argv, __doc__.splitlines()[0], STAGES["finetune"].reads)
     run_stage(run, cfg, precheck=check_teacher)
 
 

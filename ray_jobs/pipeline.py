@@ -24,9 +24,9 @@ import traceback
 from pathlib import Path
 
 from ray_jobs import cache_teacher_logits, distill_student, evaluate, finetune_teacher
-from raykd.config import ConfigError, RaykdConfig, from_dict, load_config
+from raykd.config import RaykdConfig, from_dict
 from raykd.console import QuietConsole
-from raykd.launch import fail, run_stage
+from raykd.launch import config_parser, load_or_fail, run_stage
 from raykd.pipeline_state import ORDER, forced, recorded_wall_s, stage_status, write_record
 from raykd.pipeline_summary import headline, read_result, render, write_summary
 from serving import compare
@@ -93,29 +93,19 @@ def parse_force(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="YAML config (default: built-in defaults)")
+    parser = config_parser(__doc__.splitlines()[0])
     parse_force(parser)
-    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     args = parser.parse_args(argv)
     run_quietly(load_or_fail(args.config, args.overrides), args.force)
 
 
 def demo(argv: list[str] | None = None) -> None:
     """``raykd demo [--run-dir DIR] [--force STAGE] [key=value ...]``: the pipeline on configs/demo.yaml."""
-    parser = argparse.ArgumentParser(description="the whole pipeline on the embedded default")
+    parser = config_parser("the whole pipeline on the embedded default", config=False)
     parser.add_argument("--run-dir", default="runs/demo", help="where every stage writes (default runs/demo)")
     parse_force(parser)
-    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     args = parser.parse_args(argv)
     run_quietly(load_or_fail(DEMO_CONFIG, [f"run_dir={args.run_dir}", *args.overrides]), args.force)
-
-
-def load_or_fail(path, overrides: list[str]) -> RaykdConfig:
-    try:
-        return load_config(path, overrides)
-    except ConfigError as e:
-        fail(e)
 
 
 if __name__ == "__main__":

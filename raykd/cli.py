@@ -17,6 +17,7 @@ COMMANDS = {
     "tune": ("tuning.sweep", "main"),
     "serve": ("serving.app", "main"),
     "compare": ("serving.compare", "main"),
+    "config": ("raykd.config_reference", "show"),
     "plan": ("raykd.plan", "main"),
     "recommend": ("raykd.recommend", "main"),
 }

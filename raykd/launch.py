@@ -17,16 +17,34 @@ EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
 BOOTSTRAP_FILE = "/tmp/ray/ray_current_cluster"  # where `ray start` records the cluster it started
 
 
-def parse_stage_args(argv: list[str] | None, description: str) -> RaykdConfig:
-    """``--config FILE [key=value ...]`` → a validated config; a bad one exits 2 with one line."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--config", help="YAML config (default: built-in defaults)")
-    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. finetune.workers=2")
-    args = parser.parse_args(argv)
+def config_parser(description: str, reads: tuple[str, ...] | None = None, config: bool = True
+                  ) -> argparse.ArgumentParser:
+    """A command's parser: ``[--config FILE] [key=value ...]``, its ``--help`` listing the config keys
+    in ``reads`` (sections or dotted keys, as ``raykd.pipeline_state.STAGES``; None: every key) with
+    their defaults, ranges and help. Commands add their own options to it."""
+    from raykd.config_reference import help_text
+
+    parser = argparse.ArgumentParser(description=description, epilog=help_text(reads),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    if config:
+        parser.add_argument("--config", help="YAML config (default: built-in defaults)")
+    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. distill.alpha=0.7")
+    return parser
+
+
+def load_or_fail(path: str | None, overrides: list[str]) -> RaykdConfig:
+    """The validated config; a bad one exits 2 with one line."""
     try:
-        return load_config(args.config, args.overrides)
+        return load_config(path, overrides)
     except ConfigError as e:
         fail(e)
+
+
+def parse_stage_args(argv: list[str] | None, description: str, reads: tuple[str, ...] | None = None
+                     ) -> RaykdConfig:
+    """``--config FILE [key=value ...]`` → a validated config; a bad one exits 2 with one line."""
+    args = config_parser(description, reads).parse_args(argv)
+    return load_or_fail(args.config, args.overrides)
 
 
 def fail(error: Exception) -> None:

@@ -116,8 +116,11 @@ def run(cfg: RaykdConfig) -> dict:
     return {"url": url}
 
 
+SERVE_READS = ("task", "models", "serve")  # the config keys `raykd serve` reads
+
+
 def main(argv: list[str] | None = None) -> None:
-    cfg = parse_stage_args(argv, __doc__.splitlines()[0])
+    cfg = parse_stage_args(argv, __doc__.splitlines()[0], SERVE_READS)
     run_stage(run, cfg, precheck=lambda c: c.serve.api_key())  # an unset key fails before Ray starts
 
 

@@ -11,7 +11,6 @@ student/teacher speedup. Writes ``RUN/serve_compare/{compare.json, compare.md, c
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import time
@@ -19,9 +18,10 @@ from pathlib import Path
 
 import httpx
 
-from raykd.config import ConfigError, RaykdConfig, load_config
+from raykd.config import ConfigError, RaykdConfig
 from raykd.data import read_dataset
-from raykd.launch import fail, run_stage, write_metrics
+from raykd.launch import config_parser, load_or_fail, run_stage, write_metrics
+from raykd.pipeline_state import STAGES
 from serving.routing import percentiles
 
 WARMUP = 2
@@ -153,16 +153,10 @@ def run(cfg: RaykdConfig, url: str | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="YAML config (default: built-in defaults)")
+    parser = config_parser(__doc__.splitlines()[0], STAGES["compare"].reads)
     parser.add_argument("--url", help="base URL of a running `raykd serve` (default: deploy the app here)")
-    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as e:
-        fail(e)
-    run_stage(lambda c: run(c, args.url), cfg)
+    run_stage(lambda c: run(c, args.url), load_or_fail(args.config, args.overrides))
 
 
 if __name__ == "__main__":

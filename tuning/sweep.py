@@ -37,6 +37,7 @@ from raykd.config import ConfigError, RaykdConfig, TuneConfig, from_dict
 from raykd.data import held_out_rows
 from raykd.distill import held_out_kl, training_data
 from raykd.launch import parse_stage_args, run_stage
+from raykd.pipeline_state import STAGES
 from raykd.runs import distill_inputs, fingerprint, run_name
 from raykd.scoring import score_model
 from raykd.student import check_student
@@ -207,7 +208,7 @@ def run(cfg: RaykdConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg = parse_stage_args(argv, __doc__.splitlines()[0])
+    cfg = parse_stage_args(argv, __doc__.splitlines()[0], STAGES["tune"].reads)
     run_stage(run, cfg)
 
 
