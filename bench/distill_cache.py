@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from results_page import write_results  # sibling bench module
 
 from raykd.cache.schema import SHARDS_DIR, CacheManifest
 from raykd.config import load_config
@@ -219,7 +220,7 @@ def main() -> None:
     errors = {k: round(v["rel_error"], 4) for k, v in result["topk_vs_full_kl"].items()}
     print("top-k vs full KL relative error:", errors)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.out, result)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import ray
 
 sys.path.insert(0, str(Path(__file__).parent))
 from distill_cache import cache_rows, cached_run_arguments, step_batches, trainee  # noqa: E402  (sibling bench module)
+from results_page import write_results  # noqa: E402  (sibling bench module)
 
 from raykd.bootstrap import difference_interval, score_interval  # noqa: E402
 from raykd.cache.schema import CacheManifest  # noqa: E402
@@ -85,7 +86,7 @@ def main() -> None:
               "temperature": cfg.distill.temperature, "variants": results}
     print(json.dumps(report, indent=1))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_results(args.out, report)
 
 
 if __name__ == "__main__":

@@ -14,11 +14,11 @@ no weight gradients).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
+from results_page import write_results  # sibling bench module
 
 from raykd.config import FinetuneConfig
 from raykd.models import add_lora, count_params, load_model
@@ -88,7 +88,7 @@ def main() -> None:
     print("matmul GFLOP/s:", {k: round(v, 1) for k, v in out["matmul_gflops"].items()})
     print("ratios:", {k: round(v, 2) for k, v in ratios.items()})
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    write_results(args.out, out)
 
 
 if __name__ == "__main__":

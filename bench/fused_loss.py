@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from results_page import write_results  # sibling bench module
+
 PROBE = """
 import json, resource, sys, time, torch
 import torch.nn.functional as F
@@ -75,7 +77,7 @@ def main() -> None:
               "same_loss": abs(figures["fused"]["loss"] - figures["unfused"]["loss"]) <= 1e-4 * abs(
                   figures["unfused"]["loss"])}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_results(args.out, report)
     print(f"{args.tokens} tokens x vocab {args.vocab}: peak {figures['unfused']['peak_mib']:.0f} MiB unfused vs "
           f"{figures['fused']['peak_mib']:.0f} MiB fused ({report['memory_ratio']:.1%}); step "
           f"{figures['unfused']['step_s']:.2f}s vs {figures['fused']['step_s']:.2f}s ({report['time_ratio']:.2f}x); "

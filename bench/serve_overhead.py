@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import time
 from pathlib import Path
 
 import httpx
 from ray import serve
+from results_page import write_results  # sibling bench module
 
 from raykd.config import load_config
 from raykd.launch import init_ray
@@ -170,7 +170,7 @@ def main() -> None:
         "router_added_ms_ab": 1000 * (p50["http_ab"] - p50["handle"]),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_results(args.out, report)
     print(f"\nteacher tok/s at concurrency 16: bare generate {bare:.0f}; engine alone {engine_alone:.0f}; "
           f"served (HTTP) {served['default']:.0f} = "
           f"{report['served_over_bare']:.0%} of bare; handle {via_handle:.0f} = {report['handle_over_bare']:.0%}; "

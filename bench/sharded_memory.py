@@ -26,6 +26,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from results_page import write_results  # sibling bench module
+
 MIB = 1 << 20
 LORA = ["all-linear"]
 
@@ -241,7 +243,7 @@ def main() -> None:
           f"model ({EXPORT_SHARD_MIB} MiB shards); whole {export['whole']:.0f} MiB = "
           f"{result['export_whole_vs_fp32']:.2f}x")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.out, result)
 
 
 if __name__ == "__main__":

@@ -26,13 +26,13 @@ nats on the top token, and token ids in random order; the student under test is 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from results_page import write_results  # sibling bench module
 
 from raykd.losses import kd_full, kd_topk, summarize_teacher
 
@@ -159,7 +159,7 @@ def main() -> None:
     print(f"goal (<= 0.02): max |relative error| at k=32, T<=4, V=128k: "
           f"{result['goal_max_rel_error_k32_T_le_4_V128k']:.4f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    write_results(args.out, result)
 
 
 def report(vocab: int, figures: dict) -> None:

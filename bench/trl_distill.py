@@ -30,6 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from distill_cache import cache_rows, cached_run_arguments, step_batches, trainee  # noqa: E402  (sibling bench module)
+from results_page import write_results  # noqa: E402  (sibling bench module)
 
 from raykd.config import load_config  # noqa: E402
 from raykd.data import held_out_rows  # noqa: E402
@@ -123,7 +124,7 @@ def main() -> None:
     result["trl_over_raykd_soft_only_step_time"] = trl / result["raykd_cached_soft_only"]["step_s"]
     print(json.dumps(result, indent=1))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.out, result)
 
 
 if __name__ == "__main__":

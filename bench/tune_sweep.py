@@ -12,11 +12,12 @@ directory. Reports wall time per sweep, the online/cached ratio and each sweep's
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 import time
 from pathlib import Path
+
+from results_page import write_results  # sibling bench module
 
 from raykd.config import load_config
 from raykd.launch import init_ray
@@ -52,7 +53,7 @@ def main() -> None:
     report = {"trials": args.trials, "steps_per_trial": args.steps, "sweeps": results,
               "online_over_cached_wall": results["online"]["wall_s"] / results["cache"]["wall_s"]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_results(args.out, report)
     print(f"\n{args.trials} trials x {args.steps} steps: cached {results['cache']['wall_s']:.1f}s "
           f"({results['cache']['teacher_forward_passes']} teacher forwards) vs online "
           f"{results['online']['wall_s']:.1f}s ({results['online']['teacher_forward_passes']} teacher forwards): "

@@ -16,13 +16,13 @@ import argparse
 import asyncio
 import dataclasses
 import gc
-import json
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 from ray import serve
+from results_page import write_results  # sibling bench module
 
 from raykd.builtin.data import generate_split
 from raykd.cache.scorer import TeacherScorer, normalize
@@ -129,7 +129,7 @@ def main() -> None:
 
     report["versions"] = {"vllm": vllm.__version__}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_results(args.out, report)
     c, s = report["cache"], report["serve"]
     print(f"\ncache rows/s, vLLM / transformers: labeled {c['vllm_over_transformers']['labeled']:.2f}x, unlabeled "
           f"{c['vllm_over_transformers']['unlabeled']:.2f}x (start-up {c['startup_s']['vllm']:.0f}s vs "
