@@ -23,6 +23,7 @@ from raykd.capacity import GIB, cache_bytes_per_row
 from raykd.cluster_spec import GPU_MEMORY_LABEL, NodeType, holds, place, read_node_types
 from raykd.config import ConfigError, RaykdConfig, load_config
 from raykd.data_rows import cache_rows
+from raykd.launch import config_parser, fail
 from raykd.plan_report import render_text
 from raykd.plan_stages import StagePlan, cache_stage, distill_stage, finetune_stage, serve_stages, tune_stage
 
@@ -155,8 +156,8 @@ def stage_json(plan: StagePlan, group_problems: list[str]) -> dict:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """``raykd plan``'s options; config overrides are ``key.sub=value`` as for every stage."""
-    parser = argparse.ArgumentParser(prog="raykd plan", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="YAML config (default: built-in defaults)")
+    parser = config_parser(__doc__.splitlines()[0])
+    parser.prog = "raykd plan"
     parser.add_argument("--cluster", default="cluster.yaml",
                         help="Ray cluster-launcher file whose worker node types the stages are packed onto "
                              "(default: ./cluster.yaml; without one, only memory is checked)")
@@ -166,14 +167,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"GiB per GPU (default: the smallest {GPU_MEMORY_LABEL} label of the cluster file's "
                              f"GPU node types, else {DEFAULT_GPU_GIB:g})")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
-    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. tune.gpus_per_trial=2")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     """``raykd plan``: print the plan; exit 1 if a stage is flagged, 2 (one line) on bad input."""
-    from raykd.launch import fail
-
     args = parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)

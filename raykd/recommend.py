@@ -445,7 +445,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="raykd recommend", description="Fine-tune, distil, both, or only prompt? The advice and why.",
-                     epilog="Rules: see raykd.recommend.recommend's docstring (README: raykd recommend).")
+                     epilog="Rules: see raykd.recommend.recommend's docstring and docs/recommend.md.")
     parser.add_argument("--performance", required=True, choices=PERFORMANCE,
                         help="how close to the best achievable quality the task must get")
     parser.add_argument("--resources", required=True, choices=RESOURCES,

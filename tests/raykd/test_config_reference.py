@@ -52,7 +52,7 @@ def test_stage_help_lists_its_keys_with_default_range_and_help(capsys):
 
 
 @pytest.mark.parametrize("command", ["finetune", "cache", "evaluate", "tune", "serve", "compare", "pipeline",
-                                     "demo", "config"])
+                                     "demo", "config", "plan"])
 def test_every_config_command_has_help_with_keys(capsys, command):
     code, out, _ = run(capsys, command, "--help")
     assert code == 0 and "config keys" in out and "run_dir = runs/demo" in out
