@@ -79,8 +79,8 @@ def warn_if_stale_bootstrap_file(path: str = BOOTSTRAP_FILE) -> None:
     """One line when ``path`` names a cluster that no longer answers (a killed ``ray start`` leaves it).
 
     Ray's state API, which Ray Train's placement-group cleaner calls, resolves the cluster from this
-    file before the running local one: with a dead address every training run waits ~12 s at its end
-    (measured: each state call times out after 40 s, the cleaner gives up after 12 s).
+    file before the running local one: with a dead address every training run ends only when the
+    cleaner gives up on its state calls.
     """
     try:
         host, port = Path(path).read_text().strip().rsplit(":", 1)
