@@ -69,10 +69,11 @@ def pytest_runtest_call(item):
         return (yield)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def local_ray():
-    """The in-process tests' 2-CPU local Ray, one for the session, always shut down. Tests that start
-    actors or Serve apps on it stop them."""
+    """A 2-CPU local Ray for the module's in-process tests, always shut down. Not one for the session: a
+    second Ray instance alive on the machine makes Train V2's placement-group cleaner fail ("Found
+    multiple active Ray instances"), and a sweep on the shared head then waits for CPUs forever."""
     import ray
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)

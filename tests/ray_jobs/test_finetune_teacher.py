@@ -63,13 +63,13 @@ def test_a_second_finetune_with_new_knobs_trains_afresh_and_is_another_teacher(t
     assert proc.returncode == 2 and "cache was made by another teacher" in proc.stderr
 
 
-def test_fsdp_lora_survives_sigkills_and_resumes_on_one_worker_from_per_rank_shards(tmp_path):
+def test_fsdp_lora_survives_sigkills_and_resumes_on_one_worker_from_per_rank_shards(head_env, tmp_path):
     """2 FSDP2 workers: one SIGKILLed (the worker group restarts from the last checkpoint), then the whole
     run SIGKILLed. The checkpoint holds one DCP shard file per rank and no frozen base weight. The same run
     (same global batch) re-run on 1 worker resumes it and ends at exactly the configured step."""
     run = tmp_path / "run"
     args = ["finetune", "--config", str(DEMO), f"run_dir={run}", "finetune.sharding=fsdp", "finetune.method=lora",
-            "finetune.steps=60", "finetune.checkpoint_every=15", "finetune.log_every=5",
+            "finetune.steps=40", "finetune.checkpoint_every=10", "finetune.log_every=5",
             "finetune.activation_checkpointing=true"]  # FSDP2 over checkpointed blocks
     log = tmp_path / "two_workers.log"
     proc = subprocess.Popen([sys.executable, "-m", "raykd.cli", *args, "finetune.workers=2", "finetune.batch_size=8"],
@@ -77,21 +77,21 @@ def test_fsdp_lora_survives_sigkills_and_resumes_on_one_worker_from_per_rank_sha
     try:
         wait_for(lambda: latest_checkpoint(run), 600, "a registered checkpoint")
         os.kill(wait_for(lambda: train_worker_pids(proc.pid), 60, "a train worker")[0], signal.SIGKILL)
-        step, checkpoint = wait_for(lambda: (latest_checkpoint(run) or (0,))[0] >= 30 and latest_checkpoint(run),
+        step, checkpoint = wait_for(lambda: (latest_checkpoint(run) or (0,))[0] >= 20 and latest_checkpoint(run),
                                     600, "a checkpoint after the restart")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and its Ray
         proc.wait(timeout=60)
-    assert "resumed from checkpoint at step 15" in log.read_text(), log.read_text()[-3000:]
+    assert "resumed from checkpoint at step 10" in log.read_text(), log.read_text()[-3000:]
     files = {p.name for p in checkpoint.iterdir()}
     assert {"__0_0.distcp", "__1_0.distcp", ".metadata", "state.json"} <= files, files
     saved = checkpoint_weight_names(str(checkpoint))
     assert saved and all(".lora_A." in n or ".lora_B." in n for n in saved)  # no frozen base weight
 
-    resumed = raykd(*args, "finetune.workers=1", "finetune.batch_size=16")
+    resumed = raykd(*args, "finetune.workers=1", "finetune.batch_size=16", env=head_env)  # on another cluster
     assert f"resumed from checkpoint at step {step}" in resumed.stdout
     metrics = read_metrics(run, "teacher")
-    assert metrics["steps"] == 60 and metrics["resumed_from_step"] == step
+    assert metrics["steps"] == 40 and metrics["resumed_from_step"] == step
     assert metrics["eval_loss"] < metrics["base_eval_loss"]
     assert metrics["eval_score"] > metrics["base_eval_score"]
     tokenizer = AutoTokenizer.from_pretrained(run / "teacher")
