@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from raykd.config import ConfigError, RaykdConfig, load_config
+from raykd.config_reference import help_text
 from raykd.ray_auth import check_cluster_auth
 
 EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
@@ -22,8 +23,6 @@ def config_parser(description: str, reads: tuple[str, ...] | None = None, config
     """A command's parser: ``[--config FILE] [key=value ...]``, its ``--help`` listing the config keys
     in ``reads`` (sections or dotted keys, as ``raykd.pipeline_state.STAGES``; None: every key) with
     their defaults, ranges and help. Commands add their own options to it."""
-    from raykd.config_reference import help_text
-
     parser = argparse.ArgumentParser(description=description, epilog=help_text(reads),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     if config:

@@ -24,8 +24,9 @@ raw logits of a large model do not):
 
 **Why the tail needs that.** Tempering flattens the teacher: at V = 128k a real LM with < 0.1% of its
 mass beyond the top 32 at T=1 puts 26-99% there at T=2-4, spread in a shape the top-k cannot tell.
-Spreading the tail mass uniformly before tempering (this module until schema 2) made the rebuilt
-teacher put ~97% on the tail and the KL 22-73x too large; dropping the tail makes it far too small.
+A uniform spread of the tail mass before tempering puts most of the rebuilt teacher's mass on the
+tail and makes the KL far too large; dropping the tail makes it far too small (both measured against
+full logits in ``bench/topk_temperature.py``).
 
 **The estimator** (``kd_topk``). Write ``g(x) = x + exp(-x) - 1 >= 0`` and, at temperature T,
 ``p`` the tempered teacher and ``q`` the tempered student. Group the vocabulary into the k top tokens
@@ -42,9 +43,9 @@ the proposal is the mixture of the tempered tails at ``TAIL_TEMPERATURES`` (its 
 sample is known from ``lp`` and ``tail_lse``) and the weights ``w_j`` are self-normalised. Every term is
 >= 0 (the loss is a divergence, never below the top-k + bucket KL), each sample contributes a
 second-order term in the log-ratio, which keeps the variance low (``bench/topk_temperature.py``),
-and the student's tail mass enters exactly rather than through the samples: estimating it by
-importance sampling too (this module until stop 25) under-estimated it for sharp teachers (0.27 vs
-0.48 measured) and put the sampled loss below the bucket bound. With k = V the loss is the exact KL.
+and the student's tail mass enters exactly rather than through the samples (an importance-sampled
+student tail mass under-estimates it for sharp teachers and can put the loss below the bucket bound;
+``tests/raykd/test_losses.py`` checks that bound). With k = V the loss is the exact KL.
 
 Every divergence is built from that KL (``kl_view``): reverse KL and JSD take the same chain rule with
 the roles (or the mixture M) swapped, their tail-shape terms importance-sampled from the same cached
