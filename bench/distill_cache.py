@@ -29,13 +29,13 @@ from results_page import write_results  # sibling bench module
 
 from raykd.cache.schema import SHARDS_DIR, CacheManifest
 from raykd.config import load_config
-from raykd.distill import TEACHER_COLUMNS, make_loss_fn, student_positions
+from raykd.evaluation.scoring import score_model
 from raykd.losses import kd_full, kd_topk, summarize_teacher
-from raykd.models import load_model
-from raykd.on_policy import on_policy_for
-from raykd.scoring import score_model
-from raykd.student import build_student
+from raykd.models.load import load_model
+from raykd.models.student import build_student
+from raykd.training.distill import TEACHER_COLUMNS, make_loss_fn, student_positions
 from raykd.training.loop import make_optimizer
+from raykd.training.on_policy import on_policy_for
 
 MEMORY_PROBE = """
 import resource, sys, torch
@@ -156,8 +156,8 @@ def topk_error(cfg, data, vocab, k_values=(4, 16)) -> dict:
 
 def quality(cfg, data, vocab, steps: int, source: str) -> dict:
     """Eval score/loss of a student trained ``steps`` steps from the cache (top-k) or full logits (online)."""
-    from raykd.data import held_out_rows
-    from raykd.tokens import load_tokenizer
+    from raykd.data.datasets import held_out_rows
+    from raykd.data.tokens import load_tokenizer
 
     student, step, _ = trainee(cfg, vocab, source, steps)
     for batch in step_batches(data, cfg.distill.batch_size, steps):

@@ -28,13 +28,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from distill_cache import cache_rows, cached_run_arguments, step_batches, trainee  # noqa: E402  (sibling bench module)
 from results_page import write_results  # noqa: E402  (sibling bench module)
 
-from raykd.bootstrap import difference_interval, score_interval  # noqa: E402
 from raykd.cache.schema import CacheManifest  # noqa: E402
 from raykd.config import load_config  # noqa: E402
-from raykd.data import held_out_rows  # noqa: E402
-from raykd.on_policy import OnPolicyCounts, teacher_pool  # noqa: E402
-from raykd.scoring import score_model  # noqa: E402
-from raykd.tokens import load_tokenizer  # noqa: E402
+from raykd.data.datasets import held_out_rows  # noqa: E402
+from raykd.data.tokens import load_tokenizer  # noqa: E402
+from raykd.evaluation.bootstrap import difference_interval, score_interval  # noqa: E402
+from raykd.evaluation.scoring import score_model  # noqa: E402
+from raykd.training.on_policy import OnPolicyCounts, teacher_pool  # noqa: E402
 
 VARIANTS = {"forward_kl": ["distill.loss=forward_kl"], "reverse_kl": ["distill.loss=reverse_kl"],
             **{f"jsd_{b}": ["distill.loss=jsd", f"distill.jsd_beta={b}"] for b in (0.1, 0.5, 0.9)},

@@ -21,7 +21,7 @@ import torch
 from results_page import write_results  # sibling bench module
 
 from raykd.config import FinetuneConfig
-from raykd.models import add_lora, count_params, load_model
+from raykd.models.load import add_lora, count_params, load_model
 
 
 def matmul_flops(dtype: torch.dtype, n: int = 1024, reps: int = 20) -> float:

@@ -29,9 +29,9 @@ from ray import serve
 from results_page import write_results  # sibling bench module
 
 from raykd.config import load_config
+from raykd.data.tokens import encode_lm_row, load_tokenizer
 from raykd.launch import init_ray
-from raykd.models import resolve_model, resolve_tokenizer
-from raykd.tokens import encode_lm_row, load_tokenizer
+from raykd.models.load import resolve_model, resolve_tokenizer
 from serving import deployments
 from serving.app import APP_NAME, BUILTIN_ARMS, start
 from serving.compare import level

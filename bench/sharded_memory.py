@@ -1,6 +1,6 @@
 """Memory of the 70B path at small scale: per-rank peak while loading and while training a randomly
 initialised Llama whose weights dominate (~370M parameters, saved as safetensors), 1 rank (the whole
-model, as transformers loads it) vs 2 gloo ranks (``raykd.sharded_load``: each reads only its rows);
+model, as transformers loads it) vs 2 gloo ranks (``raykd.models.sharded_load``: each reads only its rows);
 checkpoint bytes each rank writes (DCP, trainable state only) vs the full state dict; export peak,
 streamed vs the whole model merged in memory.
 
@@ -89,7 +89,7 @@ def lora(weights: bool, directory: str):
     import torch
 
     from raykd.config import FinetuneConfig
-    from raykd.models import add_lora, load_model
+    from raykd.models.load import add_lora, load_model
 
     torch.manual_seed(0)
     return add_lora(load_model(directory, "causal_lm", 2, weights=weights),
@@ -132,8 +132,8 @@ def _sharded_rank(rank: int, port: int, directory: str, checkpoint: str, out: st
     import torch
     import torch.distributed as dist
 
-    from raykd.models import fully_shard_model
-    from raykd.sharded_load import load_sharded
+    from raykd.models.load import fully_shard_model
+    from raykd.models.sharded_load import load_sharded
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
@@ -167,13 +167,13 @@ EXPORT_SHARD_MIB = 128  # output shards of a 1.3 GiB model, as 2 GiB shards are 
 
 
 def probe_export(directory: str, checkpoint: str, streamed: bool) -> dict:
-    """The LoRA-merged HF directory from the 2-rank checkpoint: streamed (``raykd.export.export_model``),
+    """The LoRA-merged HF directory from the 2-rank checkpoint: streamed (``raykd.models.export.export_model``),
     or whole (the model rebuilt, merged in memory and saved, as raykd exported before and still does for
     a random-init preset)."""
     from raykd.builtin.presets import TOKENIZER_DIR
     from raykd.config import ModelsConfig
-    from raykd.export import export_model
-    from raykd.models import save_model
+    from raykd.models.export import export_model
+    from raykd.models.load import save_model
     from raykd.training.checkpoints import load_trainable
 
     start_probe()

@@ -33,12 +33,12 @@ from distill_cache import cache_rows, cached_run_arguments, step_batches, traine
 from results_page import write_results  # noqa: E402  (sibling bench module)
 
 from raykd.config import load_config  # noqa: E402
-from raykd.data import held_out_rows  # noqa: E402
-from raykd.distill import TEACHER_COLUMNS  # noqa: E402
-from raykd.models import load_model  # noqa: E402
-from raykd.scoring import score_model  # noqa: E402
-from raykd.student import build_student  # noqa: E402
-from raykd.tokens import load_tokenizer  # noqa: E402
+from raykd.data.datasets import held_out_rows  # noqa: E402
+from raykd.data.tokens import load_tokenizer  # noqa: E402
+from raykd.evaluation.scoring import score_model  # noqa: E402
+from raykd.models.load import load_model  # noqa: E402
+from raykd.models.student import build_student  # noqa: E402
+from raykd.training.distill import TEACHER_COLUMNS  # noqa: E402
 
 
 def evaluate(cfg, student) -> dict:

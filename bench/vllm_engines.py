@@ -29,7 +29,7 @@ from raykd.cache.scorer import TeacherScorer, normalize
 from raykd.cache.vllm_scorer import VLLMTeacherScorer
 from raykd.config import load_config
 from raykd.launch import init_ray
-from raykd.models import resolve_model
+from raykd.models.load import resolve_model
 from serving.app import BUILTIN_ARMS, build_app
 from serving.compare import level
 

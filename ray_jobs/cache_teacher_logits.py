@@ -28,13 +28,13 @@ from raykd.cache.scorer import TeacherScorer, distillation_rows, rows_of_part, s
 from raykd.cache.store import publish, shard_checksums
 from raykd.cache.vllm_scorer import VLLMTeacherScorer
 from raykd.config import RaykdConfig
-from raykd.data import bad_rows_named
+from raykd.data.datasets import bad_rows_named
+from raykd.data.tokens import IGNORE_INDEX, load_tokenizer
 from raykd.launch import parse_stage_args, run_stage, write_metrics
 from raykd.losses import TAIL_TEMPERATURES
-from raykd.model_hash import model_hash, tokenizer_hash
-from raykd.pipeline_state import STAGES
-from raykd.teacher import teacher_dir
-from raykd.tokens import IGNORE_INDEX, load_tokenizer
+from raykd.models.hashes import model_hash, tokenizer_hash
+from raykd.models.teacher import teacher_dir
+from raykd.pipeline.state import STAGES
 from raykd.vllm_support import resolve_engine
 
 

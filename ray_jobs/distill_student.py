@@ -6,7 +6,7 @@
 
 Loss: ``alpha * T**2 * D(softmax(t/T), softmax(s/T)) + (1 - alpha) * CE(s, y)`` per valid token, D =
 ``distill.loss`` (forward KL by default; ``raykd.losses``). ``distill.on_policy_fraction`` of the batches
-are the student's own samples scored by a teacher actor pool (``raykd.on_policy``).
+are the student's own samples scored by a teacher actor pool (``raykd.training.on_policy``).
 ``distill.teacher_source``: ``cache`` reads ``RUN/teacher_cache`` (object store,
 else Parquet); ``online`` runs the teacher's forward pass in every step (the textbook baseline that
 caching is measured against); ``none`` trains on ``data.train``'s hard labels only (alpha=0, the
@@ -23,20 +23,20 @@ import ray
 import ray.train
 
 from raykd.config import RaykdConfig, from_dict
-from raykd.data import held_out_rows
-from raykd.distill import make_loss_fn, training_data
-from raykd.export import export_checkpoint
+from raykd.data.datasets import held_out_rows
+from raykd.evaluation.scoring import score_task
 from raykd.launch import parse_stage_args, run_stage, write_metrics
-from raykd.models import ForwardCounter, load_configured
-from raykd.on_policy import OnPolicyCounts, on_policy_for, teacher_pool
-from raykd.pipeline_state import STAGES
-from raykd.runs import distill_inputs
-from raykd.scoring import score_task
-from raykd.sharded_load import training_model
-from raykd.student import build_student, check_student
-from raykd.teacher import teacher_dir
+from raykd.models.export import export_checkpoint
+from raykd.models.load import ForwardCounter, load_configured
+from raykd.models.sharded_load import training_model
+from raykd.models.student import build_student, check_student
+from raykd.models.teacher import teacher_dir
+from raykd.pipeline.runs import distill_inputs
+from raykd.pipeline.state import STAGES
 from raykd.training.checkpoints import restore_checkpoint
+from raykd.training.distill import make_loss_fn, training_data
 from raykd.training.loop import EvalFn, make_optimizer, run_steps, use_bf16, worker_device
+from raykd.training.on_policy import OnPolicyCounts, on_policy_for, teacher_pool
 from raykd.training.session import Session, train_session
 from raykd.training.trainer import fit, trainer_for
 
@@ -45,7 +45,7 @@ def fit_student(cfg: RaykdConfig, vocab: int, data, session: Session, evaluate: 
                 teachers: list | None = None) -> dict:
     """Distil a student from ``data`` (a Train shard or a whole dataset) under ``session``: build or
     resume, shard, train to ``distill.steps``. Shared by the Train job and every Ray Tune trial.
-    ``teachers``: the on-policy teacher pool (``raykd.on_policy.teacher_pool``).
+    ``teachers``: the on-policy teacher pool (``raykd.training.on_policy.teacher_pool``).
 
     Every report carries ``teacher_forward_passes`` (this process's count, the online teacher's and the
     pool's; 0 on the cache alone), the on-policy counts and ``evaluate``'s metrics. Returns the loop

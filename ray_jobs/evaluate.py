@@ -18,10 +18,10 @@ import ray
 
 from ray_jobs import distill_student
 from raykd.config import ConfigError, RaykdConfig
-from raykd.data import held_out_rows
+from raykd.data.datasets import held_out_rows
+from raykd.evaluation.report import ARMS, baseline_config, build_report, headline, measure, write_report
 from raykd.launch import parse_stage_args, run_stage, write_metrics
-from raykd.pipeline_state import STAGES
-from raykd.report import ARMS, baseline_config, build_report, headline, measure, write_report
+from raykd.pipeline.state import STAGES
 from raykd.vllm_support import resolve_engine
 
 

@@ -19,16 +19,16 @@ import ray.train
 import torch
 
 from raykd.config import RaykdConfig, from_dict
-from raykd.data import held_out_rows, tokenized_dataset
-from raykd.export import export_checkpoint
+from raykd.data.datasets import held_out_rows, tokenized_dataset
+from raykd.data.tokens import IGNORE_INDEX
+from raykd.evaluation.scoring import score_task
 from raykd.launch import parse_stage_args, run_stage, write_metrics
-from raykd.models import resolve_tokenizer
-from raykd.pipeline_state import STAGES
-from raykd.runs import finetune_inputs
-from raykd.scoring import score_task
-from raykd.sharded_load import training_model
-from raykd.teacher import build_teacher, check_teacher
-from raykd.tokens import IGNORE_INDEX
+from raykd.models.export import export_checkpoint
+from raykd.models.load import resolve_tokenizer
+from raykd.models.sharded_load import training_model
+from raykd.models.teacher import build_teacher, check_teacher
+from raykd.pipeline.runs import finetune_inputs
+from raykd.pipeline.state import STAGES
 from raykd.training.checkpoints import restore_checkpoint
 from raykd.training.loop import make_optimizer, run_steps, use_bf16, worker_device
 from raykd.training.session import train_session

@@ -6,7 +6,7 @@
     ray job submit --working-dir . -- python -m ray_jobs.pipeline --config configs/llama70b_to_7b.yaml
 
 A stage whose outputs exist and match the current config and its upstream outputs is skipped with
-one line (``raykd.pipeline_state``), so a re-run after a crash or Ctrl-C continues at the first stage
+one line (``raykd.pipeline.state``), so a re-run after a crash or Ctrl-C continues at the first stage
 not done; ``--force STAGE`` redoes that stage and every one after it. The terminal shows raykd's
 progress lines; everything, Ray's output included, goes to ``RUN/logs/pipeline.log``. Ends with a
 summary table, also written to ``RUN/summary.md``.
@@ -25,10 +25,10 @@ from pathlib import Path
 
 from ray_jobs import cache_teacher_logits, distill_student, evaluate, finetune_teacher
 from raykd.config import RaykdConfig, from_dict
-from raykd.console import QuietConsole
 from raykd.launch import config_parser, load_or_fail, run_stage
-from raykd.pipeline_state import ORDER, forced, recorded_wall_s, stage_status, write_record
-from raykd.pipeline_summary import headline, read_result, render, write_summary
+from raykd.pipeline.console import QuietConsole
+from raykd.pipeline.state import ORDER, forced, recorded_wall_s, stage_status, write_record
+from raykd.pipeline.summary import headline, read_result, render, write_summary
 from serving import compare
 from tuning import sweep
 

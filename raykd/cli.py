@@ -18,7 +18,7 @@ COMMANDS = {
     "serve": ("serving.app", "main"),
     "compare": ("serving.compare", "main"),
     "config": ("raykd.config_reference", "show"),
-    "plan": ("raykd.plan", "main"),
+    "plan": ("raykd.plan.planner", "main"),
     "recommend": ("raykd.recommend", "main"),
 }
 USAGE = "usage: raykd {" + ",".join(COMMANDS) + "} [--config FILE] [key=value ...]   (raykd COMMAND -h for help)"

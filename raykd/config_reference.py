@@ -54,7 +54,7 @@ def knobs(cls: type = RaykdConfig, prefix: str = "") -> list[Knob]:
 
 def selected(keys: Iterable[Knob], reads: Iterable[str]) -> list[Knob]:
     """The knobs under ``reads`` (sections or dotted keys; ``-key`` drops one again, as in
-    ``raykd.pipeline_state.STAGES``)."""
+    ``raykd.pipeline.state.STAGES``)."""
     reads = tuple(reads)
     keep = [r for r in reads if not r.startswith("-")]
     drop = [r[1:] for r in reads if r.startswith("-")]

@@ -21,7 +21,7 @@ BOOTSTRAP_FILE = "/tmp/ray/ray_current_cluster"  # where `ray start` records the
 def config_parser(description: str, reads: tuple[str, ...] | None = None, config: bool = True
                   ) -> argparse.ArgumentParser:
     """A command's parser: ``[--config FILE] [key=value ...]``, its ``--help`` listing the config keys
-    in ``reads`` (sections or dotted keys, as ``raykd.pipeline_state.STAGES``; None: every key) with
+    in ``reads`` (sections or dotted keys, as ``raykd.pipeline.state.STAGES``; None: every key) with
     their defaults, ranges and help. Commands add their own options to it."""
     parser = argparse.ArgumentParser(description=description, epilog=help_text(reads),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

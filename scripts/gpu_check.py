@@ -7,7 +7,7 @@ activation checkpointing, DCP save/restore, the fused distillation loss and the 
 One GPU means one FSDP2 rank (NCCL refuses two ranks on one device): the code paths are the multi-rank
 ones (DTensor shards laid out on the meta device, ``to_empty`` on CUDA, rows copied from the files,
 ``MixedPrecisionPolicy``), with the whole model as the one shard. Multi-rank sharding is tested on CPU
-(tests/raykd/test_sharded_load.py). Exits 1 if any check fails; ~2 minutes on an H100.
+(tests/raykd/models/test_sharded_load.py). Exits 1 if any check fails; ~2 minutes on an H100.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from raykd.config import FinetuneConfig  # noqa: E402
 from raykd.losses import distillation_loss, fused_distillation_loss, summarize_teacher  # noqa: E402
-from raykd.models import add_lora, fully_shard_model, load_model  # noqa: E402
-from raykd.sharded_load import load_sharded  # noqa: E402
+from raykd.models.load import add_lora, fully_shard_model, load_model  # noqa: E402
+from raykd.models.sharded_load import load_sharded  # noqa: E402
 from raykd.training.checkpoints import LoopState, restore_checkpoint, save_checkpoint  # noqa: E402
 
 RESULTS: list[bool] = []

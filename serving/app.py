@@ -20,9 +20,9 @@ from ray import serve
 from ray.serve import Application
 
 from raykd.config import ConfigError, RaykdConfig, load_config
+from raykd.data.tokens import has_tokenizer
 from raykd.launch import parse_stage_args, run_stage
-from raykd.models import resolve_model, resolve_tokenizer
-from raykd.tokens import has_tokenizer
+from raykd.models.load import resolve_model, resolve_tokenizer
 from raykd.vllm_support import resolve_engine
 from serving.deployments import ModelServer, arm_options, replica_actor_options
 from serving.router import Router

@@ -19,9 +19,9 @@ from pathlib import Path
 import httpx
 
 from raykd.config import ConfigError, RaykdConfig
-from raykd.data import read_dataset
+from raykd.data.datasets import read_dataset
 from raykd.launch import config_parser, load_or_fail, run_stage, write_metrics
-from raykd.pipeline_state import STAGES
+from raykd.pipeline.state import STAGES
 from serving.routing import percentiles
 
 WARMUP = 2

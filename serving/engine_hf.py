@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from raykd.tokens import load_tokenizer, stop_token_ids
+from raykd.data.tokens import load_tokenizer, stop_token_ids
 from serving.chunks import chunk
 from serving.kv_batch import DecodeBatch, joinable, merge, select
 from serving.sampling import next_tokens, visible_text

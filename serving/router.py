@@ -20,7 +20,7 @@ from ray.serve.metrics import Counter, Histogram
 from starlette.exceptions import HTTPException
 
 from raykd.config import ServeConfig, section
-from raykd.tokens import encode_lm_row, load_tokenizer
+from raykd.data.tokens import encode_lm_row, load_tokenizer
 from serving import protocol
 from serving.chunks import merge
 from serving.protocol import ApiError, ChatRequest, CompletionRequest

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import torch
 
-from raykd.tokens import encode_lm_row, stop_token_ids
+from raykd.data.tokens import encode_lm_row, stop_token_ids
 
 NEAR_TIE = 1e-3  # logits (nats)
 
 
 def has_near_tie(model, tokenizer, prompt: str, max_new_tokens: int, max_len: int) -> bool:
     """Whether any step of ``model``'s own greedy continuation of ``prompt`` (encoded as
-    ``raykd.scoring.generate_completions`` encodes it) has its top two logits within ``NEAR_TIE``."""
+    ``raykd.evaluation.scoring.generate_completions`` encodes it) has its top two logits within ``NEAR_TIE``."""
     ids = torch.tensor([encode_lm_row(tokenizer, prompt, None, max_len)[0]])
     with torch.no_grad():
         out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,

@@ -34,15 +34,15 @@ from raykd.cache.schema import CacheManifest
 from raykd.cache.store import block_source, publish
 from raykd.cache.store import held_out_rows as held_out_teacher_rows
 from raykd.config import ConfigError, RaykdConfig, TuneConfig, from_dict
-from raykd.data import held_out_rows
-from raykd.distill import held_out_kl, training_data
+from raykd.data.datasets import held_out_rows
+from raykd.data.tokens import load_tokenizer
+from raykd.evaluation.scoring import score_model
 from raykd.launch import parse_stage_args, run_stage
-from raykd.pipeline_state import STAGES
-from raykd.runs import distill_inputs, fingerprint, run_name
-from raykd.scoring import score_model
-from raykd.student import check_student
-from raykd.teacher import teacher_dir
-from raykd.tokens import load_tokenizer
+from raykd.models.student import check_student
+from raykd.models.teacher import teacher_dir
+from raykd.pipeline.runs import distill_inputs, fingerprint, run_name
+from raykd.pipeline.state import STAGES
+from raykd.training.distill import held_out_kl, training_data
 from raykd.training.loop import EvalFn
 from raykd.training.session import train_session, tune_session
 from raykd.training.trainer import trainer_for
@@ -117,7 +117,7 @@ def searcher(cfg: RaykdConfig):
 
 
 def sweep_inputs(cfg: RaykdConfig) -> dict:
-    """What a sweep's trials depend on: the distillation inputs and the search (see ``raykd.runs``)."""
+    """What a sweep's trials depend on: the distillation inputs and the search (see ``raykd.pipeline.runs``)."""
     search = {k: v for k, v in dataclasses.asdict(cfg.tune).items() if k not in RUN_KNOBS}
     inputs = distill_inputs(cfg, teacher_dir(cfg)) | {"stage": "tune", "tune": search}
     if cfg.tune.metric == "kl":  # what trials are ranked against

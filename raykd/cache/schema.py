@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from raykd.config import ConfigError
-from raykd.model_hash import model_hash, tokenizer_hash
+from raykd.models.hashes import model_hash, tokenizer_hash
 
 SCHEMA_VERSION = 4  # 4: teacher columns at target positions only; 3: the engine, top-k-only vLLM caches;
 # 2: log-probs, sampled tail, shard checksums

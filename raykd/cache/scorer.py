@@ -13,11 +13,11 @@ import torch
 
 from raykd.cache.targets import compact_targets
 from raykd.config import ConfigError, DataConfig, RaykdConfig, from_dict
-from raykd.data import check_fields, encode_classification_batch, encode_lm_batch, read_dataset, text_column
+from raykd.data.datasets import check_fields, encode_classification_batch, encode_lm_batch, read_dataset, text_column
+from raykd.data.tokens import load_tokenizer
+from raykd.evaluation.scoring import generate_completions
 from raykd.losses import summarize_teacher
-from raykd.models import load_configured
-from raykd.scoring import generate_completions
-from raykd.tokens import load_tokenizer
+from raykd.models.load import load_configured
 
 SUMMARY_POSITIONS = 2048
 

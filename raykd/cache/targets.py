@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from raykd.data.tokens import IGNORE_INDEX
 from raykd.losses import TEACHER_KEYS
-from raykd.tokens import IGNORE_INDEX
 
 
 def _ragged(arrays: list[np.ndarray]) -> np.ndarray:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from raykd.cache.scorer import RowScorer
-from raykd.tokens import encode_lm_row
+from raykd.data.tokens import encode_lm_row
 from raykd.vllm_support import engine_args
 
 

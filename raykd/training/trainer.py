@@ -9,13 +9,13 @@ from ray.train import CheckpointConfig, FailureConfig, Result, RunConfig, Scalin
 from ray.train.torch import TorchTrainer
 
 from raykd.config import RaykdConfig, TrainConfig
-from raykd.runs import run_name
+from raykd.pipeline.runs import run_name
 
 
 def trainer_for(cfg: RaykdConfig, stage: TrainConfig, base: str, loop, datasets: dict, inputs: dict,
                 extra: dict | None = None, callbacks: list | None = None) -> TorchTrainer:
     """A TorchTrainer sized by the stage's config, checkpointing under ``RUN/checkpoints/<name>``: the
-    name is ``<run_name or base>-<fingerprint of inputs>`` (``raykd.runs``), so only a run with the same
+    name is ``<run_name or base>-<fingerprint of inputs>`` (``raykd.pipeline.runs``), so only a run with the same
     inputs resumes. ``callbacks``: Ray Train ``UserCallback``s (a Tune trial's ``TuneReportCallback``)."""
     storage = cfg.stage_dir("checkpoints")
     use_gpu = stage.gpus_per_worker > 0

@@ -65,8 +65,8 @@ def test_held_out_rows_are_kept_apart_and_measure_a_students_kl_without_the_teac
     from transformers import AutoModelForCausalLM
 
     from raykd.cache import store
-    from raykd.distill import held_out_kl
-    from raykd.models import load_configured
+    from raykd.models.load import load_configured
+    from raykd.training.distill import held_out_kl
 
     run, overrides = teacher_run
     cache = run / "teacher_cache"

@@ -13,9 +13,9 @@ from transformers import AutoModelForCausalLM
 from raykd.builtin.data import generate_split
 from raykd.cache.schema import CacheManifest
 from raykd.cache.store import dense_rows
-from raykd.distill import student_positions
 from raykd.losses import distillation_loss
-from raykd.models import resolve_model
+from raykd.models.load import resolve_model
+from raykd.training.distill import student_positions
 from tests.conftest import DEMO, needs_vllm, raykd, read_metrics
 
 pytestmark = [pytest.mark.slow, needs_vllm]

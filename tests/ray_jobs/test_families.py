@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 from ray_jobs import cache_teacher_logits, distill_student, evaluate, finetune_teacher
 from raykd.builtin.data import generate_split
 from raykd.config import load_config
-from raykd.tokens import IGNORE_INDEX, load_tokenizer
+from raykd.data.tokens import IGNORE_INDEX, load_tokenizer
 from serving import app
 from tests import families
 from tests.conftest import DEMO, REPO, free_port, raykd
@@ -108,7 +108,7 @@ def assert_arm_answers(cfg, url: str, arm: str) -> None:
 
 
 # Mistral (Llama's blocks and tokenizer behaviour) and GPT-2 (one token for BOS and EOS, c_attn) are
-# built, tokenised (tests/raykd/test_tokens.py), LoRA-targeted and refused below; their full chains
+# built, tokenised (tests/raykd/data/test_tokens.py), LoRA-targeted and refused below; their full chains
 # repeated Llama's stages and would push the suite past CI's limit.
 @pytest.mark.parametrize("family", ["llama", "qwen2", "bert"])
 def test_each_family_runs_the_whole_chain(family, tmp_path, local_ray, models_root, few_rows, serve_port):

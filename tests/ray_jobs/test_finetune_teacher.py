@@ -12,7 +12,7 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from raykd.builtin.data import generate_split
-from raykd.model_hash import HASH_FILE, model_hash
+from raykd.models.hashes import HASH_FILE, model_hash
 from raykd.training.checkpoints import checkpoint_weight_names
 from tests.conftest import DEMO, REPO, raykd, read_metrics
 from tests.ray_jobs.train_faults import latest_checkpoint, train_worker_pids, wait_for

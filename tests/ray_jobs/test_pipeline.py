@@ -13,8 +13,8 @@ import pytest
 
 from ray_jobs.pipeline import redo_config
 from raykd.config import load_config
-from raykd.console import terminal_line
-from raykd.pipeline_state import ORDER, stage_fingerprint
+from raykd.pipeline.console import terminal_line
+from raykd.pipeline.state import ORDER, stage_fingerprint
 from tests.conftest import DEMO, REPO, free_port
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ import yaml
 
 from raykd.config import RaykdConfig, load_config
 from raykd.config_reference import DOCS_PAGE, knobs, markdown, selected
-from raykd.pipeline_state import STAGES
+from raykd.pipeline.state import STAGES
 from tests.conftest import DEMO, REPO, raykd_here
 
 

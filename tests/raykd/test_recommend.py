@@ -101,8 +101,8 @@ def write_run(run: Path, teacher_hits: int | None, student_hits: int | None, tea
     then ``write_metrics`` of its non-dict values (ray_jobs/evaluate.py). ``None`` hits: plain text, no score.
     The teacher takes 1,000 bytes on disk and the student 100 (size ratio 10%)."""
     from raykd.config import load_config
+    from raykd.evaluation.report import build_report
     from raykd.launch import write_metrics
-    from raykd.report import build_report
 
     def arm(name: str, hits: int | None, latency: float, size: int) -> dict:
         (run / name).mkdir(parents=True, exist_ok=True)

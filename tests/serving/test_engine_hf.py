@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from raykd.builtin.presets import TOKENIZER_DIR
-from raykd.models import resolve_model
-from raykd.tokens import encode_lm_row
+from raykd.data.tokens import encode_lm_row
+from raykd.models.load import resolve_model
 from serving.engine_hf import GenerationRequest, TransformersEngine
 from serving.kv_batch import joinable
 from tests import families

@@ -93,9 +93,9 @@ def test_vllm_greedy_completions_equal_the_transformers_engines(vllm_server):
     from transformers import AutoModelForCausalLM
 
     from raykd.builtin.presets import TOKENIZER_DIR
-    from raykd.models import resolve_model
-    from raykd.scoring import generate_completions
-    from raykd.tokens import load_tokenizer
+    from raykd.data.tokens import load_tokenizer
+    from raykd.evaluation.scoring import generate_completions
+    from raykd.models.load import resolve_model
 
     url, _ = vllm_server
     prompts = [PROMPT, "question: what are owl and blue?\nanswer:", "the fox"]

@@ -17,7 +17,7 @@ from peft import LoraConfig, get_peft_model
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from raykd.models import shard_model
+from raykd.models.load import shard_model
 from raykd.training.checkpoints import (
     TMP_PREFIX,
     LoopState,

@@ -1,0 +1,1 @@
+"""Data: readers of the configured sources (``datasets``), tokenization (``tokens``) and bad-row checks."""

@@ -1,0 +1,223 @@
+"""Datasets through Ray Data: built-in splits, JSONL, Parquet and CSV (local paths or pyarrow URIs).
+
+Causal LM rows hold ``text``, or ``prompt`` + ``completion`` (loss on the completion only).
+Sequence classification rows hold ``text`` + an integer ``label`` in ``[0, num_labels)``.
+Field names come from ``DataConfig``. Bad data fails early with a ``DataError`` naming the file
+and the field, before any training starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import re
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+import ray
+import ray.data
+
+from raykd.builtin.data import SPLITS, generate_split
+from raykd.config import ConfigError, DataConfig
+from raykd.data.bad_rows import first_bad_row
+from raykd.data.tokens import IGNORE_INDEX, classification_ids, encode_lm_row, load_tokenizer
+from raykd.launch import user_error
+
+ROWS_PER_BUILTIN_BLOCK = 500
+READERS = {".jsonl": "read_json", ".json": "read_json", ".parquet": "read_parquet", ".csv": "read_csv"}
+
+
+class DataError(ConfigError):
+    """Bad input data: the message names the file and the field."""
+
+
+def _reader(spec: str):
+    suffix = next((s for s in READERS if spec.rstrip("/").endswith(s)), None)
+    if suffix is None:
+        if "://" not in spec and os.path.isdir(spec):
+            return ray.data.read_parquet  # a directory of shards, as our own jobs write
+        raise DataError(f"{spec}: unknown format; use .jsonl, .json, .parquet or .csv (or a Parquet directory)")
+    return getattr(ray.data, READERS[suffix])
+
+
+def read_dataset(spec: str) -> ray.data.Dataset:
+    """A dataset from ``builtin:SPLIT`` or a file / directory / URI; raises DataError if unreadable or empty."""
+    if spec.startswith("builtin:"):
+        name = spec.split(":", 1)[1]
+        if name not in SPLITS:
+            raise DataError(f"{spec}: unknown built-in split; choose one of {', '.join(SPLITS)}")
+        rows = generate_split(name)
+        # Ray's default is one block per row up to 200: hundreds of tiny tasks per pass over a small split.
+        return ray.data.from_items(rows, override_num_blocks=-(-len(rows) // ROWS_PER_BUILTIN_BLOCK))
+    if "://" not in spec and not os.path.exists(spec):
+        raise DataError(f"{spec}: file not found")
+    try:
+        with bad_rows_named([spec]):
+            ds = _reader(spec)(spec)
+            empty = ds.count() == 0
+    except DataError:
+        raise
+    except Exception as e:  # unreadable, and no row of a local file to blame: the parser's own words
+        raise DataError(f"{spec}: cannot read: {innermost_message(e)[:200]}") from None
+    if empty:
+        raise DataError(f"{spec}: no rows")
+    return ds
+
+
+def innermost_message(error: BaseException) -> str:
+    """The first line of the deepest cause of ``error`` without terminal colours: Ray wraps a reader's
+    error in task errors whose own first line names only the task."""
+    while isinstance(getattr(error, "cause", None), BaseException) or error.__cause__ is not None:
+        cause = getattr(error, "cause", None)
+        error = cause if isinstance(cause, BaseException) else error.__cause__
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+@contextlib.contextmanager
+def bad_rows_named(specs: list[str]) -> Iterator[None]:
+    """Turn a failure of Ray Data work on ``specs`` (parsing, converting) into a DataError naming the first
+    malformed row of a local file among them (``raykd.data.bad_rows``); any other failure passes unchanged."""
+    try:
+        yield
+    except Exception as e:
+        if isinstance(e, DataError) or user_error(e) is not None:
+            raise
+        for spec in specs:
+            where = first_bad_row(spec)
+            if where is not None:
+                raise DataError(f"{spec}: {where}") from None
+        raise
+
+
+def _require(spec: str, names: list[str], fields: list[str]) -> None:
+    for f in fields:
+        if f not in names:
+            raise DataError(f"{spec}: missing field '{f}' (fields present: {', '.join(names)})")
+
+
+def check_fields(ds: ray.data.Dataset, spec: str, cfg: DataConfig, task: str, labeled: bool) -> str:
+    """Check a dataset's fields for the task; return its kind: 'text', 'prompt' or 'classification'."""
+    schema = ds.schema()
+    names = list(schema.names)
+    if task == "sequence_classification":
+        _require(spec, names, [cfg.text_field] + ([cfg.label_field] if labeled else []))
+        _require_text(spec, schema, [cfg.text_field])
+        if labeled:
+            _check_labels(ds, spec, cfg, schema.types[names.index(cfg.label_field)])
+        return "classification"
+    if cfg.prompt_field in names:
+        if labeled:
+            _require(spec, names, [cfg.completion_field])
+        _require_text(spec, schema, [cfg.prompt_field] + [cfg.completion_field] * labeled)
+        return "prompt"
+    if cfg.text_field in names:
+        _require_text(spec, schema, [cfg.text_field])
+        return "text"
+    raise DataError(f"{spec}: missing field '{cfg.text_field}' or '{cfg.prompt_field}' "
+                    f"(fields present: {', '.join(names)})")
+
+
+def _require_text(spec: str, schema, fields: list[str]) -> None:
+    """Each of ``fields`` is a text column (or all-null so far, which ``text_column`` refuses by row)."""
+    for field in fields:
+        arrow_type = schema.types[schema.names.index(field)]
+        if arrow_type is not None and not (pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+                                           or pa.types.is_null(arrow_type)):
+            where = first_bad_row(spec, (field,))
+            raise DataError(f"{spec}: field '{field}' must hold text, found {arrow_type}"
+                            + (f" (first: {where})" if where else ""))
+
+
+def _check_labels(ds: ray.data.Dataset, spec: str, cfg: DataConfig, arrow_type) -> None:
+    if arrow_type is not None and not pa.types.is_integer(arrow_type):
+        raise DataError(f"{spec}: field '{cfg.label_field}' must hold integers, found {arrow_type}")
+    low, high = ds.min(cfg.label_field), ds.max(cfg.label_field)
+    if low is None or low < 0 or high >= cfg.num_labels:
+        raise DataError(f"{spec}: field '{cfg.label_field}' has values in [{low}, {high}], "
+                        f"outside [0, {cfg.num_labels - 1}] (data.num_labels={cfg.num_labels})")
+
+
+def text_column(batch: dict, field: str, spec: str) -> np.ndarray:
+    """``batch[field]`` as strings. A missing (JSON null, absent), empty or non-text value is a DataError
+    naming the file's row (``raykd.data.bad_rows``), not the text "None", "nan" or "42" quietly trained on."""
+    values = batch[field]
+    bad = [not isinstance(v, str) or not v.strip() for v in values]
+    if any(bad):
+        first = values[bad.index(True)]
+        where = first_bad_row(spec, (field,)) or (f"row {bad.index(True)} of a batch of {len(values)}: field "
+                                                  f"'{field}' holds {first!r}")
+        raise DataError(f"{spec}: {where}; fill or drop such rows")
+    return np.asarray(values).astype(str)
+
+
+def pad_rows(rows: list[list[int]], value: int, width: int) -> np.ndarray:
+    out = np.full((len(rows), width), value, dtype=np.int64)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out
+
+
+def encode_lm_batch(tokenizer, pairs: list[tuple[str, str | None]], width: int) -> dict[str, np.ndarray]:
+    """``(prompt, completion)`` pairs → right-padded ``input_ids``, ``attention_mask``, ``labels``, each
+    ``(rows, width)`` (see ``encode_lm_row``)."""
+    encoded = [encode_lm_row(tokenizer, p, c, width) for p, c in pairs]
+    return {"input_ids": pad_rows([e[0] for e in encoded], tokenizer.pad_token_id, width),
+            "attention_mask": pad_rows([[1] * len(e[0]) for e in encoded], 0, width),
+            "labels": pad_rows([e[1] for e in encoded], IGNORE_INDEX, width)}
+
+
+def encode_classification_batch(tokenizer, texts, width: int) -> dict[str, np.ndarray]:
+    """Texts → right-padded ``input_ids`` (framed as ``raykd.data.tokens`` says) and ``attention_mask``,
+    each ``(rows, width)``."""
+    encoded = [classification_ids(tokenizer, t, width) for t in texts]
+    return {"input_ids": pad_rows(encoded, tokenizer.pad_token_id, width),
+            "attention_mask": pad_rows([[1] * len(e) for e in encoded], 0, width)}
+
+
+def tokenize_batch(batch: dict, tokenizer_path: str, cfg: dict, task: str, kind: str,
+                   trust_remote_code: bool = False, spec: str = "data") -> dict:
+    """Ray Data batch fn: rows → right-padded ``input_ids``, ``attention_mask``, ``labels``.
+
+    Returns arrays of shape ``(rows, max_seq_len)`` (``labels`` is ``(rows,)`` for classification).
+    """
+    data = DataConfig(**cfg)
+    tok = load_tokenizer(tokenizer_path, trust_remote_code)
+    width = data.max_seq_len
+    if kind == "classification":
+        out = encode_classification_batch(tok, text_column(batch, data.text_field, spec), width)
+        if data.label_field in batch:
+            out["labels"] = np.asarray(batch[data.label_field], dtype=np.int64)
+        return out
+    if kind == "prompt":
+        prompts = text_column(batch, data.prompt_field, spec)
+        if data.completion_field in batch:
+            pairs = list(zip(prompts, text_column(batch, data.completion_field, spec)))
+        else:
+            pairs = [(p, None) for p in prompts]
+    else:
+        pairs = [("", t) for t in text_column(batch, data.text_field, spec)]
+    return encode_lm_batch(tok, pairs, width)
+
+
+def tokenized_dataset(spec: str, cfg: DataConfig, task: str, tokenizer_path: str, labeled: bool = True,
+                      trust_remote_code: bool = False) -> ray.data.Dataset:
+    """Read, check and tokenize a dataset; materialised so that every epoch reuses it."""
+    ds = read_dataset(spec)
+    kind = check_fields(ds, spec, cfg, task, labeled)
+    with bad_rows_named([spec]):
+        return ds.map_batches(
+            tokenize_batch, batch_format="numpy", batch_size=256,
+            fn_kwargs={"tokenizer_path": tokenizer_path, "cfg": dataclasses.asdict(cfg), "task": task, "kind": kind,
+                       "trust_remote_code": trust_remote_code, "spec": spec},
+        ).materialize()
+
+
+def held_out_rows(spec: str, cfg: DataConfig, task: str) -> tuple[list[dict], str]:
+    """Up to ``cfg.eval_examples`` labeled rows of ``spec`` (eval or test split), checked, and their kind."""
+    ds = read_dataset(spec)
+    kind = check_fields(ds, spec, cfg, task, labeled=True)
+    with bad_rows_named([spec]):
+        return ds.take(cfg.eval_examples), kind

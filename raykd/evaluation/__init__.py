@@ -1,0 +1,1 @@
+"""Evaluation: scoring, the bootstrap intervals, speed, the vLLM scorer and the report."""

@@ -1,0 +1,87 @@
+"""Held-out quality of a model: loss and task score (exact match of greedy completions for a causal
+LM, accuracy for a classifier). Plain functions on an unsharded model; jobs run them in Ray tasks."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import ray
+import torch
+import torch.nn.functional as F
+
+from raykd.config import DataConfig, from_dict
+from raykd.data.datasets import tokenize_batch
+from raykd.data.tokens import IGNORE_INDEX, encode_lm_row, load_tokenizer, stop_token_ids
+from raykd.models.load import load_configured
+
+
+def _columns(rows: list[dict]) -> dict[str, list]:
+    return {k: [r.get(k) for r in rows] for k in rows[0]} if rows else {}
+
+
+@torch.no_grad()
+def mean_loss(model, batch: dict[str, torch.Tensor], task: str) -> tuple[float, int]:
+    """Summed CE and count over valid targets: label tokens (causal LM, shifted) or examples."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+    if task == "sequence_classification":
+        return F.cross_entropy(logits, batch["labels"], reduction="sum").item(), len(batch["labels"])
+    labels = batch["labels"][:, 1:]
+    loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), labels.reshape(-1),
+                           ignore_index=IGNORE_INDEX, reduction="sum")
+    return loss.item(), int((labels != IGNORE_INDEX).sum())
+
+
+@torch.no_grad()
+def generate_completions(model, tokenizer, prompts: list[str], max_new_tokens: int, max_len: int,
+                         batch_size: int = 64, do_sample: bool = False, temperature: float = 1.0) -> list[str]:
+    """Completions of ``prompts`` (greedy unless ``do_sample``; left-padded batches), ending at any of
+    the model's stop tokens (``raykd.data.tokens.stop_token_ids``), decoded without special tokens."""
+    out: list[str] = []
+    for i in range(0, len(prompts), batch_size):
+        encoded = [encode_lm_row(tokenizer, p, None, max_len)[0] for p in prompts[i : i + batch_size]]
+        width = max(len(e) for e in encoded)
+        ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(e)) + e for e in encoded])
+        mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
+        device = next(model.parameters()).device
+        sampling = {"do_sample": True, "temperature": temperature, "top_k": 0} if do_sample else {"do_sample": False}
+        gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=stop_token_ids(model, tokenizer),
+                             **sampling)
+        out += tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True)
+    return out
+
+
+def score_model(model, tokenizer, rows: list[dict], data: DataConfig, task: str, kind: str,
+                batch_size: int = 64, generate: bool = True) -> dict[str, float | None]:
+    """``{"loss", "score", "hits"}`` of ``model`` on ``rows``. Score: accuracy (classification), exact
+    match of the stripped greedy completion (prompt/completion data; None unless ``generate``:
+    generation is the slow part), None for plain text (loss only); ``hits``: 1/0 per row behind the
+    score (None without one), for confidence intervals."""
+    model.eval()
+    cfg = dataclasses.asdict(data)
+    total, count, hits = 0.0, 0, []
+    for i in range(0, len(rows), batch_size):
+        chunk = rows[i : i + batch_size]
+        arrays = tokenize_batch(_columns(chunk), tokenizer.name_or_path, cfg, task, kind)
+        batch = {k: torch.as_tensor(v) for k, v in arrays.items()}
+        loss_sum, n = mean_loss(model, batch, task)
+        total, count = total + loss_sum, count + n
+        if task == "sequence_classification":
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            hits += (logits.argmax(-1) == batch["labels"]).int().tolist()
+    if task == "causal_lm" and kind == "prompt" and generate:
+        preds = generate_completions(model, tokenizer, [r[data.prompt_field] for r in rows],
+                                   data.max_new_tokens, data.max_seq_len, batch_size)
+        hits = [int(p.strip() == r[data.completion_field].strip()) for p, r in zip(preds, rows)]
+    score = sum(hits) / len(rows) if hits else None
+    return {"loss": total / max(1, count), "score": score, "hits": hits or None}
+
+
+@ray.remote
+def score_task(cfg_dict: dict, model_spec: str, tokenizer_path: str, rows: list[dict], kind: str) -> dict:
+    """Score a model (HF directory or base spec) on held-out rows, in its own Ray worker."""
+    cfg = from_dict(cfg_dict)
+    torch.manual_seed(cfg.seed)  # a classifier base gets the same fresh head as training starts from
+    model = load_configured(model_spec, cfg)
+    tokenizer = load_tokenizer(tokenizer_path, cfg.models.trust_remote_code)
+    return score_model(model, tokenizer, rows, cfg.data, cfg.task, kind)

@@ -1,0 +1,1 @@
+"""The pipeline's bookkeeping: run fingerprints, stage state, the console and the closing summary."""

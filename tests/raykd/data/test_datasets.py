@@ -1,0 +1,96 @@
+import json
+
+import pandas as pd
+import pytest
+
+from raykd.builtin.presets import TOKENIZER_DIR
+from raykd.config import DataConfig
+from raykd.data.datasets import DataError, check_fields, read_dataset, tokenize_batch, tokenized_dataset
+from raykd.data.tokens import IGNORE_INDEX
+
+ROWS = [{"prompt": "reverse: fox cat\nanswer:", "completion": " cat fox"}] * 4
+
+
+def write(path, rows):
+    frame = pd.DataFrame(rows)
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif path.suffix == ".csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path)
+    return str(path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_formats_read_and_tokenize(local_ray, tmp_path, suffix):
+    spec = write(tmp_path / f"train{suffix}", ROWS)
+    ds = tokenized_dataset(spec, DataConfig(), "causal_lm", str(TOKENIZER_DIR))
+    batch = ds.take_batch(4)
+    assert batch["input_ids"].shape == (4, 32)
+    labels = batch["labels"][0]
+    # prompt tokens are masked, the completion and </s> are learned, padding is masked
+    assert labels[0] == IGNORE_INDEX and (labels != IGNORE_INDEX).sum() == 3
+
+
+def test_text_rows_learn_every_token():
+    out = tokenize_batch({"text": ["the red fox."]}, str(TOKENIZER_DIR), DataConfig().__dict__, "causal_lm", "text")
+    n = int(out["attention_mask"][0].sum())
+    assert (out["labels"][0][1:n] == out["input_ids"][0][1:n]).all()  # <s> is never a target
+
+
+@pytest.mark.parametrize("batch, kind", [
+    ({"prompt": ["a", "b"], "completion": [" x", None]}, "prompt"),  # JSON null
+    ({"prompt": ["a", float("nan")], "completion": [" x", " y"]}, "prompt"),  # pandas' empty cell
+    ({"prompt": ["a", 42], "completion": [" x", " y"]}, "prompt"),
+    ({"prompt": ["a", "b"], "completion": [" x", " "]}, "prompt"),
+    ({"text": ["a", None]}, "text"),
+])
+def test_missing_empty_and_non_text_values_are_refused_not_trained_as_text(batch, kind):
+    """Without the file to scan (here: none), the batch's row is named."""
+    with pytest.raises(DataError, match=r"my\.jsonl: row 1 of a batch of 2: field '\w+' holds .*; fill or drop"):
+        tokenize_batch(batch, str(TOKENIZER_DIR), DataConfig().__dict__, "causal_lm", kind, spec="my.jsonl")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rows, labeled, task, message", [
+    ([{"prompt": "x"}], True, "causal_lm", "missing field 'completion'"),
+    ([{"body": "x"}], False, "causal_lm", "missing field 'text' or 'prompt'"),
+    ([{"text": "x", "label": 7}], True, "sequence_classification", "outside [0, 2]"),
+    ([{"text": "x", "label": -1}], True, "sequence_classification", "outside [0, 2]"),
+    ([{"text": "x", "label": "good"}], True, "sequence_classification", "must hold integers"),
+    ([{"text": "x"}], True, "sequence_classification", "missing field 'label'"),
+])
+def test_bad_data_names_file_and_field(local_ray, tmp_path, rows, labeled, task, message):
+    spec = write(tmp_path / "data.jsonl", rows)
+    with pytest.raises(DataError) as err:
+        check_fields(read_dataset(spec), spec, DataConfig(), task, labeled)
+    assert spec in str(err.value) and message in str(err.value)
+
+
+@pytest.mark.slow
+def test_missing_empty_and_unreadable_files(local_ray, tmp_path):
+    with pytest.raises(DataError, match="file not found"):
+        read_dataset(str(tmp_path / "nope.jsonl"))
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(DataError, match="empty.jsonl"):
+        read_dataset(str(empty))
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("{not json\n")
+    with pytest.raises(DataError, match="broken.jsonl: line 1: not JSON"):
+        read_dataset(str(broken))
+    not_parquet = tmp_path / "broken.parquet"
+    not_parquet.write_bytes(b"PAR1 but no footer")
+    with pytest.raises(DataError, match="broken.parquet: cannot read: Parquet magic bytes not found"):
+        read_dataset(str(not_parquet))
+    with pytest.raises(DataError, match="unknown format"):
+        read_dataset(write(tmp_path / "x.txt", ROWS))
+
+
+@pytest.mark.slow
+def test_builtin_splits_and_unknown_split(local_ray):
+    assert read_dataset("builtin:test").count() == 300
+    with pytest.raises(DataError, match="unknown built-in split"):
+        read_dataset("builtin:nope")

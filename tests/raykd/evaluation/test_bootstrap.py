@@ -1,0 +1,27 @@
+"""Bootstrap intervals of scores and paired differences, by their properties."""
+
+import math
+
+import pytest
+
+from raykd.evaluation.bootstrap import difference_interval, score_interval
+
+
+def test_a_score_interval_holds_the_score_and_has_the_binomial_width():
+    hits = [1, 0] * 150  # 300 examples, score 0.5
+    low, high = score_interval(hits)
+    half = 1.96 * math.sqrt(0.25 / 300)
+    assert low < 0.5 < high and (high - low) / 2 == pytest.approx(half, rel=0.15)
+    assert score_interval([1] * 40) == [1.0, 1.0] and score_interval([1, 0] * 10, seed=1) != score_interval(
+        [1, 0] * 10, seed=2)
+
+
+def test_paired_differences_see_a_gain_that_unpaired_noise_would_hide():
+    base = [1, 0, 1, 0, 0] * 40  # 0.4
+    better = list(base)
+    better[1:30:5] = [1] * 6  # six examples more are right, none fewer
+    low, high = difference_interval(better, base)
+    assert 0 < low <= 6 / 200 <= high  # excludes 0: each resample gains on the same examples
+    assert difference_interval(base, base) == [0.0, 0.0]
+    with pytest.raises(ValueError, match="same examples"):
+        difference_interval([1, 0], [1])
