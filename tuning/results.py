@@ -9,7 +9,8 @@ import yaml
 
 from raykd.config import RaykdConfig, from_dict
 from raykd.launch import write_metrics
-from tuning.space import DIVERGED_LOSS, KNOBS
+from raykd.training.sweep_trial import KNOBS
+from tuning.space import DIVERGED_LOSS
 
 COLUMNS = ("trial_id", *KNOBS, "eval_loss", "eval_kl", "eval_score", "step", "training_iteration", "stopped_early",
            "teacher_forward_passes", "data_source", "time_total_s")

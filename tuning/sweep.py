@@ -45,9 +45,10 @@ from raykd.pipeline.state import STAGES
 from raykd.training.distill import held_out_kl, training_data
 from raykd.training.loop import EvalFn
 from raykd.training.session import train_session, tune_session
+from raykd.training.sweep_trial import trial_config
 from raykd.training.trainer import trainer_for
 from tuning.results import summarize, unfinished
-from tuning.space import finite_loss, search_space, trial_config
+from tuning.space import finite_loss, search_space
 
 # tune.metric -> (the reported column trials are ranked by, Tune's mode)
 OBJECTIVES = {"score": ("eval_score", "max"), "kl": ("eval_kl", "min"), "ce": ("eval_loss", "min")}

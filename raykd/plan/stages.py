@@ -90,11 +90,11 @@ def distill_stage(cfg: RaykdConfig, student: ModelShape, teacher: ModelShape, na
 
 
 def tune_stage(cfg: RaykdConfig, student: ModelShape, teacher: ModelShape) -> StagePlan:
-    """A Tune trial: the distillation of ``tuning.space.trial_config`` (``tune.workers_per_trial`` processes
+    """A Tune trial: the distillation of ``raykd.training.sweep_trial.trial_config`` (``tune.workers_per_trial`` processes
     sharing the trial's CPUs/GPUs, sharded by ``distill.sharding`` when more than one);
     ``max_concurrent_trials`` of them run at once."""
     from raykd.config import from_dict
-    from tuning.space import trial_config
+    from raykd.training.sweep_trial import trial_config
 
     trial = from_dict(trial_config(cfg.to_dict(), {}))
     plan = distill_stage(trial, student, teacher, name="tune")
