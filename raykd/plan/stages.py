@@ -90,7 +90,7 @@ def distill_stage(cfg: RaykdConfig, student: ModelShape, teacher: ModelShape, na
 
 
 def tune_stage(cfg: RaykdConfig, student: ModelShape, teacher: ModelShape) -> StagePlan:
-    """A Tune trial: the distillation of ``raykd.training.sweep_trial.trial_config`` (``tune.workers_per_trial`` processes
+    """A Tune trial: the distillation of ``sweep_trial.trial_config`` (``tune.workers_per_trial`` processes
     sharing the trial's CPUs/GPUs, sharded by ``distill.sharding`` when more than one);
     ``max_concurrent_trials`` of them run at once."""
     from raykd.config import from_dict
