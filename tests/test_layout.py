@@ -1,0 +1,36 @@
+"""The layout's import rules: the library imports none of the programs built on it, and the serving
+app imports the library only (never a job or the sweep)."""
+
+import ast
+
+from tests.conftest import REPO
+
+PROGRAMS = {"ray_jobs", "tuning", "serving"}
+
+
+def imported_packages(source: str) -> set[str]:
+    """Top-level package of every ``import`` / ``from … import`` in ``source`` (function bodies included)."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_the_scanner_sees_imports_inside_functions():
+    source = "import os\ndef f():\n    from tuning.space import search_space\n"
+    assert imported_packages(source) == {"os", "tuning"}
+
+
+def test_the_library_imports_no_job_sweep_or_server():
+    for path in sorted((REPO / "raykd").rglob("*.py")):
+        wrong = imported_packages(path.read_text()) & PROGRAMS
+        assert not wrong, f"{path.relative_to(REPO)} imports {sorted(wrong)}"
+
+
+def test_the_serving_app_imports_the_library_only():
+    for path in sorted((REPO / "serving").rglob("*.py")):
+        wrong = imported_packages(path.read_text()) & (PROGRAMS - {"serving"})
+        assert not wrong, f"{path.relative_to(REPO)} imports {sorted(wrong)}"
