@@ -106,7 +106,7 @@ def run(cfg: RaykdConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_stage_args(argv, __doc__.splitlines()[0], STAGES["cache"].reads)
-    run_stage(run, cfg)
+    run_stage("cache", run, cfg)
 
 
 if __name__ == "__main__":

@@ -99,8 +99,8 @@ def run(cfg: RaykdConfig) -> dict:
     pool = []
     if d.on_policy_fraction and d.teacher_source == "cache":
         # Read the cache into the object store first (as a sweep does): Ray Data's Parquet read asks a
-        # whole free CPU for its file listing, which workers plus a pool can leave no room for (on 2
-        # CPUs, a 1-CPU worker and a 0.5-CPU pool stalled the read for good).
+        # whole free CPU for its file listing, which workers plus a pool can leave no room for, and the
+        # read then never starts.
         ds = ds.materialize()
         pool = teacher_pool(cfg, teacher_dir(cfg))
     trainer = trainer_for(cfg, d, f"distill-{d.output}", train_loop, {"train": ds},
@@ -132,7 +132,7 @@ def run(cfg: RaykdConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_stage_args(argv, __doc__.splitlines()[0], STAGES["distill"].reads)
-    run_stage(run, cfg, precheck=check_student)
+    run_stage("distill", run, cfg, precheck=check_student)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ def run(cfg: RaykdConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_stage_args(argv, __doc__.splitlines()[0], STAGES["evaluate"].reads)
-    run_stage(run, cfg)
+    run_stage("evaluate", run, cfg)
 
 
 if __name__ == "__main__":

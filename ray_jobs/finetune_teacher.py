@@ -95,7 +95,7 @@ def run(cfg: RaykdConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_stage_args(argv, __doc__.splitlines()[0], STAGES["finetune"].reads)
-    run_stage(run, cfg, precheck=check_teacher)
+    run_stage("finetune", run, cfg, precheck=check_teacher)
 
 
 if __name__ == "__main__":

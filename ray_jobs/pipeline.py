@@ -18,15 +18,13 @@ it); the Parquet copy under RUN/teacher_cache is the durable record.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-import traceback
 from pathlib import Path
 
 from ray_jobs import cache_teacher_logits, distill_student, evaluate, finetune_teacher
 from raykd.config import RaykdConfig, from_dict
 from raykd.launch import config_parser, load_or_fail, run_stage
-from raykd.pipeline.console import QuietConsole
+from raykd.pipeline.console import show
 from raykd.pipeline.state import ORDER, forced, recorded_wall_s, stage_status, write_record
 from raykd.pipeline.summary import headline, read_result, render, write_summary
 from serving import compare
@@ -35,7 +33,6 @@ from tuning import sweep
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 RUNNERS = {"finetune": finetune_teacher.run, "cache": cache_teacher_logits.run, "distill": distill_student.run,
            "evaluate": evaluate.run, "tune": sweep.run, "compare": compare.run}
-LOG_FILE = ("logs", "pipeline.log")
 
 
 def redo_config(cfg: RaykdConfig, stage: str) -> RaykdConfig:
@@ -51,9 +48,9 @@ def redo_config(cfg: RaykdConfig, stage: str) -> RaykdConfig:
     return from_dict(data)
 
 
-def run(cfg: RaykdConfig, force: str | None = None, show=print) -> dict:
+def run(cfg: RaykdConfig, force: str | None = None) -> dict:
     """Run every stage not done (and ``force`` onwards), in order; returns ``{stage: headline}`` and
-    writes ``RUN/summary.md``. ``show`` prints the closing summary."""
+    writes ``RUN/summary.md``."""
     rows = []
     for name in ORDER:
         done, why = stage_status(cfg, name)
@@ -73,21 +70,6 @@ def run(cfg: RaykdConfig, force: str | None = None, show=print) -> dict:
     return {name: text for name, _, _, text in rows}
 
 
-def run_quietly(cfg: RaykdConfig, force: str | None) -> None:
-    """``run`` with the terminal kept to raykd's lines; a failure is one line naming the log."""
-    log = Path(cfg.run_dir).joinpath(*LOG_FILE)
-    with QuietConsole(log) as console:
-        print(f"[pipeline] full output, Ray's included: {log}; Ray's own logs: /tmp/ray/session_latest/logs",
-              flush=True)
-        try:
-            run_stage(lambda c: run(c, force, console.show), cfg)
-        except Exception as e:  # not bad input (that exits 2 in run_stage): a bug or a failed Ray job
-            traceback.print_exc()
-            last = [ln for ln in str(e).strip().splitlines() if ln.strip()] or [""]
-            console.show(f"raykd: error: {type(e).__name__}: {last[-1].strip()[:300]} (traceback: {log})")
-            sys.exit(1)
-
-
 def parse_force(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", choices=ORDER, help="redo this stage and every stage after it")
 
@@ -96,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = config_parser(__doc__.splitlines()[0])
     parse_force(parser)
     args = parser.parse_args(argv)
-    run_quietly(load_or_fail(args.config, args.overrides), args.force)
+    run_stage("pipeline", lambda c: run(c, args.force), load_or_fail(args.config, args.overrides))
 
 
 def demo(argv: list[str] | None = None) -> None:
@@ -105,7 +87,8 @@ def demo(argv: list[str] | None = None) -> None:
     parser.add_argument("--run-dir", default="runs/demo", help="where every stage writes (default runs/demo)")
     parse_force(parser)
     args = parser.parse_args(argv)
-    run_quietly(load_or_fail(DEMO_CONFIG, [f"run_dir={args.run_dir}", *args.overrides]), args.force)
+    run_stage("pipeline", lambda c: run(c, args.force),
+              load_or_fail(DEMO_CONFIG, [f"run_dir={args.run_dir}", *args.overrides]))
 
 
 if __name__ == "__main__":

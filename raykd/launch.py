@@ -1,4 +1,4 @@
-"""The shared entrypoint of every stage: arguments, config, Ray, exit codes."""
+"""The shared entrypoint of every stage: arguments, config, the console, Ray, exit codes."""
 
 from __future__ import annotations
 
@@ -7,14 +7,16 @@ import json
 import os
 import socket
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
 from raykd.config import ConfigError, RaykdConfig, load_config
 from raykd.config_reference import help_text
+from raykd.pipeline.console import QuietConsole, show
 from raykd.ray_auth import check_cluster_auth
 
-EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 BOOTSTRAP_FILE = "/tmp/ray/ray_current_cluster"  # where `ray start` records the cluster it started
 
 
@@ -56,7 +58,7 @@ def init_ray() -> None:
     """Connect to the cluster in ``RAY_ADDRESS`` (set by ``ray job submit``) or start a local one.
 
     Without RAY_ADDRESS we ask for a new local cluster explicitly: a bare ``ray.init()`` would join
-    whatever cluster ``/tmp/ray/ray_current_cluster`` names, even a dead one (seen: a hang).
+    whatever cluster ``/tmp/ray/ray_current_cluster`` names, even a dead one, and then wait on that address.
     """
     import ray
     import ray.data
@@ -87,7 +89,7 @@ def warn_if_stale_bootstrap_file(path: str = BOOTSTRAP_FILE) -> None:
     except (OSError, ValueError):
         if os.path.exists(path):
             print(f"raykd: warning: {path} names a Ray cluster that does not answer (left by a `ray start` "
-                  "that was killed); every training run waits ~12 s for it. Remove the file or run `ray stop`.",
+                  "that was killed); every training run waits for it to time out. Remove the file or run `ray stop`.",
                   file=sys.stderr)
 
 
@@ -109,23 +111,32 @@ def user_error(error: BaseException) -> ConfigError | None:
     return None
 
 
-def run_stage(stage: Callable[[RaykdConfig], dict], cfg: RaykdConfig,
+def run_stage(name: str, stage: Callable[[RaykdConfig], dict], cfg: RaykdConfig,
               precheck: Callable[[RaykdConfig], None] | None = None) -> dict:
-    """Run one stage under Ray; ``precheck(cfg)`` first, before any Ray work. Bad input (config, data,
-    models, tokenizers) exits 2 with one line, Ctrl-C exits 130 with one line."""
-    try:
-        if precheck is not None:
-            precheck(cfg)
-        init_ray()
-        return stage(cfg)
-    except KeyboardInterrupt as e:
-        print(f"raykd: interrupted{': ' + str(e) if str(e) else ''}", file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED)
-    except Exception as e:
-        cause = user_error(e)
-        if cause is None:
-            raise
-        fail(cause)
+    """Run one command under Ray; ``precheck(cfg)`` first, before any Ray work. The terminal shows raykd's
+    lines only; everything the driver and Ray print goes to ``RUN/logs/<name>.log``. Bad input (config,
+    data, models, tokenizers) exits 2 with one line, Ctrl-C exits 130 with one line, any other failure
+    exits 1 with one line naming its cause and the log (which holds the traceback)."""
+    log = Path(cfg.run_dir) / "logs" / f"{name}.log"
+    with QuietConsole(log):
+        print(f"[{name}] full output, Ray's included: {log}; Ray's own logs: /tmp/ray/session_latest/logs",
+              flush=True)
+        try:
+            if precheck is not None:
+                precheck(cfg)
+            init_ray()
+            return stage(cfg)
+        except KeyboardInterrupt as e:
+            print(f"raykd: interrupted{': ' + str(e) if str(e) else ''}", file=sys.stderr)
+            sys.exit(EXIT_INTERRUPTED)
+        except Exception as e:
+            cause = user_error(e)
+            if cause is not None:
+                fail(cause)
+            traceback.print_exc()
+            last = [line for line in str(e).strip().splitlines() if line.strip()] or [""]
+            show(f"raykd: error: {type(e).__name__}: {last[-1].strip()[:300]} (traceback: {log})")
+            sys.exit(EXIT_FAILED)
 
 
 def write_metrics(directory: Path, metrics: dict) -> Path:

@@ -5,7 +5,7 @@
     loss = alpha * soft + (1 - alpha) * hard
 
 ``D`` is ``distill.loss`` (``LOSSES``), with p the teacher and q the student: ``forward_kl`` KL(p || q)
-(the seed's, the default), ``reverse_kl`` KL(q || p), or ``jsd``
+(the default), ``reverse_kl`` KL(q || p), or ``jsd``
 
     JSD_b(p, q) = ( b * KL(p || M) + (1 - b) * KL(q || M) ) / ( b * (1 - b) ),   M = b * p + (1 - b) * q
 
@@ -22,11 +22,10 @@ raw logits of a large model do not):
   ``m / 4`` at each temperature of ``TAIL_TEMPERATURES`` = (1, 2, 4, 8), and their log-probs;
 - ``tail_lse``: the tail's exact log-partition ``log sum_tail exp(lp / T_g)`` at each of those temperatures.
 
-**Why the tail needs that.** Tempering flattens the teacher: at V = 128k a real LM with < 0.1% of its
-mass beyond the top 32 at T=1 puts 26-99% there at T=2-4, spread in a shape the top-k cannot tell.
-A uniform spread of the tail mass before tempering puts most of the rebuilt teacher's mass on the
-tail and makes the KL far too large; dropping the tail makes it far too small (both measured against
-full logits in ``bench/topk_temperature.py``).
+**Why the tail needs that.** Tempering flattens the teacher: tail mass that is negligible beyond the
+top-k at T=1 can hold most of the mass at T > 1, spread in a shape the top-k cannot tell. Neither a
+uniform spread of the tail mass nor dropping the tail gives the tempered KL; the error of each against
+full logits is in ``bench/topk_temperature.py`` (docs/benchmarks.md).
 
 **The estimator** (``kd_topk``). Write ``g(x) = x + exp(-x) - 1 >= 0`` and, at temperature T,
 ``p`` the tempered teacher and ``q`` the tempered student. Group the vocabulary into the k top tokens

@@ -1,9 +1,9 @@
 """One clear line for a cluster that wants Ray token authentication from a client that has none.
 
-Without it a driver pointed at such a cluster logs "InvalidAuthToken" about once a second for ~20 s,
-then fails with a traceback. One unauthenticated-or-not gRPC call to the GCS, made the way Ray's own
+Without it a driver pointed at such a cluster logs "InvalidAuthToken" repeatedly until its connection
+retries run out, then fails with a traceback. One unauthenticated-or-not gRPC call to the GCS, made the way Ray's own
 Python clients make theirs (its token interceptor adds the token when ``RAY_AUTH_MODE=token`` finds
-one), tells the two apart in milliseconds.
+one), tells the two apart in one call, bounded by ``PROBE_TIMEOUT_S``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def check_cluster_auth(address: str) -> None:
     """Raise ``RayAuthError`` naming what to set if the GCS at ``address`` (``host:port``) refuses us.
 
     Anything else (a Ray Client ``ray://`` address, a cluster that does not answer, Ray internals that
-    moved) is left to ``ray.init``, which reports it as before.
+    moved) is left to ``ray.init``, which reports it itself.
     """
     if "://" in address or ":" not in address:
         return

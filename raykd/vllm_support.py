@@ -37,7 +37,7 @@ def cluster_gpus() -> float:
 
 def resolve_engine(requested: str, key: str, generative: bool = True) -> str:
     """``auto`` → ``vllm`` where the CUDA build is installed and the cluster has GPUs, else
-    ``transformers`` (on CPUs vLLM runs only when asked for: see the README's measured figures).
+    ``transformers`` (on CPUs vLLM runs only when asked for: docs/benchmarks.md, vllm_engines).
     ``vllm`` that cannot run is a ConfigError naming ``key`` and what is missing."""
     build, gpus = installed_build(), cluster_gpus()
     if requested == "transformers" or (requested == "auto" and not (generative and build == "cuda" and gpus)):

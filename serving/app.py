@@ -121,7 +121,7 @@ SERVE_READS = ("task", "models", "serve")  # the config keys `raykd serve` reads
 
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_stage_args(argv, __doc__.splitlines()[0], SERVE_READS)
-    run_stage(run, cfg, precheck=lambda c: c.serve.api_key())  # an unset key fails before Ray starts
+    run_stage("serve", run, cfg, precheck=lambda c: c.serve.api_key())  # an unset key fails before Ray starts
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import httpx
 from raykd.config import ConfigError, RaykdConfig
 from raykd.data.datasets import read_dataset
 from raykd.launch import config_parser, load_or_fail, run_stage, write_metrics
+from raykd.pipeline.console import show
 from raykd.pipeline.state import STAGES
 from serving.routing import percentiles
 
@@ -146,7 +147,7 @@ def run(cfg: RaykdConfig, url: str | None = None) -> dict:
               "max_tokens": s.compare_max_tokens, "arms": arms, "speedup_p50": speedup}
     out = cfg.stage_dir("serve_compare")
     write_outputs(out, report)
-    print("\n" + (out / "compare.md").read_text(), flush=True)
+    show("\n" + (out / "compare.md").read_text())
     metrics = {"speedup_p50": speedup, "report": str(out / "compare.json"), "wall_s": round(time.time() - started, 1)}
     write_metrics(out, metrics)
     return metrics
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = config_parser(__doc__.splitlines()[0], STAGES["compare"].reads)
     parser.add_argument("--url", help="base URL of a running `raykd serve` (default: deploy the app here)")
     args = parser.parse_args(argv)
-    run_stage(lambda c: run(c, args.url), load_or_fail(args.config, args.overrides))
+    run_stage("compare", lambda c: run(c, args.url), load_or_fail(args.config, args.overrides))
 
 
 if __name__ == "__main__":

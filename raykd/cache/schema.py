@@ -33,8 +33,7 @@ from pathlib import Path
 from raykd.config import ConfigError
 from raykd.models.hashes import model_hash, tokenizer_hash
 
-SCHEMA_VERSION = 4  # 4: teacher columns at target positions only; 3: the engine, top-k-only vLLM caches;
-# 2: log-probs, sampled tail, shard checksums
+SCHEMA_VERSION = 4  # any change to the rows or the manifest bumps it; readers refuse another version
 SHARDS_DIR, HELD_OUT_DIR, MANIFEST_FILE = "shards", "held_out", "manifest.json"
 
 

@@ -25,7 +25,8 @@ def _run(model, ids: torch.Tensor, task: str, new_tokens: int, pad_token_id: int
 
 def compare_speed(models: dict[str, torch.nn.Module], prompt_ids: list[int], task: str, pad_token_id: int,
                   new_tokens: int = 16, repeats: int = 15, batch: int = 32) -> dict[str, dict[str, float]]:
-    """Per model: ``latency_p50_s`` (batch 1), ``throughput_tokens_per_s`` (batch ``batch``)."""
+    """Per model: ``latency_p50_s`` (batch 1), ``throughput_per_s`` (tokens/s for a causal LM, examples/s for a
+    classifier; batch ``batch``)."""
     one = torch.tensor([prompt_ids])
     many = one.repeat(batch, 1)
     for model in models.values():  # warm-up: first calls pay allocation and kernel selection

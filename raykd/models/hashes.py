@@ -4,7 +4,7 @@ A model is named by a SHA-256 over the full content of its config and weight fil
 fine-tunes of one base have the same file sizes and often the same first and last MiB (the adapters
 touch only the attention projections in between), so nothing short of the whole content will do.
 
-Hashing 140 GB takes minutes, so it is done once per directory content and recorded:
+Hashing reads every byte of the weights, so it is done once per directory content and recorded:
 
 - the fine-tune job hashes what it exported and writes ``HASH_FILE`` into the model directory;
 - any other directory (a teacher raykd did not make, a base model) is hashed on first use and

@@ -70,8 +70,8 @@ SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.f
 
 class SafetensorsRows:
     """Row ranges of the tensors of one safetensors file, read with plain reads into fresh buffers. Not a
-    memory map: the pages a rank touched in a map would count in its resident memory (measured: +0.9 GiB
-    for the shards of a 1.3 GiB model), while read() leaves them to the page cache."""
+    memory map: the pages a rank touched in a map would count in its resident memory, while read() leaves
+    them to the page cache."""
 
     def __init__(self, path: Path):
         self.file = open(path, "rb")  # noqa: SIM115 (closed by close(), through the caller's ExitStack)

@@ -1,5 +1,6 @@
-"""A readable terminal for long drivers (``raykd demo`` / ``raykd pipeline``): everything the
-process and its Ray workers print goes to a log file; the terminal shows raykd's own lines, once each.
+"""The terminal of every command that runs Ray (each stage, ``raykd pipeline`` / ``raykd demo``): everything
+the process and its Ray workers print goes to a log file; the terminal shows raykd's own lines, once each,
+``raykd: …`` lines (errors, warnings) on stderr and the others on stdout.
 
 Ray forwards every worker's output to the driver with a prefix (``(RayTrainWorker pid=12)``), logs
 its own INFO/WARNING lines there, and Train V2 forwards a training worker's print twice. The console
@@ -35,9 +36,19 @@ def terminal_line(line: str) -> str | None:
     return text if tag in TAGS else None
 
 
+def show(text: str) -> None:
+    """``text`` on the terminal as it is (a table, say), through the open console if there is one."""
+    if QuietConsole.active is None:
+        print(text, flush=True)
+    else:
+        QuietConsole.active.show(text)
+
+
 class QuietConsole:
     """``with QuietConsole(log_path) as console:`` — fds 1 and 2 go to ``log_path`` (appended), raykd's
     lines also to the terminal; ``console.show(text)`` writes straight to both, after what came before."""
+
+    active: QuietConsole | None = None  # the open console of this process (one at a time)
 
     def __init__(self, log_path: Path):
         self.log_path = Path(log_path)
@@ -51,7 +62,7 @@ class QuietConsole:
         self._log = open(self.log_path, "a", buffering=1, errors="replace")
         sys.stdout.flush(), sys.stderr.flush()
         self._saved = {fd: os.dup(fd) for fd in (1, 2)}
-        self._terminal = os.fdopen(os.dup(self._saved[1]), "w", buffering=1, errors="replace")
+        self._terminal = {fd: os.fdopen(os.dup(self._saved[fd]), "w", buffering=1, errors="replace") for fd in (1, 2)}
         read_fd, write_fd = os.pipe()
         os.dup2(write_fd, 1), os.dup2(write_fd, 2)
         os.close(write_fd)
@@ -59,7 +70,11 @@ class QuietConsole:
             stream.reconfigure(line_buffering=True)
         self._reader = threading.Thread(target=self._pump, args=(read_fd,), daemon=True, name="raykd-console")
         self._reader.start()
+        QuietConsole.active = self
         return self
+
+    def _write_terminal(self, text: str) -> None:
+        self._terminal[2 if text.startswith("raykd:") else 1].write(text + "\n")
 
     def _pump(self, read_fd: int) -> None:
         with os.fdopen(read_fd, "r", errors="replace") as pipe:
@@ -72,7 +87,7 @@ class QuietConsole:
                     self._log.write(line)
                     if shown is not None and shown not in self._recent:
                         self._recent.append(shown)
-                        self._terminal.write(shown + "\n")
+                        self._write_terminal(shown)
 
     def _sync(self) -> None:
         """Wait until everything printed so far has gone through the pipe."""
@@ -84,13 +99,15 @@ class QuietConsole:
         self._sync()
         with self._lock:
             self._log.write(text + "\n")
-            self._terminal.write(text + "\n")
+            self._write_terminal(text)
 
     def __exit__(self, *exc) -> None:
         self._sync()
+        QuietConsole.active = None
         for fd, saved in self._saved.items():
             os.dup2(saved, fd)
             os.close(saved)
         # Ray's child processes may still hold the pipe open: don't wait for its end, the thread is a daemon.
-        self._terminal.flush()
+        for terminal in self._terminal.values():
+            terminal.flush()
         self._log.flush()

@@ -29,8 +29,8 @@ FINGERPRINT_FILE = "fingerprint.json"
 
 
 def source_identity(spec: str) -> str:
-    """What names a data source's content: a built-in split by the hash of its rows (generated in
-    milliseconds); a local file (or each file of a directory) by path, size and modification time; a
+    """What names a data source's content: a built-in split by the hash of its rows (generated
+    deterministically); a local file (or each file of a directory) by path, size and modification time; a
     URI as written."""
     if spec.startswith("builtin:"):
         rows = json.dumps(generate_split(spec.split(":", 1)[1]), sort_keys=True).encode()

@@ -5,8 +5,8 @@ Every figure is in bytes and follows what raykd's code does (read in raykd/model
 - Models load in fp32 (``load_model``'s default) and train under ``torch.autocast(bfloat16)`` when bf16 is
   on: the fp32 weights *are* the master copy (no separate one), and autocast makes a bf16 copy of each
   linear weight it multiplies. Autograd keeps those copies for backward, and autocast's cast cache keeps
-  the copies of trainable weights until it exits (after backward): measured on CPU, with FSDP2 too, the
-  copies are of the *gathered* weights, so they are not sharded.
+  the copies of trainable weights until it exits (after backward); under FSDP2 too, the copies are of
+  the *gathered* weights, so they are not sharded (tests/raykd/plan/test_planner.py measures the peak).
 - FSDP2 (``fully_shard`` per block, then the root) shards weights, gradients and AdamW's two fp32
   moments over the workers; it gathers one block at a time (plus the next, prefetched) and keeps the
   root's own parameters (embeddings, final norm, LM head) gathered through forward and backward. With
@@ -31,10 +31,10 @@ FP32, BF16 = 4, 2
 ADAM_BYTES = 8  # AdamW's exp_avg and exp_avg_sq, fp32 each, per trainable parameter
 CUDA_RESERVE_GIB = 2.0  # CUDA context, NCCL buffers, allocator slack: a round figure, not measured
 VLLM_RESERVE_GIB = 2.0  # vLLM's profiled activation peak and CUDA graphs: a round figure, not measured
-# Peak (tokens, vocab) fp32-sized temporaries of a loss, measured on CPU (tests re-measure the HF one):
+# Peak (tokens, vocab) fp32-sized temporaries of a loss:
 HF_LOSS_COPIES = 4  # HF's causal-LM loss: logits, their fp32 upcast, log-softmax, its gradient
-FUSED_LOSS_COPIES = 5  # raykd.losses.fused_distillation_loss on one chunk, forward + recomputed backward:
-# measured 4.0 on a warm process, 5.0 on its first call (one-time buffers); planned at the first call's
+FUSED_LOSS_COPIES = 5  # raykd.losses.fused_distillation_loss on one chunk, forward + recomputed backward, at
+# its first call's peak (one-time buffers included); tests/raykd/plan/test_planner.py re-measures it
 
 
 def block_activation_bytes(shape: ModelShape, bf16: bool) -> int:

@@ -34,8 +34,8 @@ def worker_device(cfg: TrainConfig, session: Session) -> torch.device:
 
 
 def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
-    """Whether to autocast to bf16. 'auto' means CUDA with bf16 support: on CPUs without AMX we
-    measured bf16 autocast *slower* than fp32 (see bench/finetune_throughput.py)."""
+    """Whether to autocast to bf16. 'auto' means CUDA with bf16 support only: on CPUs without AMX, bf16
+    autocast does not beat fp32 (bench/finetune_throughput.py, docs/benchmarks.md)."""
     if cfg.bf16 == "auto":
         return device.type == "cuda" and torch.cuda.is_bf16_supported()
     return cfg.bf16 == "on"
@@ -54,7 +54,7 @@ def make_optimizer(params, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, tor
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-SHUFFLE_ROWS = 512  # rows in each worker's shuffle buffer (a 70B cache row is ~0.5 MB)
+SHUFFLE_ROWS = 512  # rows in each worker's shuffle buffer (a row's bytes: `raykd plan`, cache_bytes_per_row)
 
 
 def micro_batches(data, batch_size: int, seed: int, skip: int = 0) -> Iterator[dict[str, torch.Tensor]]:

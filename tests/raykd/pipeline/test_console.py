@@ -31,15 +31,16 @@ def test_terminal_keeps_raykds_lines_without_rays_prefix(line, shown):
 CHILD = """
 import os, subprocess, sys
 from pathlib import Path
-from raykd.pipeline.console import QuietConsole
-with QuietConsole(Path(sys.argv[1])) as console:
+from raykd.pipeline.console import QuietConsole, show
+with QuietConsole(Path(sys.argv[1])):
     print("[distill] step 1/2")
     print("(RayTrainWorker pid=5) [distill] step 1/2")  # Train V2's second copy
     print("INFO ray noise")
     os.write(2, b"(raylet) C++ noise on fd 2\\n")
     subprocess.run(["echo", "[cache] from a child process"])
-    console.show("| stage | this run |")
-print("after the console")
+    print("raykd: warning: shown on stderr")
+    show("| stage | this run |")
+show("after the console")
 """
 
 
@@ -50,7 +51,8 @@ def test_console_sends_everything_to_the_log_and_raykds_lines_to_the_terminal(tm
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["[distill] step 1/2", "[cache] from a child process", "| stage | this run |",
                                        "after the console"]
-    assert out.stderr == ""
+    assert out.stderr == "raykd: warning: shown on stderr\n"
     logged = log.read_text()
-    for text in ("INFO ray noise", "C++ noise on fd 2", "(RayTrainWorker pid=5) [distill] step 1/2", "| stage |"):
+    for text in ("INFO ray noise", "C++ noise on fd 2", "(RayTrainWorker pid=5) [distill] step 1/2", "| stage |",
+                 "raykd: warning"):
         assert text in logged
