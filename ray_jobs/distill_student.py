@@ -30,39 +30,40 @@ from raykd.models.export import export_checkpoint
 from raykd.models.load import ForwardCounter, load_configured
 from raykd.models.sharded_load import training_model
 from raykd.models.student import build_student, check_student
-from raykd.models.teacher import teacher_dir
 from raykd.pipeline.runs import distill_inputs
 from raykd.pipeline.state import STAGES
 from raykd.training.checkpoints import restore_checkpoint
-from raykd.training.distill import make_loss_fn, training_data
+from raykd.training.distill import DistillSetup, make_loss_fn, training_data
 from raykd.training.loop import EvalFn, make_optimizer, run_steps, use_bf16, worker_device
 from raykd.training.on_policy import OnPolicyCounts, on_policy_for, teacher_pool
 from raykd.training.session import Session, train_session
 from raykd.training.trainer import fit, trainer_for
 
 
-def fit_student(cfg: RaykdConfig, vocab: int, data, session: Session, evaluate: EvalFn | None = None,
+def fit_student(cfg: RaykdConfig, setup: DistillSetup, data, session: Session, evaluate: EvalFn | None = None,
                 teachers: list | None = None) -> dict:
     """Distil a student from ``data`` (a Train shard or a whole dataset) under ``session``: build or
     resume, shard, train to ``distill.steps``. Shared by the Train job and every Ray Tune trial.
-    ``teachers``: the on-policy teacher pool (``raykd.training.on_policy.teacher_pool``).
+    ``setup``: what the driver resolved (``training_data``); ``teachers``: the on-policy teacher pool
+    (``raykd.training.on_policy.teacher_pool``).
 
     Every report carries ``teacher_forward_passes`` (this process's count, the online teacher's and the
     pool's; 0 on the cache alone), the on-policy counts and ``evaluate``'s metrics. Returns the loop
     state plus those counts.
     """
     device = worker_device(cfg.distill, session)
-    model, trainable = training_model(functools.partial(build_student, cfg, None), cfg.models.student, cfg.distill,
-                                      device, session.rank, session.world, use_bf16(cfg.distill, device), cfg.seed)
+    builder = functools.partial(build_student, cfg, None, teacher=setup.teacher)
+    model, trainable = training_model(builder, cfg.models.student, cfg.distill, device, session.rank, session.world,
+                                      use_bf16(cfg.distill, device), cfg.seed)
     teacher = None
     if cfg.distill.teacher_source == "online":
-        frozen = load_configured(teacher_dir(cfg), cfg).to(device).eval().requires_grad_(False)
+        frozen = load_configured(setup.teacher, cfg).to(device).eval().requires_grad_(False)
         teacher = ForwardCounter(frozen)
     optimizer, scheduler = make_optimizer(model.parameters(), cfg.distill)
     state = restore_checkpoint(model, optimizer, trainable, session)
     if state.step and session.rank == 0:
         print(f"[distill] resumed from checkpoint at step {state.step}", flush=True)
-    on_policy = on_policy_for(cfg, teachers, model, teacher_dir(cfg))
+    on_policy = on_policy_for(cfg, teachers, model, setup.teacher)
 
     def counts() -> dict:
         sampled = on_policy.counts if on_policy else OnPolicyCounts()
@@ -72,15 +73,16 @@ def fit_student(cfg: RaykdConfig, vocab: int, data, session: Session, evaluate: 
     def report_extra(model, final: bool) -> dict:
         return counts() | (evaluate(model, final) if evaluate else {})
 
-    state = run_steps(model, optimizer, scheduler, data, make_loss_fn(cfg, vocab, teacher, on_policy), cfg.distill,
-                      state, trainable, device, "distill", session, cfg.seed, report_extra)
+    loss_fn = make_loss_fn(cfg, setup.vocab, teacher, on_policy)
+    state = run_steps(model, optimizer, scheduler, data, loss_fn, cfg.distill, state, trainable, device, "distill",
+                      session, cfg.seed, report_extra)
     return state.__dict__ | counts()
 
 
 def train_loop(config: dict) -> dict:
     """Per-worker loop of the Train job."""
     cfg = from_dict(config["cfg"])
-    return fit_student(cfg, config["vocab"], ray.train.get_dataset_shard("train"), train_session(),
+    return fit_student(cfg, config["setup"], ray.train.get_dataset_shard("train"), train_session(),
                        teachers=config.get("teachers"))
 
 
@@ -89,10 +91,10 @@ def run(cfg: RaykdConfig) -> dict:
     started = time.time()
     out = cfg.stage_dir(cfg.distill.output)
     check_student(cfg)  # also run by main() before Ray starts; here for stages that call run() (pipeline, evaluate)
-    ds, vocab, tokenizer_dir, source = training_data(cfg)
+    ds, setup = training_data(cfg)
     rows, kind = held_out_rows(cfg.data.eval, cfg.data, cfg.task)
     d = cfg.distill
-    print(f"[distill] {ds.count()} rows from {source}; teacher source {d.teacher_source}, alpha {d.alpha}, "
+    print(f"[distill] {ds.count()} rows from {setup.source}; teacher source {d.teacher_source}, alpha {d.alpha}, "
           f"T {d.temperature}, loss {d.loss}" + (f", on-policy {d.on_policy_fraction:.0%} of batches" if
                                                    d.on_policy_fraction else ""))
     # On-policy samples of a cached run are scored by a teacher pool; an online teacher scores its own.
@@ -102,24 +104,24 @@ def run(cfg: RaykdConfig) -> dict:
         # whole free CPU for its file listing, which workers plus a pool can leave no room for, and the
         # read then never starts.
         ds = ds.materialize()
-        pool = teacher_pool(cfg, teacher_dir(cfg))
+        pool = teacher_pool(cfg, setup.teacher)
     trainer = trainer_for(cfg, d, f"distill-{d.output}", train_loop, {"train": ds},
-                          distill_inputs(cfg, tokenizer_dir), extra={"vocab": vocab, "teachers": pool})
+                          distill_inputs(cfg, setup.tokenizer, setup.teacher), extra={"setup": setup, "teachers": pool})
     try:
         result = fit(trainer)
     finally:
         for actor in pool:
             ray.kill(actor)
     loop = result.return_value
-    params = export_checkpoint(functools.partial(build_student, cfg, None), cfg.models.student, result.checkpoint,
-                               tokenizer_dir, str(out), cfg.models, cfg.distill)
+    params = export_checkpoint(functools.partial(build_student, cfg, None, teacher=setup.teacher), cfg.models.student,
+                               result.checkpoint, setup.tokenizer, str(out), cfg.models, cfg.distill)
     final = ray.get(score_task.remote(cfg.to_dict(), str(out), str(out), rows, kind))
     metrics = {
         "steps": loop["step"], "resumed_from_step": loop["resumed_from"],
         "train_loss_first": loop["losses"][0], "train_loss_last": loop["losses"][-1],
         "eval_loss": final["loss"], "eval_score": final["score"], "params": params,
         "tokens_per_s": loop["tokens"] / max(1e-9, loop["seconds"]), "train_s": loop["seconds"],
-        "teacher_source": cfg.distill.teacher_source, "data_source": source,
+        "teacher_source": cfg.distill.teacher_source, "data_source": setup.source,
         "teacher_forward_passes": loop["teacher_forward_passes"], "on_policy_fraction": d.on_policy_fraction,
         "on_policy_batches": loop["on_policy_batches"], "generated_tokens": loop["generated_tokens"],
         "alpha": d.alpha, "temperature": d.temperature, "loss": d.loss, "jsd_beta": d.jsd_beta,

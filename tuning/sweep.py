@@ -39,10 +39,9 @@ from raykd.data.tokens import load_tokenizer
 from raykd.evaluation.scoring import score_model
 from raykd.launch import parse_stage_args, run_stage
 from raykd.models.student import check_student
-from raykd.models.teacher import teacher_dir
 from raykd.pipeline.runs import distill_inputs, fingerprint, run_name
 from raykd.pipeline.state import STAGES
-from raykd.training.distill import held_out_kl, training_data
+from raykd.training.distill import DistillSetup, held_out_kl, training_data
 from raykd.training.loop import EvalFn
 from raykd.training.session import train_session, tune_session
 from raykd.training.sweep_trial import trial_config
@@ -55,26 +54,27 @@ OBJECTIVES = {"score": ("eval_score", "max"), "kl": ("eval_kl", "min"), "ce": ("
 RUN_KNOBS = ("resume", "max_concurrent_trials", "cpus_per_trial", "gpus_per_trial")  # how, not what, it runs
 
 
-def trial_evaluator(cfg: RaykdConfig, vocab: int, rows: list[dict], kind: str, teacher_rows: dict | None,
+def trial_evaluator(cfg: RaykdConfig, setup: DistillSetup, rows: list[dict], kind: str, teacher_rows: dict | None,
                     source: str) -> EvalFn:
     """What a trial reports every eval_every steps: the held-out loss, the held-out score (every time when
     ``tune.metric`` is score, else at the end: generation is the slow part), where its cache blocks were
     found (``raykd.cache.store.block_source``) and, with ``teacher_rows`` (tune.metric=kl), the KL to
     the teacher on them. On several workers every rank evaluates (a sharded model's forward passes are
     collective); rank 0's figures are reported."""
-    tokenizer = load_tokenizer(teacher_dir(cfg))
+    tokenizer = load_tokenizer(setup.tokenizer)
     every_time = cfg.tune.metric == "score"
 
     def evaluate(model, final: bool) -> dict:
         held_out = score_model(model, tokenizer, rows, cfg.data, cfg.task, kind, generate=final or every_time)
-        kl = {} if teacher_rows is None else {"eval_kl": finite_loss(held_out_kl(model, teacher_rows, vocab, cfg.task))}
+        kl = ({} if teacher_rows is None else
+              {"eval_kl": finite_loss(held_out_kl(model, teacher_rows, setup.vocab, cfg.task))})
         return {"eval_loss": finite_loss(held_out["loss"]), "data_source": source} | kl | (
             {"eval_score": held_out["score"]} if final or every_time else {})
 
     return evaluate
 
 
-def trial(sampled: dict, base: dict, data, vocab: int, rows: list[dict], kind: str,
+def trial(sampled: dict, base: dict, data, setup: DistillSetup, rows: list[dict], kind: str,
           teacher_rows: dict | None) -> None:
     """One Tune trial: distil with the sampled knobs from ``data`` (the cache's blocks in the object
     store), in this process, or (``tune.workers_per_trial`` > 1) as a TorchTrainer of that many workers
@@ -82,10 +82,10 @@ def trial(sampled: dict, base: dict, data, vocab: int, rows: list[dict], kind: s
     TorchTrainer's own checkpoints."""
     cfg = from_dict(trial_config(base, sampled))
     ray.data.DataContext.get_current().enable_progress_bars = False  # one bar per trial floods the log
-    context = {"vocab": vocab, "rows": rows, "kind": kind, "teacher_rows": teacher_rows,
+    context = {"setup": setup, "rows": rows, "kind": kind, "teacher_rows": teacher_rows,
                "source": block_source(data, CacheManifest.read(cfg.stage_dir("teacher_cache")))}
     if cfg.tune.workers_per_trial == 1:
-        fit_student(cfg, vocab, data, tune_session(), trial_evaluator(cfg, **context))
+        fit_student(cfg, setup, data, tune_session(), trial_evaluator(cfg, **context))
         return
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -97,8 +97,8 @@ def trial(sampled: dict, base: dict, data, vocab: int, rows: list[dict], kind: s
 def trial_worker(config: dict) -> None:
     """One worker of a multi-worker trial: the distillation loop on its shard of the cache."""
     cfg = from_dict(config["cfg"])
-    context = {k: config[k] for k in ("vocab", "rows", "kind", "teacher_rows", "source")}
-    fit_student(cfg, config["vocab"], ray.train.get_dataset_shard("train"), train_session(),
+    context = {k: config[k] for k in ("setup", "rows", "kind", "teacher_rows", "source")}
+    fit_student(cfg, config["setup"], ray.train.get_dataset_shard("train"), train_session(),
                 trial_evaluator(cfg, **context))
 
 
@@ -117,10 +117,10 @@ def searcher(cfg: RaykdConfig):
     return BasicVariantGenerator(random_state=cfg.seed, max_concurrent=limit)
 
 
-def sweep_inputs(cfg: RaykdConfig) -> dict:
+def sweep_inputs(cfg: RaykdConfig, setup: DistillSetup) -> dict:
     """What a sweep's trials depend on: the distillation inputs and the search (see ``raykd.pipeline.runs``)."""
     search = {k: v for k, v in dataclasses.asdict(cfg.tune).items() if k not in RUN_KNOBS}
-    inputs = distill_inputs(cfg, teacher_dir(cfg)) | {"stage": "tune", "tune": search}
+    inputs = distill_inputs(cfg, setup.tokenizer, setup.teacher) | {"stage": "tune", "tune": search}
     if cfg.tune.metric == "kl":  # what trials are ranked against
         inputs["held_out"] = CacheManifest.read(cfg.stage_dir("teacher_cache")).held_out_shards
     return inputs
@@ -142,10 +142,10 @@ def make_tuner(cfg: RaykdConfig, trainable, name: str) -> tune.Tuner:
     )
 
 
-def tuner_for(cfg: RaykdConfig, trainable) -> tune.Tuner:
+def tuner_for(cfg: RaykdConfig, setup: DistillSetup, trainable) -> tune.Tuner:
     """A restored Tuner when an interrupted sweep with the same inputs exists (and ``tune.resume``),
     else a new one in ``RUN/tune/sweep-<fingerprint>``."""
-    inputs = sweep_inputs(cfg)
+    inputs = sweep_inputs(cfg, setup)
     path = cfg.stage_dir("tune") / f"sweep-{fingerprint(inputs)}"
     if not cfg.tune.resume and path.exists():
         print(f"[tune] tune.resume=false: deleting the previous sweep in {path}")
@@ -178,7 +178,7 @@ def run(cfg: RaykdConfig) -> dict:
     # Trials hold the CPUs, leaving none for Ray Data tasks (reading Parquet, even from_arrow_refs'
     # metadata): publish the cache to the object store and build its dataset here, before any trial.
     publish(cache_dir, manifest)
-    data, vocab, _, _ = training_data(cfg)  # also checks the cache's teacher and tokenizer
+    data, setup = training_data(cfg)  # also checks the cache's teacher and tokenizer
     data = data.materialize()  # a no-op on the cache's blocks; runs teacher_source=online's column drop now
     check_student(cfg)
     rows, kind = held_out_rows(cfg.data.eval, cfg.data, cfg.task)
@@ -188,12 +188,12 @@ def run(cfg: RaykdConfig) -> dict:
     metric, mode = OBJECTIVES[cfg.tune.metric]
     teacher_rows = held_out_teacher_rows(cache_dir, manifest) if cfg.tune.metric == "kl" else None
     trainable = tune.with_resources(
-        tune.with_parameters(trial, base=cfg.to_dict(), data=data, vocab=vocab, rows=rows, kind=kind,
+        tune.with_parameters(trial, base=cfg.to_dict(), data=data, setup=setup, rows=rows, kind=kind,
                              teacher_rows=teacher_rows),
         trial_resources(cfg.tune))
     print(f"[tune] {cfg.tune.num_samples} trials of {cfg.tune.steps} steps, {cfg.tune.max_concurrent_trials} at "
           f"a time, {cfg.tune.search} search, ASHA on {metric} ({mode}) every {cfg.tune.eval_every} steps", flush=True)
-    grid = tuner_for(cfg, trainable).fit()
+    grid = tuner_for(cfg, setup, trainable).fit()
     missing = unfinished(grid, cfg.tune.num_samples)
     if missing:  # Ctrl-C: Tune saved the experiment and returned early
         raise KeyboardInterrupt(f"sweep interrupted with {missing} trials unfinished; run the same command again "

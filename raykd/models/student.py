@@ -19,13 +19,16 @@ def _layer_ids(spec: str) -> list[int]:
     return [int(i) for i in spec.split(":", 1)[1].split(",")]
 
 
-def build_student(cfg: RaykdConfig, checkpoint_dir: str | None = None, weights: bool = True) -> torch.nn.Module:
-    """The student base (HF dir, preset, or blocks of the teacher), with checkpoint weights if given.
-    ``weights=False``: the architecture only (see ``load_model``)."""
+def build_student(cfg: RaykdConfig, checkpoint_dir: str | None = None, weights: bool = True,
+                  teacher: str | None = None) -> torch.nn.Module:
+    """The student base (HF dir, preset, or blocks of ``teacher``, the teacher's directory), with
+    checkpoint weights if given. ``weights=False``: the architecture only (see ``load_model``)."""
     torch.manual_seed(cfg.seed)
     spec = cfg.models.student
     if spec.startswith(TEACHER_LAYERS):
-        model = keep_layers(load_configured(teacher_dir(cfg), cfg, weights=weights), _layer_ids(spec))
+        if teacher is None:
+            raise ValueError(f"models.student={spec} is built from the teacher: pass its directory")
+        model = keep_layers(load_configured(teacher, cfg, weights=weights), _layer_ids(spec))
     else:
         model = load_configured(spec, cfg, weights=weights)
     if checkpoint_dir is not None:
@@ -54,13 +57,14 @@ def check_student(cfg: RaykdConfig) -> None:
     from raykd.builtin.presets import preset_config
 
     spec = cfg.models.student
-    teacher_tokenizer = (resolve_tokenizer(cfg.models) if cfg.distill.teacher_source == "none"
-                         else teacher_dir(cfg))
+    teacher = (teacher_dir(cfg) if cfg.distill.teacher_source != "none" or spec.startswith(TEACHER_LAYERS)
+               else None)
+    teacher_tokenizer = resolve_tokenizer(cfg.models) if cfg.distill.teacher_source == "none" else teacher
     try:
         if spec.startswith("tiny:"):
             config = preset_config(spec.split(":", 1)[1])
         elif spec.startswith(TEACHER_LAYERS):
-            config = AutoConfig.from_pretrained(teacher_dir(cfg))
+            config = AutoConfig.from_pretrained(teacher)
             ids = _layer_ids(spec)
             if not ids or not all(0 <= i < config.num_hidden_layers for i in ids):
                 raise ValueError(f"layer ids must be within [0, {config.num_hidden_layers - 1}]")

@@ -21,7 +21,6 @@ from raykd.cache.schema import CacheManifest
 from raykd.config import RaykdConfig, TrainConfig
 from raykd.models.hashes import model_hash, tokenizer_hash
 from raykd.models.load import resolve_model
-from raykd.models.teacher import teacher_dir
 
 IGNORED_KNOBS = frozenset({"log_every", "max_failures", "run_name", "checkpoint_every", "cpus_per_worker",
                            "gpus_per_worker", "output"})
@@ -104,9 +103,10 @@ def finetune_inputs(cfg: RaykdConfig, tokenizer_dir: str) -> dict:
                                                 "knobs": stage_knobs(cfg.finetune)}
 
 
-def distill_inputs(cfg: RaykdConfig, tokenizer_dir: str) -> dict:
+def distill_inputs(cfg: RaykdConfig, tokenizer_dir: str, teacher: str | None) -> dict:
     """The student base, the knobs, and where the targets come from: the cache's manifest (which names
-    its teacher, tokenizer and sources), or the labeled data for the no-teacher baseline."""
+    its teacher, tokenizer and sources), or the labeled data for the no-teacher baseline; ``teacher``
+    (its directory) where the run reads the teacher's weights."""
     d = cfg.distill
     inputs = common_inputs(cfg, tokenizer_dir) | {"stage": "distill", "knobs": stage_knobs(d),
                                                   "student": model_identity(cfg.models.student, cfg)}
@@ -115,5 +115,5 @@ def distill_inputs(cfg: RaykdConfig, tokenizer_dir: str) -> dict:
     else:
         inputs["cache"] = cache_identity(cfg.stage_dir("teacher_cache"))
     if d.teacher_source == "online" or cfg.models.student.startswith("teacher-layers:"):
-        inputs["teacher"] = model_identity(teacher_dir(cfg), cfg)
+        inputs["teacher"] = model_identity(teacher, cfg)
     return inputs

@@ -1,8 +1,10 @@
-"""What distillation needs besides the loss maths: its training data (the cache, or labels only), the
-alignment of student positions with cached targets, and the loss function a training step calls.
-The distillation job and every Tune trial use these."""
+"""What distillation needs besides the loss maths: its training data (the cache, or labels only) and
+what it resolves once (``DistillSetup``), the alignment of student positions with cached targets, and
+the loss function a training step calls. The distillation job and every Tune trial use these."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import ray.data
@@ -15,11 +17,27 @@ from raykd.data.datasets import tokenized_dataset
 from raykd.data.tokens import load_tokenizer
 from raykd.losses import TEACHER_KEYS, distillation_loss, fused_distillation_loss
 from raykd.models.load import ForwardCounter, resolve_tokenizer
+from raykd.models.student import TEACHER_LAYERS
 from raykd.models.student_head import fuses_exactly, head_inputs, output_head
 from raykd.models.teacher import teacher_dir
 from raykd.training.on_policy import OnPolicy
 
 TEACHER_COLUMNS = TEACHER_KEYS
+
+
+@dataclass(frozen=True)
+class DistillSetup:
+    """What a distillation resolves once, on the driver, and hands to its workers and trials.
+
+    ``teacher``: the teacher's directory (``cache.teacher`` or ``RUN/teacher``), None when the run needs
+    no teacher (labels only, a student not built from teacher blocks); ``tokenizer``: the directory of
+    the tokenizer the targets were made with; ``vocab``: the target vocabulary (the tokenizer's size, or
+    ``num_labels`` for a classifier); ``source``: where the training rows came from."""
+
+    teacher: str | None
+    tokenizer: str
+    vocab: int
+    source: str
 
 
 def student_positions(logits: torch.Tensor, batch: dict, task: str) -> tuple[torch.Tensor, dict]:
@@ -98,18 +116,19 @@ def held_out_kl(model, rows: dict[str, np.ndarray], vocab: int, task: str, batch
     return total / max(1, count)
 
 
-def training_data(cfg: RaykdConfig) -> tuple[ray.data.Dataset, int, str, str]:
-    """(dataset, vocabulary, tokenizer dir, where the data came from) for ``distill.teacher_source``."""
+def training_data(cfg: RaykdConfig) -> tuple[ray.data.Dataset, DistillSetup]:
+    """The training rows for ``distill.teacher_source`` and the run's ``DistillSetup``."""
     if cfg.distill.teacher_source == "none":
+        teacher = teacher_dir(cfg) if cfg.models.student.startswith(TEACHER_LAYERS) else None
         tokenizer = resolve_tokenizer(cfg.models)
         vocab = len(load_tokenizer(tokenizer)) if cfg.task == "causal_lm" else cfg.data.num_labels
         data = tokenized_dataset(cfg.data.train, cfg.data, cfg.task, tokenizer,
                                  trust_remote_code=cfg.models.trust_remote_code)
-        return data, vocab, tokenizer, "data.train"
+        return data, DistillSetup(teacher, tokenizer, vocab, "data.train")
     cache_dir = cfg.stage_dir("teacher_cache")
     ds, manifest, source = load(cache_dir)
     teacher = teacher_dir(cfg)
     check_compatible(manifest, teacher, teacher, cache_dir)
     if cfg.distill.teacher_source == "online":
         ds = ds.drop_columns([c for c in TEACHER_COLUMNS if c in ds.columns()])  # a vLLM cache has no tail
-    return ds, manifest.vocab_size, teacher, source
+    return ds, DistillSetup(teacher, teacher, manifest.vocab_size, source)
