@@ -2,7 +2,7 @@
 
     raykd cache --config configs/demo.yaml
     python -m ray_jobs.cache_teacher_logits --config configs/demo.yaml cache.top_k=32
-    ray job submit --working-dir . -- python -m ray_jobs.cache_teacher_logits --config configs/llama70b_to_7b.yaml
+    ray job submit --working-dir . -- python -m ray_jobs.cache_teacher_logits --config configs/llama70b_to_8b.yaml
 
 Ray Data ``map_batches`` over the labeled and unlabeled data with a pool of teacher actors:
 transformers (``raykd.cache.scorer``) or vLLM (``raykd.cache.vllm_scorer``, ``cache.engine``).

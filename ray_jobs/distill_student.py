@@ -2,7 +2,7 @@
 
     raykd distill --config configs/demo.yaml
     python -m ray_jobs.distill_student --config configs/demo.yaml distill.alpha=1.0 distill.temperature=4
-    ray job submit --working-dir . -- python -m ray_jobs.distill_student --config configs/llama70b_to_7b.yaml
+    ray job submit --working-dir . -- python -m ray_jobs.distill_student --config configs/llama70b_to_8b.yaml
 
 Loss: ``alpha * T**2 * D(softmax(t/T), softmax(s/T)) + (1 - alpha) * CE(s, y)`` per valid token, D =
 ``distill.loss`` (forward KL by default; ``raykd.losses``). ``distill.on_policy_fraction`` of the batches

@@ -2,7 +2,7 @@
 
     raykd evaluate --config configs/demo.yaml
     python -m ray_jobs.evaluate --config configs/demo.yaml
-    ray job submit --working-dir . -- python -m ray_jobs.evaluate --config configs/llama70b_to_7b.yaml
+    ray job submit --working-dir . -- python -m ray_jobs.evaluate --config configs/llama70b_to_8b.yaml
 
 The baseline is the same student base trained for the same number of steps on ``data.train``'s hard
 labels only (``distill.teacher_source=none``, alpha 0: the distillation stage run with no teacher),

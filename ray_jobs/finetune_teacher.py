@@ -2,7 +2,7 @@
 
     raykd finetune --config configs/demo.yaml finetune.workers=2 finetune.sharding=fsdp
     python -m ray_jobs.finetune_teacher --config configs/demo.yaml
-    ray job submit --working-dir . -- python -m ray_jobs.finetune_teacher --config configs/llama70b_to_7b.yaml
+    ray job submit --working-dir . -- python -m ray_jobs.finetune_teacher --config configs/llama70b_to_8b.yaml
 
 Writes ``RUN/teacher/`` (HF directory, LoRA merged, adapter kept in ``adapter/``) and
 ``RUN/teacher/metrics.json``. Checkpoints go to ``RUN/checkpoints/<run name>``; running again with

@@ -3,7 +3,7 @@
     raykd pipeline --config configs/demo.yaml [key=value ...] [--force STAGE]
     raykd demo [--run-dir DIR] [--force STAGE]    # the same on the embedded default (configs/demo.yaml)
     python -m ray_jobs.pipeline --config configs/demo.yaml
-    ray job submit --working-dir . -- python -m ray_jobs.pipeline --config configs/llama70b_to_7b.yaml
+    ray job submit --working-dir . -- python -m ray_jobs.pipeline --config configs/llama70b_to_8b.yaml
 
 A stage whose outputs exist and match the current config and its upstream outputs is skipped with
 one line (``raykd.pipeline.state``), so a re-run after a crash or Ctrl-C continues at the first stage

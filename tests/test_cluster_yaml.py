@@ -1,5 +1,5 @@
 """cluster.yaml: valid for Ray's own launcher schema (offline), secure by default, and big enough for
-every Ray ask of the production config (configs/llama70b_to_7b.yaml)."""
+every Ray ask of the production config (configs/llama70b_to_8b.yaml)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from raykd.config import RaykdConfig, load_config
 from tests.conftest import REPO
 
 CLUSTER = REPO / "cluster.yaml"
-PRODUCTION = REPO / "configs" / "llama70b_to_7b.yaml"
+PRODUCTION = REPO / "configs" / "llama70b_to_8b.yaml"
 NEVER_EXPOSED = (6379, 8265, 10001)  # GCS, dashboard / jobs API, Ray client server
 
 

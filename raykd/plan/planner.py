@@ -1,7 +1,7 @@
 """``raykd plan``: a capacity plan of a config on a cluster.yaml, with no weights loaded.
 
-    raykd plan --config configs/llama70b_to_7b.yaml [--cluster cluster.yaml] [--json] [key=value ...]
-    python -m raykd.plan.planner --config configs/llama70b_to_7b.yaml finetune.activation_checkpointing=false
+    raykd plan --config configs/llama70b_to_8b.yaml [--cluster cluster.yaml] [--json] [key=value ...]
+    python -m raykd.plan.planner --config configs/llama70b_to_8b.yaml finetune.activation_checkpointing=false
 
 Builds the teacher and the student on the meta device (``raykd.plan.arch``), counts their parameters (and
 LoRA's), estimates each stage's per-GPU memory (``raykd.plan.capacity``, formulas in its docstrings), sizes

@@ -69,7 +69,7 @@ def test_cli_exits_2_with_one_line(capsys, override):
 
 
 def test_shipped_configs_load():
-    for name in ("demo", "classification", "llama70b_to_7b"):
+    for name in ("demo", "classification", "llama70b_to_8b"):
         cfg = load_config(DEMO.parent / f"{name}.yaml")
         assert cfg.run_dir.startswith("/")
 

@@ -43,7 +43,7 @@ def test_arm_options_fit_the_config_and_tensor_parallel_arms_get_gpu_bundles():
     from raykd.config import load_config
     from serving.deployments import arm_options
 
-    s = load_config(REPO / "configs" / "llama70b_to_7b.yaml").serve
+    s = load_config(REPO / "configs" / "llama70b_to_8b.yaml").serve
     teacher, student = arm_options("teacher", s, "vllm"), arm_options("student", s, "vllm")
     assert teacher["placement_group_bundles"] == [{"CPU": 4.0}] + [{"GPU": 1}] * 4
     assert teacher["ray_actor_options"]["num_gpus"] == 0 and "placement_group_bundles" not in student

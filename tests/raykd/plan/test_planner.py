@@ -21,7 +21,7 @@ from raykd.plan.data_rows import count_rows
 from raykd.plan.planner import build_plan
 from tests.conftest import DEMO, REPO, raykd_here
 
-PRODUCTION = REPO / "configs" / "llama70b_to_7b.yaml"
+PRODUCTION = REPO / "configs" / "llama70b_to_8b.yaml"
 CLUSTER = REPO / "cluster.yaml"
 
 
