@@ -107,7 +107,7 @@ def trainee(cfg, vocab: int, source: str, steps: int, teachers: list | None = No
         if source == "online" else None
     opt, sched = make_optimizer(student.parameters(), cfg.distill)
     on_policy = on_policy_for(cfg, teachers, student, str(cfg.stage_dir("teacher")))
-    loss_fn = make_loss_fn(cfg, vocab, teacher, on_policy)
+    loss_fn = make_loss_fn(cfg.distill, cfg.task, vocab, teacher, on_policy)
 
     def step(batch: dict) -> None:
         student.train()

@@ -73,7 +73,7 @@ def fit_student(cfg: RaykdConfig, setup: DistillSetup, data, session: Session, e
     def report_extra(model, final: bool) -> dict:
         return counts() | (evaluate(model, final) if evaluate else {})
 
-    loss_fn = make_loss_fn(cfg, setup.vocab, teacher, on_policy)
+    loss_fn = make_loss_fn(cfg.distill, cfg.task, setup.vocab, teacher, on_policy)
     state = run_steps(model, optimizer, scheduler, data, loss_fn, cfg.distill, state, trainable, device, "distill",
                       session, cfg.seed, report_extra)
     return state.__dict__ | counts()

@@ -12,7 +12,7 @@ import torch
 
 from raykd.cache.schema import check_compatible
 from raykd.cache.store import load
-from raykd.config import RaykdConfig
+from raykd.config import DistillConfig, RaykdConfig
 from raykd.data.datasets import tokenized_dataset
 from raykd.data.tokens import load_tokenizer
 from raykd.losses import TEACHER_KEYS, distillation_loss, fused_distillation_loss
@@ -51,13 +51,13 @@ def student_positions(logits: torch.Tensor, batch: dict, task: str) -> tuple[tor
     return logits.reshape(-1, logits.shape[-1]), flat
 
 
-def make_loss_fn(cfg: RaykdConfig, vocab: int, teacher: ForwardCounter | None, on_policy: OnPolicy | None = None):
+def make_loss_fn(d: DistillConfig, task: str, vocab: int, teacher: ForwardCounter | None,
+                 on_policy: OnPolicy | None = None):
     """``loss_fn(model, batch) -> (summed loss, target count)`` for the configured teacher source; with
     ``distill.fused_loss`` (causal LMs whose logits are a plain linear head of their hidden states,
     checked on the first batch) the student's LM head runs inside the chunked loss. With ``on_policy``,
     its share of batches is replaced by the student's own samples, scored by the teacher, on which the
     soft loss alone is taken (their labels are the student's tokens: no ground truth to learn)."""
-    d = cfg.distill
     fused: dict[str, bool] = {}
 
     def teacher_signal(batch: dict, flat: dict) -> dict:
@@ -65,7 +65,7 @@ def make_loss_fn(cfg: RaykdConfig, vocab: int, teacher: ForwardCounter | None, o
             return {k: flat[k] for k in TEACHER_COLUMNS if k in flat}
         with torch.no_grad():
             t = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[..., :vocab]
-        return {"logits": student_positions(t, batch, cfg.task)[0]}
+        return {"logits": student_positions(t, batch, task)[0]}
 
     def alpha(signal: dict, sampled: bool) -> float:
         return 1.0 if sampled else (d.alpha if signal else 0.0)
@@ -74,7 +74,7 @@ def make_loss_fn(cfg: RaykdConfig, vocab: int, teacher: ForwardCounter | None, o
         sampled = on_policy is not None and on_policy.take()
         if sampled:
             batch = on_policy.batch(model, batch)
-        head = output_head(model) if d.fused_loss and cfg.task == "causal_lm" else None
+        head = output_head(model) if d.fused_loss and task == "causal_lm" else None
         if head is not None and "ok" not in fused:
             fused["ok"] = fuses_exactly(model, head, batch, vocab)
             if not fused["ok"]:
@@ -82,7 +82,7 @@ def make_loss_fn(cfg: RaykdConfig, vocab: int, teacher: ForwardCounter | None, o
                       "using the unfused loss", flush=True)
         if head is not None and fused["ok"]:
             hidden = head_inputs(model, head, batch["input_ids"], batch["attention_mask"])
-            flat_hidden, flat = student_positions(hidden, batch, cfg.task)
+            flat_hidden, flat = student_positions(hidden, batch, task)
             signal = teacher_signal(batch, flat)
             bias = None if head.bias is None else head.bias[:vocab]
             out = fused_distillation_loss(flat_hidden, head.weight[:vocab], flat["labels"], signal,
@@ -90,7 +90,7 @@ def make_loss_fn(cfg: RaykdConfig, vocab: int, teacher: ForwardCounter | None, o
                                           d.jsd_beta)
         else:
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[..., :vocab]
-            flat_logits, flat = student_positions(logits, batch, cfg.task)
+            flat_logits, flat = student_positions(logits, batch, task)
             signal = teacher_signal(batch, flat)
             out = distillation_loss(flat_logits, flat["labels"], signal, alpha(signal, sampled), d.temperature,
                                     d.chunk_tokens, d.loss, d.jsd_beta)

@@ -22,7 +22,7 @@ import ray
 import torch
 from torch import nn
 
-from raykd.config import OnPolicyConfig, RaykdConfig
+from raykd.config import DistillConfig, OnPolicyConfig, RaykdConfig
 from raykd.data.tokens import IGNORE_INDEX
 from raykd.vllm_support import resolve_engine
 
@@ -89,13 +89,13 @@ class OnPolicyCounts:
 class OnPolicy:
     """Turns ``fraction`` of a worker's micro-batches into on-policy ones and counts the work."""
 
-    def __init__(self, cfg: RaykdConfig, teachers: list | None, pad_id: int, stop_ids: list[int]):
-        if not teachers and cfg.distill.teacher_source != "online":
+    def __init__(self, d: DistillConfig, max_len: int, teachers: list | None, pad_id: int, stop_ids: list[int]):
+        if not teachers and d.teacher_source != "online":
             raise ValueError("on-policy batches need a teacher to score them: a teacher pool (teacher_pool) or "
                              "distill.teacher_source=online")
-        self.settings, self.fraction = cfg.distill.on_policy, cfg.distill.on_policy_fraction
+        self.settings, self.fraction = d.on_policy, d.on_policy_fraction
         self.teachers, self.pad_id, self.stop_ids = teachers or [], pad_id, stop_ids
-        self.max_len, self.seen, self.counts = cfg.data.max_seq_len, 0, OnPolicyCounts()
+        self.max_len, self.seen, self.counts = max_len, 0, OnPolicyCounts()
 
     def take(self) -> bool:
         """Whether the next micro-batch goes on-policy."""
@@ -126,7 +126,8 @@ def on_policy_for(cfg: RaykdConfig, teachers: list | None, model: nn.Module, tok
 
     tokenizer = load_tokenizer(tokenizer_dir, cfg.models.trust_remote_code)
     student = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-    return OnPolicy(cfg, teachers, tokenizer.pad_token_id, stop_token_ids(student, tokenizer))
+    return OnPolicy(cfg.distill, cfg.data.max_seq_len, teachers, tokenizer.pad_token_id,
+                    stop_token_ids(student, tokenizer))
 
 
 def teacher_pool(cfg: RaykdConfig, model_dir: str) -> list:

@@ -70,7 +70,8 @@ def test_the_students_samples_become_rows_whose_targets_are_exactly_the_sampled_
 def test_a_teacher_actor_scores_exactly_the_students_samples(setup, local_ray):
     cfg, tokenizer, student, batch = setup
     pool = teacher_pool(cfg, resolve_model(TEACHER))
-    on_policy = OnPolicy(cfg, pool, tokenizer.pad_token_id, stop_token_ids(student, tokenizer))
+    on_policy = OnPolicy(cfg.distill, cfg.data.max_seq_len, pool, tokenizer.pad_token_id,
+                         stop_token_ids(student, tokenizer))
     torch.manual_seed(0)
     sampled = on_policy.batch(student, batch)
     assert set(sampled) == {"input_ids", "attention_mask", "labels", *TEACHER_KEYS}
@@ -108,7 +109,8 @@ def test_a_vllm_teacher_actor_scores_the_samples_with_prompt_logprobs(setup, loc
                                   "cache.vllm.max_model_len=64", "cache.vllm.kv_cache_gib=0.25",
                                   "cache.vllm.enforce_eager=true", "cache.vllm.dtype=float32"])
     pool = teacher_pool(vllm_cfg, resolve_model(TEACHER))
-    on_policy = OnPolicy(vllm_cfg, pool, tokenizer.pad_token_id, stop_token_ids(student, tokenizer))
+    on_policy = OnPolicy(vllm_cfg.distill, vllm_cfg.data.max_seq_len, pool, tokenizer.pad_token_id,
+                         stop_token_ids(student, tokenizer))
     torch.manual_seed(0)
     sampled = on_policy.batch(student, batch)
     assert set(sampled) == {"input_ids", "attention_mask", "labels", "values", "indices"}
