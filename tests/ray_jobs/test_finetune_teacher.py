@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from raykd.builtin.data import generate_split
 from raykd.models.hashes import HASH_FILE, model_hash
+from raykd.pipeline.console import terminal_line
 from raykd.training.checkpoints import checkpoint_weight_names
 from tests.conftest import DEMO, REPO, raykd, read_metrics
 from tests.ray_jobs.train_faults import latest_checkpoint, train_worker_pids, wait_for
@@ -51,6 +52,9 @@ def test_a_second_finetune_with_new_knobs_trains_afresh_and_is_another_teacher(t
     shutil.copytree(tmp_path / "teacher", first)
     changed = raykd(*args, "finetune.lr=1e-2", env=head_env)
     assert "training afresh" in changed.stdout and read_metrics(tmp_path, "teacher")["resumed_from_step"] == 0
+    shown = changed.stdout.splitlines()  # the terminal: raykd's lines only, Ray's in RUN/logs/finetune.log
+    assert all(terminal_line(line) == line for line in shown) and changed.stderr == "", changed.stdout + changed.stderr
+    assert "Started training worker group" in (tmp_path / "logs" / "finetune.log").read_text()
     assert len(list((tmp_path / "checkpoints").glob("finetune-*"))) == 2  # one run per set of inputs
 
     second = tmp_path / "teacher"
