@@ -147,7 +147,7 @@ def run(cfg: RaykdConfig, url: str | None = None) -> dict:
               "max_tokens": s.compare_max_tokens, "arms": arms, "speedup_p50": speedup}
     out = cfg.stage_dir("serve_compare")
     write_outputs(out, report)
-    show("\n" + (out / "compare.md").read_text())
+    print(f"[compare] table: {out / 'compare.md'}", flush=True)
     metrics = {"speedup_p50": speedup, "report": str(out / "compare.json"), "wall_s": round(time.time() - started, 1)}
     write_metrics(out, metrics)
     return metrics
@@ -157,7 +157,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = config_parser(__doc__.splitlines()[0], STAGES["compare"].reads)
     parser.add_argument("--url", help="base URL of a running `raykd serve` (default: deploy the app here)")
     args = parser.parse_args(argv)
-    run_stage("compare", lambda c: run(c, args.url), load_or_fail(args.config, args.overrides))
+
+    def compare_and_show(cfg: RaykdConfig) -> dict:
+        metrics = run(cfg, args.url)
+        show("\n" + Path(metrics["report"]).with_suffix(".md").read_text())  # the command's answer: the table
+        return metrics
+
+    run_stage("compare", compare_and_show, load_or_fail(args.config, args.overrides))
 
 
 if __name__ == "__main__":

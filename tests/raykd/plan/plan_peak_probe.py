@@ -1,8 +1,8 @@
 """Measures, in a fresh process (the peak RSS is per process), what raykd.plan.capacity estimates; run by
 tests/raykd/plan/test_planner.py.
 
-    python tests/raykd/plan_peak_probe.py train   # two fp32 AdamW steps of a small Llama: peak vs estimate
-    python tests/raykd/plan_peak_probe.py loss    # the fused KD loss on one chunk: peak in (chunk, V) fp32 units
+    python tests/raykd/plan/plan_peak_probe.py train   # two fp32 AdamW steps of a small Llama: peak vs estimate
+    python tests/raykd/plan/plan_peak_probe.py loss    # the fused KD loss on one chunk: peak in (chunk, V) fp32 units
 
 Prints one JSON line.
 """

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -195,8 +196,8 @@ def test_block_activation_formula_matches_what_autograd_saves(bf16):
 
 
 def probe(kind: str) -> dict:
-    """Run tests/raykd/plan_peak_probe.py KIND in a fresh process (peak RSS is per process)."""
-    script = REPO / "tests" / "raykd" / "plan_peak_probe.py"
+    """Run tests/raykd/plan/plan_peak_probe.py KIND in a fresh process (peak RSS is per process)."""
+    script = Path(__file__).parent / "plan_peak_probe.py"
     out = subprocess.run([sys.executable, str(script), kind], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
