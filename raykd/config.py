@@ -24,6 +24,24 @@ class ConfigError(ValueError):
     """A bad config: the message is one line naming the key."""
 
 
+def user_error(error: BaseException) -> ConfigError | None:
+    """The bad-input error (config, data, model, tokenizer) behind ``error``, if any: Ray wraps an error
+    raised in a task, an actor or a Ray Data function in its own types, and the user should see the
+    cause in one line, not the wrapper's traceback."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        e = pending.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        wrapped = getattr(e, "cause", None)  # ray.exceptions.RayTaskError keeps the original here
+        if isinstance(e, ConfigError) and not isinstance(wrapped, BaseException):
+            return e
+        pending += [wrapped if isinstance(wrapped, BaseException) else None, e.__cause__, e.__context__]
+    return None
+
+
 def knob(default: Any, help: str, *, ge=None, gt=None, le=None, lt=None, choices=None) -> Any:
     """A config field with help text and range checks that ``validate`` enforces."""
     meta = {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices}

@@ -11,7 +11,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from raykd.config import ConfigError, RaykdConfig, load_config
+from raykd.config import ConfigError, RaykdConfig, load_config, user_error
 from raykd.config_reference import help_text
 from raykd.pipeline.console import QuietConsole, show
 from raykd.ray_auth import check_cluster_auth
@@ -91,24 +91,6 @@ def warn_if_stale_bootstrap_file(path: str = BOOTSTRAP_FILE) -> None:
             print(f"raykd: warning: {path} names a Ray cluster that does not answer (left by a `ray start` "
                   "that was killed); every training run waits for it to time out. Remove the file or run `ray stop`.",
                   file=sys.stderr)
-
-
-def user_error(error: BaseException) -> ConfigError | None:
-    """The bad-input error (config, data, model, tokenizer) behind ``error``, if any: Ray wraps an error
-    raised in a task, an actor or a Ray Data function in its own types, and the user should see the
-    cause in one line, not the wrapper's traceback."""
-    seen: set[int] = set()
-    pending: list[BaseException | None] = [error]
-    while pending:
-        e = pending.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        wrapped = getattr(e, "cause", None)  # ray.exceptions.RayTaskError keeps the original here
-        if isinstance(e, ConfigError) and not isinstance(wrapped, BaseException):
-            return e
-        pending += [wrapped if isinstance(wrapped, BaseException) else None, e.__cause__, e.__context__]
-    return None
 
 
 def run_stage(name: str, stage: Callable[[RaykdConfig], dict], cfg: RaykdConfig,

@@ -34,3 +34,19 @@ def test_the_serving_app_imports_the_library_only():
     for path in sorted((REPO / "serving").rglob("*.py")):
         wrong = imported_packages(path.read_text()) & (PROGRAMS - {"serving"})
         assert not wrong, f"{path.relative_to(REPO)} imports {sorted(wrong)}"
+
+
+def imported_modules(source: str) -> set[str]:
+    """Every module named by a ``from … import`` in ``source``."""
+    return {node.module for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0}
+
+
+def test_the_librarys_building_blocks_do_not_call_back_into_the_command_line():
+    """data/, models/, training/, cache/, evaluation/ and pipeline/ sit below the commands: they never
+    import the entrypoint (``raykd.launch``), the CLI or the config reference."""
+    commands = {"raykd.launch", "raykd.cli", "raykd.config_reference"}
+    for package in ("data", "models", "training", "cache", "evaluation", "pipeline"):
+        for path in sorted((REPO / "raykd" / package).rglob("*.py")):
+            wrong = imported_modules(path.read_text()) & commands
+            assert not wrong, f"{path.relative_to(REPO)} imports {sorted(wrong)}"

@@ -20,10 +20,9 @@ import ray
 import ray.data
 
 from raykd.builtin.data import SPLITS, generate_split
-from raykd.config import ConfigError, DataConfig
+from raykd.config import ConfigError, DataConfig, user_error
 from raykd.data.bad_rows import first_bad_row
 from raykd.data.tokens import IGNORE_INDEX, classification_ids, encode_lm_row, load_tokenizer
-from raykd.launch import user_error
 
 ROWS_PER_BUILTIN_BLOCK = 500
 READERS = {".jsonl": "read_json", ".json": "read_json", ".parquet": "read_parquet", ".csv": "read_csv"}

@@ -12,10 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from raykd.builtin.presets import TOKENIZER_DIR
-from raykd.config import DataConfig
+from raykd.config import DataConfig, user_error
 from raykd.data.bad_rows import first_bad_row
 from raykd.data.datasets import DataError, tokenized_dataset
-from raykd.launch import user_error
 
 FIELDS = ("prompt", "completion")
 WORDS = ["fox", "cat", "é", "日本", "a,b", 'say "hi"', "two\nlines", "tab\there", "🦊", "{", "}", "[1]", "null"]
