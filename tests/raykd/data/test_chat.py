@@ -1,0 +1,96 @@
+"""Conversations rendered by the tokenizer's own template: assistant turns as targets, BOS once, the
+end-of-turn token learned, and the served prompt equal to the training prompt."""
+
+import copy
+
+import pytest
+
+from raykd.builtin.presets import TOKENIZER_DIR
+from raykd.data.chat import ChatError, conversation, render_chat
+from raykd.data.tokens import TokenizerError, load_tokenizer
+from tests import families
+
+# A Llama-3-style template that writes BOS itself, as the official one does.
+LLAMA3 = ("{{ bos_token }}{% for m in messages %}<|start|>{{ m['role'] }}\n{{ m['content'] }}<|eot|>"
+          "{% endfor %}{% if add_generation_prompt %}<|start|>assistant\n{% endif %}")
+TALK = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "what are fox and red?"},
+        {"role": "assistant", "content": "an animal and a color"}, {"role": "user", "content": "and owl?"},
+        {"role": "assistant", "content": "a bird"}]
+
+
+@pytest.fixture(scope="module")
+def chat_tokenizers(tmp_path_factory):
+    """qwen2 (ChatML, no BOS), llama with a BOS-writing template, mistral without a template."""
+    root = tmp_path_factory.mktemp("chat_tokenizers")
+    out = {}
+    for family in ("qwen2", "llama", "mistral"):
+        tok = families.tokenizer(family)
+        if family == "llama":
+            tok = copy.deepcopy(tok)
+            tok.add_special_tokens({"additional_special_tokens": ["<|start|>", "<|eot|>"]})
+            tok.chat_template = LLAMA3
+        tok.save_pretrained(root / family)
+        out[family] = load_tokenizer(str(root / family))
+    return out
+
+
+def decoded_targets(tok, rendered) -> list[str]:
+    """The decoded runs of consecutive target tokens."""
+    runs, current = [], []
+    for i, t in zip(rendered.ids, rendered.targets):
+        if t:
+            current.append(i)
+        elif current:
+            runs.append(tok.decode(current)), current.clear()
+    return runs + ([tok.decode(current)] if current else [])
+
+
+@pytest.mark.parametrize("family, end", [("qwen2", "<|im_end|>"), ("llama", "<|eot|>")])
+def test_every_assistant_turn_and_its_end_token_are_the_targets(chat_tokenizers, family, end):
+    tok = chat_tokenizers[family]
+    every = decoded_targets(tok, render_chat(tok, TALK))
+    assert every == [f"an animal and a color{end}", f"a bird{end}"]
+    assert decoded_targets(tok, render_chat(tok, TALK, train_on="last_assistant")) == [f"a bird{end}"]
+
+
+@pytest.mark.parametrize("family", ["qwen2", "llama"])
+def test_bos_once_and_the_served_prompt_is_the_training_prefix(chat_tokenizers, family):
+    tok = chat_tokenizers[family]
+    trained = render_chat(tok, TALK, train_on="last_assistant")
+    served = render_chat(tok, TALK[:-1])  # ends in a user turn: the generation prompt, no targets
+    assert not any(served.targets)
+    assert trained.ids[: len(served.ids)] == served.ids and trained.targets.index(True) == len(served.ids)
+    bos = tok.bos_token_id
+    if bos is not None and bos != tok.eos_token_id:
+        assert trained.ids.count(bos) == 1 and trained.ids[0] == bos
+
+
+def test_text_parts_render_as_their_joined_text(chat_tokenizers):
+    tok = chat_tokenizers["qwen2"]
+    parts = copy.deepcopy(TALK)
+    parts[1]["content"] = [{"type": "text", "text": "what are fox"}, {"type": "text", "text": "and red?"}]
+    joined = copy.deepcopy(TALK)
+    joined[1]["content"] = "what are fox\nand red?"
+    assert render_chat(tok, parts).ids == render_chat(tok, joined).ids
+
+
+def test_a_tokenizer_without_a_chat_template_is_refused_naming_it(chat_tokenizers):
+    with pytest.raises(TokenizerError, match="no chat template"):
+        render_chat(chat_tokenizers["mistral"], TALK)
+    builtin = load_tokenizer(str(TOKENIZER_DIR))
+    assert builtin.chat_template  # the built-in tokenizer has one
+
+
+@pytest.mark.parametrize("value, message", [
+    ([], "non-empty list"), ("[1]", "message 0: not an object"),
+    ([{"role": "bot", "content": "x"}], "role 'bot'"), ([{"role": "user", "content": 3}], "content must be"),
+    ([{"role": "user", "content": [{"type": "image_url"}]}], "content parts"),
+    ([{"role": "assistant", "content": "x"}], "cannot start with an assistant"),
+])
+def test_a_malformed_conversation_is_one_line_naming_the_message(value, message):
+    with pytest.raises(ChatError, match=message):
+        conversation(value)
+
+
+def test_absent_keys_filled_with_none_are_dropped():
+    assert conversation([{"role": "user", "content": "hi", "tool_calls": None}]) == [{"role": "user", "content": "hi"}]
