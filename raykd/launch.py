@@ -119,6 +119,15 @@ def run_stage(name: str, stage: Callable[[RaykdConfig], dict], cfg: RaykdConfig,
             last = [line for line in str(e).strip().splitlines() if line.strip()] or [""]
             show(f"raykd: error: {type(e).__name__}: {last[-1].strip()[:300]} (traceback: {log})")
             sys.exit(EXIT_FAILED)
+        finally:
+            disconnect_ray()
+
+
+def disconnect_ray() -> None:
+    """Leave Ray while the console still holds the terminal: disconnecting joins the driver's thread that
+    prints the workers' forwarded output, so none of it reaches the terminal after the console closes."""
+    if "ray" in sys.modules:
+        sys.modules["ray"].shutdown()
 
 
 def write_metrics(directory: Path, metrics: dict) -> Path:
