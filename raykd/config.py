@@ -62,15 +62,28 @@ class ModelsConfig:
                            choices=("float32", "bfloat16"))
 
 
+ROW_FORMATS = ("auto", "messages", "prompt", "text")
+TRAIN_ON = ("all_assistant", "last_assistant")  # data.train_on: the assistant turns a conversation learns
+
+
 @dataclass
 class DataConfig:
     train: str = knob("builtin:train", "labeled training data: 'builtin:SPLIT' or a JSONL/Parquet/CSV path or URI")
     eval: str = knob("builtin:eval", "held-out data scored during/after training")
     test: str = knob("builtin:test", "held-out data for the final report")
-    unlabeled: str = knob("builtin:unlabeled", "unlabeled data for distillation (text, or prompts only)")
+    unlabeled: str = knob("builtin:unlabeled", "unlabeled data for distillation (text, prompts only, or "
+                          "conversations the teacher answers)")
+    format: str = knob("auto", "row kind: auto (from the fields present: messages, then prompt, then text), "
+                       "messages (chat conversations), prompt (prompt + completion) or text",
+                       choices=ROW_FORMATS)
     text_field: str = knob("text", "field holding plain text (causal LM) or the input (classification)")
     prompt_field: str = knob("prompt", "field holding a prompt (causal LM; loss on the completion only)")
     completion_field: str = knob("completion", "field holding a prompt's completion")
+    messages_field: str = knob("messages", "field holding a conversation in the OpenAI format (a list of "
+                               "{role, content} messages), rendered by the tokenizer's chat template")
+    train_on: str = knob(TRAIN_ON[0], "targets of a conversation: every assistant turn (all_assistant) or "
+                         "the last one (last_assistant); the template's end-of-turn token is a target",
+                         choices=TRAIN_ON)
     label_field: str = knob("label", "integer class label field (sequence classification)")
     num_labels: int = knob(3, "number of classes (sequence classification)", ge=2)
     max_seq_len: int = knob(32, "tokens per example after truncation", ge=4)

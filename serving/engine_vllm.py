@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 from raykd.config import VLLMConfig
+from raykd.data.tokens import end_of_turn_id, load_tokenizer
 from raykd.vllm_support import engine_args
 from serving.chunks import chunk
 from serving.engine_hf import GenerationRequest
@@ -25,6 +26,9 @@ class VLLMEngine:
 
         self.args = engine_args(model_dir, tokenizer_dir, settings, trust_remote_code, max_logprobs=max_logprobs)
         self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**self.args))
+        # vLLM stops at the model's EOS ids; a chat template's end of turn is added, as in every stage.
+        end = end_of_turn_id(load_tokenizer(tokenizer_dir, trust_remote_code))
+        self.stop_ids = [end] if end is not None else None
 
     def stats(self) -> dict:
         import vllm
@@ -40,8 +44,8 @@ class VLLMEngine:
         from vllm.sampling_params import RequestOutputKind
 
         params = SamplingParams(max_tokens=request.max_tokens, temperature=request.temperature, top_p=request.top_p,
-                                stop=list(request.stop) or None, seed=request.seed, logprobs=request.logprobs,
-                                output_kind=RequestOutputKind.DELTA)
+                                stop=list(request.stop) or None, stop_token_ids=self.stop_ids, seed=request.seed,
+                                logprobs=request.logprobs, output_kind=RequestOutputKind.DELTA)
         prompt = TokensPrompt(prompt_token_ids=request.prompt_ids)
         async for out in self.engine.generate(prompt, params, request_id=uuid.uuid4().hex):
             completion = out.outputs[0]

@@ -11,6 +11,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from raykd.data.chat import ChatError
+from raykd.data.examples import prompt_ids as example_prompt_ids
+
 MAX_LOGPROBS = 20  # alternatives per generated token a request may ask for (vLLM's max_logprobs)
 MAX_STOPS = 4
 
@@ -53,11 +56,20 @@ class CompletionRequest(_Request):
         return self.logprobs
 
 
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
 class Message(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    """One OpenAI chat message: content is text, a list of text parts, or null (an assistant turn of
+    ``tool_calls``); its other fields (``tool_calls``, ``name``, ...) reach the chat template as sent, and
+    ``raykd.data.chat.conversation`` checks the whole as training does."""
+
+    model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: str
+    content: str | list[TextPart] | None
 
 
 class ChatRequest(_Request):
@@ -158,8 +170,18 @@ def logprobs_body(chat: bool, entries: list[dict] | None, offset: int = 0) -> di
             "top_logprobs": [dict(e["top"]) for e in entries], "text_offset": offsets}
 
 
-def prompt_text(request: CompletionRequest) -> str:
-    return request.prompt[0] if isinstance(request.prompt, list) else request.prompt
+def prompt_ids(tokenizer, request: ChatRequest | CompletionRequest) -> list[int]:
+    """The ids the engine continues: a chat request's conversation up to the assistant's header, or a
+    completion request's prompt, encoded as training encodes them (``raykd.data.examples.prompt_ids``)."""
+    if isinstance(request, CompletionRequest):
+        return example_prompt_ids(tokenizer, request.prompt[0] if isinstance(request.prompt, list) else request.prompt,
+                                  10**9)
+    if not tokenizer.chat_template:
+        raise ApiError(400, "this model's tokenizer has no chat template: use /v1/completions", "messages")
+    try:
+        return example_prompt_ids(tokenizer, [m.model_dump(exclude_none=True) for m in request.messages], 10**9)
+    except ChatError as e:
+        raise ApiError(400, f"messages: {e}", "messages") from None
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict:

@@ -20,7 +20,7 @@ from ray.serve.metrics import Counter, Histogram
 from starlette.exceptions import HTTPException
 
 from raykd.config import ServeConfig, section
-from raykd.data.tokens import encode_lm_row, load_tokenizer
+from raykd.data.tokens import load_tokenizer
 from serving import protocol
 from serving.chunks import merge
 from serving.protocol import ApiError, ChatRequest, CompletionRequest
@@ -93,14 +93,7 @@ class Router:
         return bytes(body)
 
     def _prompt_ids(self, request, max_tokens: int) -> list[int]:
-        if isinstance(request, ChatRequest):
-            if not self.tokenizer.chat_template:
-                raise ApiError(400, "this model's tokenizer has no chat template: use /v1/completions", "messages")
-            text = self.tokenizer.apply_chat_template([m.model_dump() for m in request.messages], tokenize=False,
-                                                      add_generation_prompt=True)
-        else:
-            text = protocol.prompt_text(request)
-        ids = encode_lm_row(self.tokenizer, text, None, 10**9)[0]
+        ids = protocol.prompt_ids(self.tokenizer, request)
         if len(ids) + max_tokens > self.context:
             raise ApiError(400, f"prompt ({len(ids)} tokens) + max_tokens ({max_tokens}) exceeds the context of "
                                 f"{self.context} tokens", "messages" if isinstance(request, ChatRequest) else "prompt")

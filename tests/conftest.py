@@ -116,6 +116,14 @@ def read_metrics(run_dir: Path, stage: str) -> dict:
 
 
 @pytest.fixture(scope="session")
+def chat_tokenizers(tmp_path_factory) -> dict:
+    """``tests.families.chat_tokenizers``: ChatML, a BOS-writing Llama-3 style, none, and the built-in."""
+    from tests import families
+
+    return families.chat_tokenizers(tmp_path_factory.mktemp("chat_tokenizers"))
+
+
+@pytest.fixture(scope="session")
 def small_unlabeled(tmp_path_factory) -> Path:
     """500 unlabeled built-in prompts as a JSONL file (a user's own data, and a faster cache)."""
     from raykd.builtin.data import generate_split

@@ -12,6 +12,7 @@ tokenizers trained here that behave like the real ones (no download):
 
 from __future__ import annotations
 
+import copy
 import functools
 from pathlib import Path
 
@@ -36,6 +37,9 @@ from raykd.builtin.data import generate_split
 CAUSAL = ("llama", "qwen2", "gpt2", "mistral")
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+# A Llama-3-style template that writes BOS itself, as the official one does, with its own end of turn.
+LLAMA3 = ("{{ bos_token }}{% for m in messages %}<|start|>{{ m['role'] }}\n{{ m['content'] }}<|eot|>"
+          "{% endfor %}{% if add_generation_prompt %}<|start|>assistant\n{% endif %}")
 VOCAB = 400
 SIZE = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
             max_position_embeddings=128)
@@ -116,4 +120,23 @@ def build(family: str, root: Path, layers: int = 2) -> Path:
         model.generation_config = GenerationConfig(eos_token_id=[tok.eos_token_id, tok.pad_token_id])
     model.save_pretrained(out)
     tok.save_pretrained(out)
+    return out
+
+
+def chat_tokenizers(root: Path) -> dict[str, PreTrainedTokenizerFast]:
+    """Chat tokenizers saved under ``root`` and loaded as raykd loads them: ``qwen2`` (ChatML, no BOS),
+    ``llama`` (a Llama-3-style template that writes BOS, ending turns with ``<|eot|>``), ``mistral`` (no
+    template) and ``builtin`` (raykd's own; turns end with EOS)."""
+    from raykd.builtin.presets import TOKENIZER_DIR
+    from raykd.data.tokens import load_tokenizer
+
+    out = {"builtin": load_tokenizer(str(TOKENIZER_DIR))}
+    for family in ("qwen2", "llama", "mistral"):
+        tok = tokenizer(family)
+        if family == "llama":
+            tok = copy.deepcopy(tok)
+            tok.add_special_tokens({"additional_special_tokens": ["<|start|>", "<|eot|>"]})
+            tok.chat_template = LLAMA3
+        tok.save_pretrained(root / family)
+        out[family] = load_tokenizer(str(root / family))
     return out

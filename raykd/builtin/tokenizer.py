@@ -9,9 +9,12 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 PAD, BOS, EOS = "<pad>", "<s>", "</s>"
-# A minimal chat template so chat requests work with the built-in tokenizer (role: content lines).
+# A minimal chat template: "role: content" lines, an assistant turn closed by EOS (the token a chat model
+# learns to stop with). The generation prompt ends before the space, which a byte-level BPE keeps with
+# the reply's first word, so the served prompt's ids are a prefix of the trained conversation's.
 CHAT_TEMPLATE = (
-    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}"
+    "{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}\n{% endfor %}"
     "{% if add_generation_prompt %}assistant:{% endif %}"
 )
 

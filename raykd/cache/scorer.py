@@ -5,6 +5,7 @@ of ``raykd.losses.summarize_teacher`` (top-k log-probs, sampled tail, tail parti
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 
 import numpy as np
@@ -13,7 +14,14 @@ import torch
 
 from raykd.cache.targets import compact_targets
 from raykd.config import ConfigError, DataConfig, RaykdConfig, from_dict
-from raykd.data.datasets import check_fields, encode_classification_batch, encode_lm_batch, read_dataset, text_column
+from raykd.data.datasets import (
+    check_fields,
+    conversation_column,
+    encode_classification_batch,
+    read_dataset,
+    text_column,
+)
+from raykd.data.examples import Example, Prompt, encode_lm_batch
 from raykd.data.tokens import load_tokenizer
 from raykd.evaluation.scoring import generate_completions
 from raykd.losses import summarize_teacher
@@ -24,10 +32,16 @@ SUMMARY_POSITIONS = 2048
 
 def normalize(batch: dict, kind: str, labeled: bool, data: dict, spec: str, held_out: bool = False) -> dict:
     """Rows of any source → ``prompt``, ``target`` ('' = the teacher completes it), ``label`` (-1 = unknown),
-    ``held_out`` (scored for evaluation, never trained on)."""
+    ``messages`` (a conversation's JSON text, '' for other rows; one that ends before an assistant turn is
+    answered by the teacher), ``held_out`` (scored for evaluation, never trained on)."""
     cfg = DataConfig(**data)
     n = len(next(iter(batch.values())))
-    if kind == "classification":
+    chats = np.full(n, "", dtype=object)
+    if kind == "messages":
+        chats[:] = [json.dumps(unanswered(c) if not labeled else c)
+                    for c in conversation_column(batch, cfg.messages_field, spec, labeled)]
+        rows = {"prompt": np.full(n, ""), "target": np.full(n, ""), "label": np.full(n, -1)}
+    elif kind == "classification":
         labels = batch[cfg.label_field] if labeled else np.full(n, -1)
         rows = {"prompt": text_column(batch, cfg.text_field, spec), "target": np.full(n, ""),
                 "label": np.asarray(labels, dtype=np.int64)}
@@ -36,7 +50,13 @@ def normalize(batch: dict, kind: str, labeled: bool, data: dict, spec: str, held
         rows = {"prompt": text_column(batch, cfg.prompt_field, spec), "target": targets, "label": np.full(n, -1)}
     else:
         rows = {"prompt": np.full(n, ""), "target": text_column(batch, cfg.text_field, spec), "label": np.full(n, -1)}
-    return rows | {"held_out": np.full(n, held_out)}
+    return rows | {"messages": chats.astype(str), "held_out": np.full(n, held_out)}
+
+
+def unanswered(messages: list[dict]) -> list[dict]:
+    """An unlabeled conversation as the teacher's prompt: without a final assistant turn, which the teacher
+    writes anew (an unlabeled source's replies are not labels)."""
+    return messages[:-1] if messages[-1]["role"] == "assistant" else messages
 
 
 def sources(cfg: RaykdConfig) -> list[tuple[str, bool]]:
@@ -74,6 +94,26 @@ def rows_of_part(batch: dict[str, np.ndarray], held_out: bool) -> dict[str, np.n
 PROGRESS_EVERY_S = 10.0
 
 
+def to_example(prompt: str, target: str, messages: str) -> Example:
+    """A normalised row (``normalize``) as an example: its conversation, or its (prompt, target) pair."""
+    return json.loads(messages) if messages else (str(prompt), str(target))
+
+
+def needs_reply(example: Example) -> bool:
+    """Whether the teacher writes this example's reply: a conversation ending before an assistant turn,
+    or a prompt without a target."""
+    if isinstance(example, list):
+        return example[-1]["role"] != "assistant"
+    return not example[1] and bool(example[0])
+
+
+def with_reply(example: Example, reply: str) -> Example:
+    """``example`` completed by the teacher's ``reply``: a new assistant turn, or the pair's target."""
+    if isinstance(example, list):
+        return [*example, {"role": "assistant", "content": reply}]
+    return example[0], reply
+
+
 class RowScorer:
     """A Ray Data actor holding the teacher: completes target-less prompts, then keeps the teacher's
     summary of every target. Engines differ in ``complete`` and ``summarize`` (and only the
@@ -102,15 +142,17 @@ class RowScorer:
     def _score(self, batch: dict) -> dict:
         if self.cfg.task == "sequence_classification":
             return self._classification(batch)
-        prompts, targets = list(batch["prompt"]), list(batch["target"])
-        todo = [i for i, t in enumerate(targets) if not t and prompts[i]]
-        if todo:
-            for i, completion in zip(todo, self.complete([prompts[i] for i in todo])):
-                targets[i] = completion
-        out = encode_lm_batch(self.tokenizer, list(zip(prompts, targets)), self.cfg.data.max_seq_len)
+        examples = [to_example(p, t, m) for p, t, m in zip(batch["prompt"], batch["target"], batch["messages"])]
+        todo = [i for i, e in enumerate(examples) if needs_reply(e)]
+        prompts = [examples[i] if isinstance(examples[i], list) else examples[i][0] for i in todo]
+        replies = self.complete(prompts) if prompts else []
+        for i, reply in zip(todo, replies):
+            examples[i] = with_reply(examples[i], reply)
+        data = self.cfg.data
+        out = encode_lm_batch(self.tokenizer, examples, data.max_seq_len, data.train_on)
         return out | self.summarize(out) | {"held_out": np.asarray(batch["held_out"])}
 
-    def complete(self, prompts: list[str]) -> list[str]:
+    def complete(self, prompts: list[Prompt]) -> list[str]:
         """The teacher's completions of ``prompts`` (greedy, or sampled per ``cache.do_sample``)."""
         raise NotImplementedError
 

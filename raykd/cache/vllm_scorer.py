@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from raykd.cache.scorer import RowScorer
-from raykd.data.tokens import encode_lm_row
+from raykd.data.examples import Prompt, prompt_ids
+from raykd.data.tokens import end_of_turn_id
 from raykd.vllm_support import engine_args
 
 
@@ -31,15 +32,16 @@ class VLLMTeacherScorer(RowScorer):
         self.llm = LLM(**engine_args(model_dir, model_dir, c.vllm, self.cfg.models.trust_remote_code,
                                      seed=self.cfg.seed, max_logprobs=self.asked, own_gpus=True))
 
-    def complete(self, prompts: list[str]) -> list[str]:
-        """Stops where ``generate`` does: vLLM reads the model's generation_config EOS ids and the tokenizer's."""
+    def complete(self, prompts: list[Prompt]) -> list[str]:
+        """Stops where ``generate`` does: vLLM reads the model's generation_config EOS ids and the tokenizer's;
+        the chat template's end of turn is added."""
         from vllm import SamplingParams, TokensPrompt
 
         c, data = self.cfg.cache, self.cfg.data
         params = SamplingParams(max_tokens=data.max_new_tokens, temperature=c.sample_temperature if c.do_sample else 0,
-                                seed=self.cfg.seed if c.do_sample else None)
-        requests = [TokensPrompt(prompt_token_ids=encode_lm_row(self.tokenizer, p, None, data.max_seq_len)[0])
-                    for p in prompts]
+                                seed=self.cfg.seed if c.do_sample else None,
+                                stop_token_ids=[t for t in [end_of_turn_id(self.tokenizer)] if t is not None])
+        requests = [TokensPrompt(prompt_token_ids=prompt_ids(self.tokenizer, p, data.max_seq_len)) for p in prompts]
         return [out.outputs[0].text for out in self.llm.generate(requests, params, use_tqdm=False)]
 
     def summarize(self, encoded: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

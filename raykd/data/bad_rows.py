@@ -11,26 +11,39 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Callable
+
+from raykd.data.chat import ChatError, conversation
 
 JSON_TYPES = {str: "text", bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object"}
 
 
-def first_bad_row(spec: str, text_fields: tuple[str, ...] = ()) -> str | None:
+RowCheck = Callable[[dict], "str | None"]
+
+
+def first_bad_row(spec: str, text_fields: tuple[str, ...] = (), chat_field: str | None = None,
+                  labeled: bool = True) -> str | None:
     """Where and why ``spec`` first breaks a rule, e.g. ``line 151: field 'prompt' holds a number where
     earlier rows hold text``; None if no row does, or ``spec`` is not a local JSONL, CSV or Parquet file.
 
     Lines (JSONL; CSV: a row's first line, the header is line 1) and rows (Parquet) count from 1.
     Rules: UTF-8; JSONL lines are JSON objects whose fields keep one type (null aside); CSV rows have
-    the header's cell count; each of ``text_fields`` holds non-empty text.
+    the header's cell count; each of ``text_fields`` holds non-empty text; ``chat_field`` holds a
+    conversation (``raykd.data.chat.conversation``; ``labeled``: with an assistant turn).
     """
     if "://" in spec or not os.path.isfile(spec):
         return None
+    fields = (*text_fields, *([chat_field] if chat_field else []))
+
+    def problem(row: dict) -> str | None:
+        return _text_problem(row, text_fields) or (_chat_problem(row, chat_field, labeled) if chat_field else None)
+
     if spec.endswith(".jsonl"):
-        return _jsonl(spec, text_fields)
+        return _jsonl(spec, problem)
     if spec.endswith(".csv"):
-        return _csv(spec, text_fields)
+        return _csv(spec, problem)
     if spec.endswith(".parquet"):
-        return _parquet(spec, text_fields)
+        return _parquet(spec, fields, problem)
     return None
 
 
@@ -46,7 +59,17 @@ def _text_problem(row: dict, fields: tuple[str, ...]) -> str | None:
     return None
 
 
-def _jsonl(spec: str, text_fields: tuple[str, ...]) -> str | None:
+def _chat_problem(row: dict, field: str, labeled: bool) -> str | None:
+    if row.get(field) is None:
+        return f"field '{field}' is missing or null"
+    try:
+        conversation(row[field], labeled)
+    except ChatError as e:
+        return f"field '{field}': {e}"
+    return None
+
+
+def _jsonl(spec: str, problem: RowCheck) -> str | None:
     types: dict[str, type] = {}  # each field's JSON type, from the first row that has a value
     with open(spec, "rb") as f:
         for number, raw in enumerate(f, 1):
@@ -64,13 +87,13 @@ def _jsonl(spec: str, text_fields: tuple[str, ...]) -> str | None:
                 kind = JSON_TYPES.get(type(value), "text") if value is not None else None
                 if kind is not None and types.setdefault(key, kind) != kind:
                     return f"line {number}: field '{key}' holds {kind} where earlier rows hold {types[key]}"
-            problem = _text_problem(row, text_fields)
-            if problem:
-                return f"line {number}: {problem}"
+            found = problem(row)
+            if found:
+                return f"line {number}: {found}"
     return None
 
 
-def _csv(spec: str, text_fields: tuple[str, ...]) -> str | None:
+def _csv(spec: str, problem: RowCheck) -> str | None:
     with open(spec, "rb") as f:
         for number, raw in enumerate(f, 1):
             try:
@@ -85,26 +108,26 @@ def _csv(spec: str, text_fields: tuple[str, ...]) -> str | None:
             where = f"line {first_line}"
             if len(cells) != len(header):
                 return f"{where}: {len(cells)} cells, the header has {len(header)}"
-            problem = _text_problem(dict(zip(header, cells)), text_fields)
-            if problem:
-                return f"{where}: {problem}"
+            found = problem(dict(zip(header, cells)))
+            if found:
+                return f"{where}: {found}"
             first_line = reader.line_num + 1
     return None
 
 
-def _parquet(spec: str, text_fields: tuple[str, ...]) -> str | None:
+def _parquet(spec: str, fields: tuple[str, ...], problem: RowCheck) -> str | None:
     import pyarrow.parquet as pq
 
     try:
         file = pq.ParquetFile(spec)
     except (OSError, ValueError):  # not Parquet at all (pyarrow's ArrowInvalid is a ValueError): the
         return None                # reader's own message says so
-    fields = [f for f in text_fields if f in file.schema_arrow.names]
+    present = [f for f in fields if f in file.schema_arrow.names]
     seen = 0
-    for batch in file.iter_batches(columns=fields, batch_size=4096):
+    for batch in file.iter_batches(columns=present, batch_size=4096):
         for i, row in enumerate(batch.to_pylist(), seen + 1):
-            problem = _text_problem(row, tuple(fields))
-            if problem:
-                return f"row {i}: {problem}"
+            found = problem(row)
+            if found:
+                return f"row {i}: {found}"
         seen += batch.num_rows
     return None

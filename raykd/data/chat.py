@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from raykd.data.tokens import IGNORE_INDEX, TokenizerError, lm_prefix
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
-TRAIN_ON = ("all_assistant", "last_assistant")
 
 
 class ChatError(ValueError):
@@ -42,10 +41,24 @@ def _content(message: dict, index: int) -> str:
     raise ChatError(f"message {index}: content must be a string or a list of text parts")
 
 
-def conversation(value) -> list[dict]:
-    """The checked, normalised conversation of ``value`` (a list of messages or its JSON text): keys
-    whose value is None dropped (Arrow fills absent struct keys with None), content as text."""
-    messages = json.loads(value) if isinstance(value, str) else value
+def _plain(value):
+    """``value`` with numpy arrays (how Ray Data hands over Arrow lists) turned into lists, all the way down."""
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        value = value.tolist()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return [_plain(v) for v in value] if isinstance(value, list) else value
+
+
+def conversation(value, labeled: bool = False) -> list[dict]:
+    """The checked, normalised conversation of ``value`` (a list of messages, its JSON text, or the array
+    a Parquet column gives): keys whose value is None dropped (Arrow fills absent struct keys with None),
+    content as text. ``labeled``: it must hold an assistant turn to learn from."""
+    try:
+        messages = json.loads(value) if isinstance(value, str) else value
+    except ValueError:
+        raise ChatError("the conversation is text that is not JSON") from None
+    messages = _plain(messages)
     if not isinstance(messages, list) or not messages:
         raise ChatError("a conversation must be a non-empty list of messages")
     out = []
@@ -58,7 +71,17 @@ def conversation(value) -> list[dict]:
         out.append(message | {"content": _content(message, index)})
     if out[0]["role"] == "assistant":
         raise ChatError("message 0: a conversation cannot start with an assistant turn")
+    if labeled and not any(m["role"] == "assistant" for m in out):
+        raise ChatError("no assistant turn to learn from (a conversation the teacher should answer belongs "
+                        "in data.unlabeled)")
     return out
+
+
+def split_reply(messages: list[dict]) -> tuple[list[dict], str]:
+    """A labeled conversation as (the turns before its last assistant turn, that turn's content): the
+    prompt and the reference of a held-out conversation."""
+    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    return messages[:last], messages[last]["content"]
 
 
 @dataclass(frozen=True)

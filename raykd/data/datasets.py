@@ -1,6 +1,7 @@
 """Datasets through Ray Data: built-in splits, JSONL, Parquet and CSV (local paths or pyarrow URIs).
 
-Causal LM rows hold ``text``, or ``prompt`` + ``completion`` (loss on the completion only).
+Causal LM rows hold ``text``, ``prompt`` + ``completion`` (loss on the completion only), or
+``messages``: a conversation in the OpenAI format (loss on assistant turns, ``raykd.data.chat``).
 Sequence classification rows hold ``text`` + an integer ``label`` in ``[0, num_labels)``.
 Field names come from ``DataConfig``. Bad data fails early with a ``DataError`` naming the file
 and the field, before any training starts.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -22,7 +24,9 @@ import ray.data
 from raykd.builtin.data import SPLITS, generate_split
 from raykd.config import ConfigError, DataConfig, user_error
 from raykd.data.bad_rows import first_bad_row
-from raykd.data.tokens import IGNORE_INDEX, classification_ids, encode_lm_row, load_tokenizer
+from raykd.data.chat import ChatError, conversation
+from raykd.data.examples import encode_lm_batch, pad_rows
+from raykd.data.tokens import classification_ids, load_tokenizer
 
 ROWS_PER_BUILTIN_BLOCK = 500
 READERS = {".jsonl": "read_json", ".json": "read_json", ".parquet": "read_parquet", ".csv": "read_csv"}
@@ -32,7 +36,36 @@ class DataError(ConfigError):
     """Bad input data: the message names the file and the field."""
 
 
+def _has_nested_values(spec: str) -> bool:
+    """Whether a local JSONL file's first row holds a list or an object (a conversation, say)."""
+    if "://" in spec or not spec.endswith(".jsonl") or not os.path.isfile(spec):
+        return False
+    with open(spec, "rb") as f:
+        line = next((raw for raw in f if raw.strip()), b"")
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return False  # the reader names the bad line
+    return isinstance(row, dict) and any(isinstance(v, (list, dict)) for v in row.values())
+
+
+def _json_lines(batch: pa.Table) -> pa.Table:
+    """Ray Data batch fn over ``read_text`` lines: JSON objects, nested values kept as their JSON text.
+    pyarrow's JSON reader needs one type per nested field, and a message's content may be a string in
+    one row and a list of text parts in the next."""
+    rows = [json.loads(line) for line in batch.column("text").to_pylist() if line.strip()]
+    return pa.Table.from_pylist([{k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in row.items()}
+                                 for row in rows])
+
+
+def read_json_lines(spec: str) -> ray.data.Dataset:
+    """A JSONL file whose rows hold lists or objects, read line by line (``_json_lines``)."""
+    return ray.data.read_text(spec).map_batches(_json_lines, batch_format="pyarrow")
+
+
 def _reader(spec: str):
+    if _has_nested_values(spec):
+        return read_json_lines
     suffix = next((s for s in READERS if spec.rstrip("/").endswith(s)), None)
     if suffix is None:
         if "://" not in spec and os.path.isdir(spec):
@@ -98,7 +131,8 @@ def _require(spec: str, names: list[str], fields: list[str]) -> None:
 
 
 def check_fields(ds: ray.data.Dataset, spec: str, cfg: DataConfig, task: str, labeled: bool) -> str:
-    """Check a dataset's fields for the task; return its kind: 'text', 'prompt' or 'classification'."""
+    """Check a dataset's fields for the task; return its kind: 'messages', 'prompt', 'text' or
+    'classification' (``data.format``, or with ``auto`` the first of those fields present)."""
     schema = ds.schema()
     names = list(schema.names)
     if task == "sequence_classification":
@@ -107,16 +141,22 @@ def check_fields(ds: ray.data.Dataset, spec: str, cfg: DataConfig, task: str, la
         if labeled:
             _check_labels(ds, spec, cfg, schema.types[names.index(cfg.label_field)])
         return "classification"
-    if cfg.prompt_field in names:
-        if labeled:
-            _require(spec, names, [cfg.completion_field])
+    kind = cfg.format
+    if kind == "auto":
+        present = {"messages": cfg.messages_field, "prompt": cfg.prompt_field, "text": cfg.text_field}
+        kind = next((k for k, f in present.items() if f in names), None)
+        if kind is None:
+            raise DataError(f"{spec}: missing field '{cfg.messages_field}', '{cfg.prompt_field}' or "
+                            f"'{cfg.text_field}' (fields present: {', '.join(names)})")
+    if kind == "messages":
+        _require(spec, names, [cfg.messages_field])
+    elif kind == "prompt":
+        _require(spec, names, [cfg.prompt_field] + [cfg.completion_field] * labeled)
         _require_text(spec, schema, [cfg.prompt_field] + [cfg.completion_field] * labeled)
-        return "prompt"
-    if cfg.text_field in names:
+    else:
+        _require(spec, names, [cfg.text_field])
         _require_text(spec, schema, [cfg.text_field])
-        return "text"
-    raise DataError(f"{spec}: missing field '{cfg.text_field}' or '{cfg.prompt_field}' "
-                    f"(fields present: {', '.join(names)})")
+    return kind
 
 
 def _require_text(spec: str, schema, fields: list[str]) -> None:
@@ -152,20 +192,18 @@ def text_column(batch: dict, field: str, spec: str) -> np.ndarray:
     return np.asarray(values).astype(str)
 
 
-def pad_rows(rows: list[list[int]], value: int, width: int) -> np.ndarray:
-    out = np.full((len(rows), width), value, dtype=np.int64)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = r
+def conversation_column(batch: dict, field: str, spec: str, labeled: bool) -> list[list[dict]]:
+    """``batch[field]`` as checked conversations (``raykd.data.chat.conversation``); a malformed one is a
+    DataError naming the file's row."""
+    out = []
+    for i, value in enumerate(batch[field]):
+        try:
+            out.append(conversation(value, labeled))
+        except ChatError as e:
+            where = (first_bad_row(spec, chat_field=field, labeled=labeled)
+                     or f"row {i} of a batch of {len(batch[field])}: field '{field}': {e}")
+            raise DataError(f"{spec}: {where}; fix or drop such rows") from None
     return out
-
-
-def encode_lm_batch(tokenizer, pairs: list[tuple[str, str | None]], width: int) -> dict[str, np.ndarray]:
-    """``(prompt, completion)`` pairs → right-padded ``input_ids``, ``attention_mask``, ``labels``, each
-    ``(rows, width)`` (see ``encode_lm_row``)."""
-    encoded = [encode_lm_row(tokenizer, p, c, width) for p, c in pairs]
-    return {"input_ids": pad_rows([e[0] for e in encoded], tokenizer.pad_token_id, width),
-            "attention_mask": pad_rows([[1] * len(e[0]) for e in encoded], 0, width),
-            "labels": pad_rows([e[1] for e in encoded], IGNORE_INDEX, width)}
 
 
 def encode_classification_batch(tokenizer, texts, width: int) -> dict[str, np.ndarray]:
@@ -177,10 +215,11 @@ def encode_classification_batch(tokenizer, texts, width: int) -> dict[str, np.nd
 
 
 def tokenize_batch(batch: dict, tokenizer_path: str, cfg: dict, task: str, kind: str,
-                   trust_remote_code: bool = False, spec: str = "data") -> dict:
+                   trust_remote_code: bool = False, spec: str = "data", labeled: bool = True) -> dict:
     """Ray Data batch fn: rows → right-padded ``input_ids``, ``attention_mask``, ``labels``.
 
     Returns arrays of shape ``(rows, max_seq_len)`` (``labels`` is ``(rows,)`` for classification).
+    Unlabeled conversations end with the template's generation prompt, as prompts to complete.
     """
     data = DataConfig(**cfg)
     tok = load_tokenizer(tokenizer_path, trust_remote_code)
@@ -190,6 +229,9 @@ def tokenize_batch(batch: dict, tokenizer_path: str, cfg: dict, task: str, kind:
         if data.label_field in batch:
             out["labels"] = np.asarray(batch[data.label_field], dtype=np.int64)
         return out
+    if kind == "messages":
+        chats = conversation_column(batch, data.messages_field, spec, labeled)
+        return encode_lm_batch(tok, chats, width, data.train_on)
     if kind == "prompt":
         prompts = text_column(batch, data.prompt_field, spec)
         if data.completion_field in batch:
@@ -210,7 +252,7 @@ def tokenized_dataset(spec: str, cfg: DataConfig, task: str, tokenizer_path: str
         return ds.map_batches(
             tokenize_batch, batch_format="numpy", batch_size=256,
             fn_kwargs={"tokenizer_path": tokenizer_path, "cfg": dataclasses.asdict(cfg), "task": task, "kind": kind,
-                       "trust_remote_code": trust_remote_code, "spec": spec},
+                       "trust_remote_code": trust_remote_code, "spec": spec, "labeled": labeled},
         ).materialize()
 
 

@@ -13,7 +13,7 @@ The rules every stage follows (README, "Your own models and data"):
   equal the tokenizer's encoding of the joined text (after the BOS rule above); a token is a target
   when it ends after the prompt's last character. EOS is appended to the target.
 * **Stop tokens.** Generation stops at any of ``generation_config.eos_token_id`` (an int or a list,
-  e.g. Llama-3's ``<|eot_id|>``) and the tokenizer's EOS.
+  e.g. Llama-3's ``<|eot_id|>``), the tokenizer's EOS and the chat template's end-of-turn token.
 * **Classification** inputs get the tokenizer's own framing (``[CLS] text [SEP]`` for BERT); a
   decoder's tokenizer, which frames nothing, gets the BOS rule.
 """
@@ -115,12 +115,24 @@ def classification_ids(tok, text: str, max_len: int) -> list[int]:
     return [*prefix, *tok(str(text), add_special_tokens=False).input_ids[:room], *suffix]
 
 
+@functools.lru_cache(maxsize=8)
+def end_of_turn_id(tok) -> int | None:
+    """The special token the chat template closes an assistant turn with (``<|im_end|>``, ``<|eot_id|>``),
+    or None (no template, or a turn that ends in plain text): the last token of a rendered reply."""
+    if not getattr(tok, "chat_template", None):
+        return None
+    user, reply = {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}
+    text = tok.apply_chat_template([user, reply], tokenize=False).rstrip()
+    ids = tok(text, add_special_tokens=False).input_ids
+    return ids[-1] if ids and ids[-1] in set(tok.all_special_ids) | set(tok.added_tokens_decoder) else None
+
+
 def stop_token_ids(model, tok) -> list[int]:
-    """Every id that ends a generation: the model's ``generation_config.eos_token_id`` (int or list)
-    and the tokenizer's EOS."""
+    """Every id that ends a generation: the model's ``generation_config.eos_token_id`` (int or list),
+    the tokenizer's EOS and the chat template's end of turn."""
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     ids = configured if isinstance(configured, list) else [configured]
-    return sorted({i for i in [*ids, tok.eos_token_id] if i is not None})
+    return sorted({i for i in [*ids, tok.eos_token_id, end_of_turn_id(tok)] if i is not None})
 
 
 def check_same_vocabulary(teacher_dir: str, student_dir: str, trust_remote_code: bool = False) -> None:

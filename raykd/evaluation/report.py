@@ -12,7 +12,8 @@ import ray
 import torch
 
 from raykd.config import RaykdConfig, from_dict
-from raykd.data.tokens import classification_ids, encode_lm_row, load_tokenizer
+from raykd.data.examples import prompt_ids, timing_prompt
+from raykd.data.tokens import classification_ids, load_tokenizer
 from raykd.evaluation.bootstrap import difference_interval, score_interval
 from raykd.evaluation.scoring import score_model
 from raykd.evaluation.speed import compare_speed
@@ -39,10 +40,10 @@ def measure(cfg_dict: dict, dirs: dict[str, str], rows: list[dict], kind: str, e
     tokenizer = load_tokenizer(dirs["teacher"], cfg.models.trust_remote_code)
     out = {arm: score_model(m, tokenizer, rows, cfg.data, cfg.task, kind) | {"params": count_params(m)}
            for arm, m in models.items()}
-    text = str(rows[0].get(cfg.data.prompt_field) or rows[0].get(cfg.data.text_field) or "")
-    prompt_ids = (encode_lm_row(tokenizer, text, None, cfg.data.max_seq_len)[0] if cfg.task == "causal_lm"
-                  else classification_ids(tokenizer, text, cfg.data.max_seq_len))
-    speed = compare_speed({a: models[a] for a in ("teacher", "student")}, prompt_ids, cfg.task,
+    prompt = timing_prompt(rows[0], cfg.data, kind)
+    ids = (prompt_ids(tokenizer, prompt, cfg.data.max_seq_len) if cfg.task == "causal_lm"
+           else classification_ids(tokenizer, prompt, cfg.data.max_seq_len))
+    speed = compare_speed({a: models[a] for a in ("teacher", "student")}, ids, cfg.task,
                           tokenizer.pad_token_id, new_tokens=cfg.data.max_new_tokens)
     for arm, figures in speed.items():
         out[arm] |= figures

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from raykd.config import DataConfig, from_dict
 from raykd.data.datasets import tokenize_batch
-from raykd.data.tokens import IGNORE_INDEX, encode_lm_row, load_tokenizer, stop_token_ids
+from raykd.data.examples import Prompt, generation_case, prompt_ids
+from raykd.data.tokens import IGNORE_INDEX, load_tokenizer, stop_token_ids
 from raykd.models.load import load_configured
 
 
@@ -32,13 +33,14 @@ def mean_loss(model, batch: dict[str, torch.Tensor], task: str) -> tuple[float, 
 
 
 @torch.no_grad()
-def generate_completions(model, tokenizer, prompts: list[str], max_new_tokens: int, max_len: int,
+def generate_completions(model, tokenizer, prompts: list[Prompt], max_new_tokens: int, max_len: int,
                          batch_size: int = 64, do_sample: bool = False, temperature: float = 1.0) -> list[str]:
-    """Completions of ``prompts`` (greedy unless ``do_sample``; left-padded batches), ending at any of
-    the model's stop tokens (``raykd.data.tokens.stop_token_ids``), decoded without special tokens."""
+    """Completions of ``prompts`` (texts or conversations, ``raykd.data.examples``; greedy unless
+    ``do_sample``; left-padded batches), ending at any of the model's stop tokens
+    (``raykd.data.tokens.stop_token_ids``), decoded without special tokens."""
     out: list[str] = []
     for i in range(0, len(prompts), batch_size):
-        encoded = [encode_lm_row(tokenizer, p, None, max_len)[0] for p in prompts[i : i + batch_size]]
+        encoded = [prompt_ids(tokenizer, p, max_len) for p in prompts[i : i + batch_size]]
         width = max(len(e) for e in encoded)
         ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(e)) + e for e in encoded])
         mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
@@ -54,7 +56,8 @@ def generate_completions(model, tokenizer, prompts: list[str], max_new_tokens: i
 def score_model(model, tokenizer, rows: list[dict], data: DataConfig, task: str, kind: str,
                 batch_size: int = 64, generate: bool = True) -> dict[str, float | None]:
     """``{"loss", "score", "hits"}`` of ``model`` on ``rows``. Score: accuracy (classification), exact
-    match of the stripped greedy completion (prompt/completion data; None unless ``generate``:
+    match of the stripped greedy completion (prompt/completion data; a conversation's last assistant turn;
+    None unless ``generate``:
     generation is the slow part), None for plain text (loss only); ``hits``: 1/0 per row behind the
     score (None without one), for confidence intervals."""
     model.eval()
@@ -69,10 +72,11 @@ def score_model(model, tokenizer, rows: list[dict], data: DataConfig, task: str,
         if task == "sequence_classification":
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             hits += (logits.argmax(-1) == batch["labels"]).int().tolist()
-    if task == "causal_lm" and kind == "prompt" and generate:
-        preds = generate_completions(model, tokenizer, [r[data.prompt_field] for r in rows],
-                                   data.max_new_tokens, data.max_seq_len, batch_size)
-        hits = [int(p.strip() == r[data.completion_field].strip()) for p, r in zip(preds, rows)]
+    if task == "causal_lm" and kind in ("prompt", "messages") and generate:
+        cases = [generation_case(r, data, kind) for r in rows]
+        preds = generate_completions(model, tokenizer, [prompt for prompt, _ in cases],
+                                     data.max_new_tokens, data.max_seq_len, batch_size)
+        hits = [int(p.strip() == reference.strip()) for p, (_, reference) in zip(preds, cases)]
     score = sum(hits) / len(rows) if hits else None
     return {"loss": total / max(1, count), "score": score, "hits": hits or None}
 

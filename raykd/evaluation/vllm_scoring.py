@@ -17,7 +17,8 @@ from pathlib import Path
 
 from raykd.config import RaykdConfig
 from raykd.data.datasets import tokenize_batch
-from raykd.data.tokens import IGNORE_INDEX, encode_lm_row, load_tokenizer
+from raykd.data.examples import generation_case, prompt_ids, timing_prompt
+from raykd.data.tokens import IGNORE_INDEX, end_of_turn_id, load_tokenizer
 from raykd.vllm_support import close_llm, engine_args
 
 
@@ -51,11 +52,13 @@ def vllm_quality(llm, tokenizer, rows: list[dict], cfg: RaykdConfig, kind: str) 
             if ranked and labels[j] != IGNORE_INDEX:
                 nll, count = nll - ranked[int(labels[j])].logprob, count + 1
     hits = None
-    if kind == "prompt":
-        prompts = [TokensPrompt(prompt_token_ids=encode_lm_row(tokenizer, r[d.prompt_field], None, d.max_seq_len)[0])
-                   for r in rows]
-        outs = llm.generate(prompts, SamplingParams(max_tokens=d.max_new_tokens, temperature=0), use_tqdm=False)
-        hits = [int(o.outputs[0].text.strip() == r[d.completion_field].strip()) for o, r in zip(outs, rows)]
+    if kind in ("prompt", "messages"):
+        cases = [generation_case(r, d, kind) for r in rows]
+        prompts = [TokensPrompt(prompt_token_ids=prompt_ids(tokenizer, prompt, d.max_seq_len)) for prompt, _ in cases]
+        params = SamplingParams(max_tokens=d.max_new_tokens, temperature=0,
+                                stop_token_ids=[t for t in [end_of_turn_id(tokenizer)] if t is not None])
+        outs = llm.generate(prompts, params, use_tqdm=False)
+        hits = [int(o.outputs[0].text.strip() == reference.strip()) for o, (_, reference) in zip(outs, cases)]
     return {"loss": nll / max(1, count), "score": sum(hits) / len(rows) if hits else None, "hits": hits}
 
 
@@ -93,9 +96,8 @@ def measure_vllm(cfg: RaykdConfig, dirs: dict[str, str], rows: list[dict], kind:
     try:
         out = {arm: vllm_quality(llm, tokenizer, rows, cfg, kind) | {"params": params_on_disk(dirs[arm])}
                for arm, llm in llms.items()}
-        text = str(rows[0].get(cfg.data.prompt_field) or rows[0].get(cfg.data.text_field) or "")
-        prompt_ids = encode_lm_row(tokenizer, text, None, cfg.data.max_seq_len)[0]
-        speed = vllm_speed({a: llms[a] for a in ("teacher", "student")}, prompt_ids, cfg.data.max_new_tokens)
+        ids = prompt_ids(tokenizer, timing_prompt(rows[0], cfg.data, kind), cfg.data.max_seq_len)
+        speed = vllm_speed({a: llms[a] for a in ("teacher", "student")}, ids, cfg.data.max_new_tokens)
     finally:
         for llm in llms.values():
             close_llm(llm)

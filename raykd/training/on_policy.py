@@ -28,14 +28,16 @@ from raykd.vllm_support import resolve_engine
 
 
 def prompts_of(batch: dict[str, torch.Tensor]) -> list[list[int]]:
-    """Each row's tokens before its first target (``labels != -100``): what the student completes.
-    A row that is all target (plain text) keeps its first token as the prompt; one without a target,
-    its tokens (never its padding)."""
+    """Each row's tokens before its last run of targets (``labels != -100``): what the student completes
+    (a prompt's completion; a conversation's last assistant turn, earlier turns as context). A row that
+    is all target (plain text) keeps its first token as the prompt; one without a target, its tokens
+    (never its padding)."""
     prompts = []
     for ids, labels, length in zip(batch["input_ids"].tolist(), batch["labels"].tolist(),
                                    batch["attention_mask"].sum(-1).tolist()):
-        first = next((j for j, label in enumerate(labels) if label != IGNORE_INDEX), length)
-        prompts.append(ids[: max(1, min(first, length))])
+        starts = [j for j, label in enumerate(labels[:length])
+                  if label != IGNORE_INDEX and (j == 0 or labels[j - 1] == IGNORE_INDEX)]
+        prompts.append(ids[: max(1, starts[-1] if starts else length)])
     return prompts
 
 

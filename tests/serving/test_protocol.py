@@ -4,8 +4,11 @@ import json
 
 import pytest
 
+from raykd.data.examples import encode_example
+from raykd.data.tokens import IGNORE_INDEX
 from serving import protocol
 from serving.protocol import ApiError, ChatRequest, CompletionRequest, Limits
+from tests.raykd.data.test_chat import TALK
 
 LIMITS = Limits(max_tokens=64, max_n=4)
 
@@ -100,3 +103,30 @@ def test_generation_carries_vllms_sampling_parameters():
                                                     "top_p": 1.0, "stop": ["\n"], "seed": 7, "logprobs": 3}
     plain = protocol.CompletionRequest(model="teacher", prompt="hi")
     assert protocol.generation(plain, [1], 4)["logprobs"] is None and protocol.generation(plain, [1], 4)["stop"] == []
+
+
+def chat(messages: list[dict]) -> ChatRequest:
+    return protocol.parse(ChatRequest, json.dumps({"model": "ab", "messages": messages}).encode())
+
+
+@pytest.mark.parametrize("family", ["qwen2", "llama", "builtin"])
+def test_a_chat_request_gets_the_prompt_ids_training_used_for_the_same_conversation(chat_tokenizers, family):
+    """ChatML (no BOS), a template that writes BOS itself, and the built-in one; content as text parts
+    renders as its joined text, as in training."""
+    tok = chat_tokenizers[family]
+    sent = [dict(m) for m in TALK[:-1]]
+    sent[1]["content"] = [{"type": "text", "text": "what are fox"}, {"type": "text", "text": "and red?"}]
+    served = protocol.prompt_ids(tok, chat(sent))
+    trained = [dict(m) for m in TALK]
+    trained[1]["content"] = "what are fox\nand red?"
+    ids, labels = encode_example(tok, trained, 10**6, "last_assistant")
+    assert served == ids[: next(j for j, label in enumerate(labels) if label != IGNORE_INDEX)]
+
+
+def test_a_conversation_training_would_refuse_is_a_400(chat_tokenizers):
+    starts_with_reply = chat([{"role": "assistant", "content": "x"}])
+    with pytest.raises(ApiError, match="cannot start with an assistant turn") as e:
+        protocol.prompt_ids(chat_tokenizers["qwen2"], starts_with_reply)
+    assert e.value.status == 400 and e.value.param == "messages"
+    with pytest.raises(ApiError, match="no chat template"):
+        protocol.prompt_ids(chat_tokenizers["mistral"], chat(TALK))

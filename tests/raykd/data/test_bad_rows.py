@@ -14,7 +14,7 @@ import pytest
 from raykd.builtin.presets import TOKENIZER_DIR
 from raykd.config import DataConfig, user_error
 from raykd.data.bad_rows import first_bad_row
-from raykd.data.datasets import DataError, tokenized_dataset
+from raykd.data.datasets import DataError, conversation_column, tokenized_dataset
 
 FIELDS = ("prompt", "completion")
 WORDS = ["fox", "cat", "é", "日本", "a,b", 'say "hi"', "two\nlines", "tab\there", "🦊", "{", "}", "[1]", "null"]
@@ -123,3 +123,47 @@ def test_ray_data_readers_refuse_a_bad_row_in_one_line_naming_file_and_line(loca
     assert isinstance(error, DataError), caught.value
     message = str(error).splitlines()[0]  # what `raykd.launch.fail` prints (Ray appends retry hints below it)
     assert message.startswith(f"{spec}: {where}") and FAULTS[fmt][fault] in message
+
+
+CHAT_FAULTS = {  # a broken conversation and what its line says
+    "no_role": ([{"content": "hi"}], "role None is not one of"),
+    "no_content": ([{"role": "user"}], "content must be a string or a list of text parts"),
+    "unknown_role": ([{"role": "wizard", "content": "hi"}], "role 'wizard' is not one of"),
+    "number_content": ([{"role": "user", "content": 7}], "content must be a string or a list of text parts"),
+    "image_part": ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
+                   "content parts must be"),
+    "empty": ([], "a conversation must be a non-empty list"),
+    "not_a_list": ("hello", ""),  # first row: not a conversation; later: text where earlier rows hold a list
+    "unanswered": ([{"role": "user", "content": "hi"}], "no assistant turn to learn from"),
+}
+
+
+def chat_row(rng: random.Random) -> dict:
+    """A good conversation; content a string or a list of text parts, as OpenAI allows either."""
+    def content(text):
+        return [{"type": "text", "text": w} for w in text.split(" ", 1)] if rng.random() < 0.5 else text
+    turns = [{"role": "system", "content": content("be brief")}] * (rng.random() < 0.5)
+    for _ in range(rng.randint(1, 3)):
+        turns += [{"role": "user", "content": content("what is a fox?")},
+                  {"role": "assistant", "content": content("an animal")}]
+    return {"messages": turns}
+
+
+def test_a_bad_conversation_is_one_line_naming_file_line_and_problem(tmp_path):
+    """Generated files, each with one broken conversation among good ones: the batch that meets it
+    names the file's line (JSONL) and the problem; an unlabeled source may end before the answer."""
+    rng = random.Random(34)
+    for n in range(80):
+        fault = list(CHAT_FAULTS)[n % len(CHAT_FAULTS)]
+        rows = [chat_row(rng) for _ in range(rng.randint(2, 30))]
+        bad = rng.randrange(len(rows))
+        rows[bad] = {"messages": CHAT_FAULTS[fault][0]}
+        spec = tmp_path / f"chat-{n}.jsonl"
+        spec.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        batch = {"messages": [json.dumps(r["messages"]) for r in rows]}  # as the JSONL reader keeps them
+        with pytest.raises(DataError) as caught:
+            conversation_column(batch, "messages", str(spec), labeled=True)
+        assert str(caught.value).startswith(f"{spec}: line {bad + 1}: field 'messages'"), (fault, caught.value)
+        assert CHAT_FAULTS[fault][1] in str(caught.value) and str(caught.value).endswith("; fix or drop such rows")
+    unlabeled = {"messages": [json.dumps(CHAT_FAULTS["unanswered"][0])]}
+    assert conversation_column(unlabeled, "messages", "u.jsonl", labeled=False)[0][-1]["role"] == "user"

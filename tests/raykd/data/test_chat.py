@@ -8,30 +8,11 @@ import pytest
 from raykd.builtin.presets import TOKENIZER_DIR
 from raykd.data.chat import ChatError, conversation, render_chat
 from raykd.data.tokens import TokenizerError, load_tokenizer
-from tests import families
 
-# A Llama-3-style template that writes BOS itself, as the official one does.
-LLAMA3 = ("{{ bos_token }}{% for m in messages %}<|start|>{{ m['role'] }}\n{{ m['content'] }}<|eot|>"
-          "{% endfor %}{% if add_generation_prompt %}<|start|>assistant\n{% endif %}")
 TALK = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "what are fox and red?"},
         {"role": "assistant", "content": "an animal and a color"}, {"role": "user", "content": "and owl?"},
         {"role": "assistant", "content": "a bird"}]
-
-
-@pytest.fixture(scope="module")
-def chat_tokenizers(tmp_path_factory):
-    """qwen2 (ChatML, no BOS), llama with a BOS-writing template, mistral without a template."""
-    root = tmp_path_factory.mktemp("chat_tokenizers")
-    out = {}
-    for family in ("qwen2", "llama", "mistral"):
-        tok = families.tokenizer(family)
-        if family == "llama":
-            tok = copy.deepcopy(tok)
-            tok.add_special_tokens({"additional_special_tokens": ["<|start|>", "<|eot|>"]})
-            tok.chat_template = LLAMA3
-        tok.save_pretrained(root / family)
-        out[family] = load_tokenizer(str(root / family))
-    return out
+ENDS = [("qwen2", "<|im_end|>"), ("llama", "<|eot|>"), ("builtin", "</s>")]
 
 
 def decoded_targets(tok, rendered) -> list[str]:
@@ -45,15 +26,16 @@ def decoded_targets(tok, rendered) -> list[str]:
     return runs + ([tok.decode(current)] if current else [])
 
 
-@pytest.mark.parametrize("family, end", [("qwen2", "<|im_end|>"), ("llama", "<|eot|>")])
+@pytest.mark.parametrize("family, end", ENDS)
 def test_every_assistant_turn_and_its_end_token_are_the_targets(chat_tokenizers, family, end):
     tok = chat_tokenizers[family]
-    every = decoded_targets(tok, render_chat(tok, TALK))
-    assert every == [f"an animal and a color{end}", f"a bird{end}"]
-    assert decoded_targets(tok, render_chat(tok, TALK, train_on="last_assistant")) == [f"a bird{end}"]
+    every = decoded_targets(tok, render_chat(tok, TALK))  # the built-in template's reply keeps its space
+    assert [run.lstrip() for run in every] == [f"an animal and a color{end}", f"a bird{end}"]
+    last = decoded_targets(tok, render_chat(tok, TALK, train_on="last_assistant"))
+    assert [run.lstrip() for run in last] == [f"a bird{end}"]
 
 
-@pytest.mark.parametrize("family", ["qwen2", "llama"])
+@pytest.mark.parametrize("family", ["qwen2", "llama", "builtin"])
 def test_bos_once_and_the_served_prompt_is_the_training_prefix(chat_tokenizers, family):
     tok = chat_tokenizers[family]
     trained = render_chat(tok, TALK, train_on="last_assistant")

@@ -222,7 +222,8 @@ def test_cache_row_bytes_equal_what_the_scorer_writes():
     cfg = load_config(DEMO)
     scorer = TeacherScorer(cfg.to_dict(), resolve_model(cfg.models.teacher))
     rows = rows_of_part(scorer({"prompt": np.array(["question: what is a fox?", ""]),
-                                "target": np.array([" an animal", "red"]), "held_out": np.array([False, False])}),
+                                "target": np.array([" an animal", "red"]), "messages": np.array(["", ""]),
+                                "held_out": np.array([False, False])}),
                         held_out=False)
     written = sum(sum(row.nbytes for row in column) for column in rows.values())
     vocab = architecture_config(cfg.models.teacher).vocab_size

@@ -8,12 +8,13 @@ from transformers import AutoModelForCausalLM
 from raykd.builtin.data import generate_split
 from raykd.cache.scorer import TeacherScorer
 from raykd.config import load_config
-from raykd.data.datasets import encode_lm_batch
+from raykd.data.examples import encode_lm_batch, prompt_ids
 from raykd.data.tokens import IGNORE_INDEX, load_tokenizer, stop_token_ids
 from raykd.losses import TEACHER_KEYS
 from raykd.models.load import resolve_model, resolve_tokenizer
 from raykd.training.on_policy import OnPolicy, due, prompts_of, sample_rows, teacher_pool
 from tests.conftest import DEMO
+from tests.raykd.data.test_chat import TALK
 
 TEACHER = "builtin:teacher"
 
@@ -43,6 +44,13 @@ def test_prompts_are_the_tokens_before_the_first_target(setup):
         first = int((batch["labels"][row] != IGNORE_INDEX).nonzero()[0])
         assert prompt == batch["input_ids"][row, :first].tolist() and len(prompt) > 1
     assert len(prompts[3]) == 1  # a text row: all target, so its first token prompts it
+
+
+def test_a_conversations_prompt_is_everything_before_its_last_reply(setup):
+    """Every assistant turn is a target; the student answers the last user turn, earlier turns as context."""
+    _, tokenizer, _, _ = setup
+    batch = {k: torch.as_tensor(v) for k, v in encode_lm_batch(tokenizer, [TALK], 64, "all_assistant").items()}
+    assert prompts_of(batch) == [prompt_ids(tokenizer, TALK[:-1], 64)]
 
 
 def test_the_students_samples_become_rows_whose_targets_are_exactly_the_sampled_tokens(setup):
