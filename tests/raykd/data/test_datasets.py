@@ -6,7 +6,9 @@ import pytest
 from raykd.builtin.presets import TOKENIZER_DIR
 from raykd.config import DataConfig
 from raykd.data.datasets import DataError, check_fields, read_dataset, tokenize_batch, tokenized_dataset
+from raykd.data.examples import encode_example
 from raykd.data.tokens import IGNORE_INDEX
+from tests.raykd.data.test_chat import TALK
 
 ROWS = [{"prompt": "reverse: fox cat\nanswer:", "completion": " cat fox"}] * 4
 
@@ -94,3 +96,25 @@ def test_builtin_splits_and_unknown_split(local_ray):
     assert read_dataset("builtin:test").count() == 300
     with pytest.raises(DataError, match="unknown built-in split"):
         read_dataset("builtin:nope")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_conversations_read_with_string_or_part_contents_and_learn_their_assistant_turns(local_ray, tmp_path, suffix,
+                                                                                       chat_tokenizers):
+    """JSONL keeps each conversation as its JSON text (pyarrow's reader refuses a content that is a string
+    in one row and a list of parts in the next); Parquet hands lists of structs over as arrays."""
+    parts = [dict(m) for m in TALK]
+    parts[1]["content"] = [{"type": "text", "text": "what are fox and red?"}]
+    rows = [{"messages": TALK, "id": 1}, {"messages": parts, "id": 2}]
+    if suffix == ".parquet":  # one content type per Parquet column
+        rows = [{"messages": TALK, "id": i} for i in (1, 2)]
+    spec = write(tmp_path / f"chat{suffix}", rows)
+    tok = chat_tokenizers["qwen2"]
+    ds = read_dataset(spec)
+    assert check_fields(ds, spec, DataConfig(), "causal_lm", labeled=True) == "messages"
+    batch = tokenized_dataset(spec, DataConfig(max_seq_len=96), "causal_lm", tok.name_or_path).take_batch(2)
+    ids, labels = encode_example(tok, TALK, 96)
+    assert batch["input_ids"][0][: len(ids)].tolist() == ids and batch["labels"][1][: len(labels)].tolist() == labels
+    with pytest.raises(DataError, match="missing field 'prompt'"):
+        check_fields(ds, spec, DataConfig(format="prompt"), "causal_lm", labeled=True)
