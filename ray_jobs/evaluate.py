@@ -20,6 +20,7 @@ from ray_jobs import distill_student
 from raykd.config import ConfigError, RaykdConfig
 from raykd.data.datasets import held_out_rows
 from raykd.evaluation.report import ARMS, baseline_config, build_report, headline, measure, write_report
+from raykd.evaluation.scorers import load_scorer
 from raykd.launch import parse_stage_args, run_stage, write_metrics
 from raykd.pipeline.state import STAGES
 from raykd.vllm_support import resolve_engine
@@ -33,6 +34,7 @@ def run(cfg: RaykdConfig) -> dict:
         if not (dirs[arm] / "config.json").exists():
             raise ConfigError(f"{dirs[arm]}: no {arm} model; run `raykd {stage}` first")
     engine = resolve_engine(cfg.evaluate.engine, "evaluate.engine", generative=cfg.task == "causal_lm")
+    load_scorer(cfg.evaluate.scorer)  # a scorer that cannot be found fails before the baseline trains
     distill_student.run(baseline_config(cfg))
     rows, kind = held_out_rows(cfg.data.test, cfg.data, cfg.task)
     print(f"[evaluate] scoring teacher, student and baseline on {len(rows)} rows with {engine}", flush=True)

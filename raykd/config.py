@@ -214,6 +214,10 @@ class EvalConfig:
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
     cpus: float = knob(1.0, "CPUs of the scoring task", gt=0)
     gpus: float = knob(0.0, "GPUs of the scoring task (with vLLM: the arms' tensor_parallel)", ge=0)
+    scorer: str = knob("exact", "how a generated completion is scored against the reference (a conversation's "
+                       "last assistant turn), in every stage's evaluation: exact (equal after collapsing "
+                       "whitespace), token_f1 (F1 of the lower-cased words) or module:function, your function "
+                       "(prediction: str, reference: str) -> float in [0, 1]")
 
 
 @dataclass

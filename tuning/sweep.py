@@ -65,7 +65,8 @@ def trial_evaluator(cfg: RaykdConfig, setup: DistillSetup, rows: list[dict], kin
     every_time = cfg.tune.metric == "score"
 
     def evaluate(model, final: bool) -> dict:
-        held_out = score_model(model, tokenizer, rows, cfg.data, cfg.task, kind, generate=final or every_time)
+        held_out = score_model(model, tokenizer, rows, cfg.data, cfg.task, kind, generate=final or every_time,
+                               scorer=cfg.evaluate.scorer)
         kl = ({} if teacher_rows is None else
               {"eval_kl": finite_loss(held_out_kl(model, teacher_rows, setup.vocab, cfg.task))})
         return {"eval_loss": finite_loss(held_out["loss"]), "data_source": source} | kl | (

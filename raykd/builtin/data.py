@@ -11,6 +11,9 @@ It is shaped like a real project's data:
 * ``eval`` / ``test``: the same task on pairs of the other 36 made-up words, scored by exact match;
   each pair (in either order) belongs to one split only, so no test example is in any other split;
 * ``unlabeled``: many more task prompts with no completion, for distillation, most with made-up words;
+* ``chat_train`` / ``chat_eval`` / ``chat_test`` / ``chat_unlabeled``: the same task rows as
+  conversations (``messages``): a system prompt, the question as the user turn, the answer (where
+  labeled) as the assistant turn;
 * ``cls_train`` / ``cls_eval`` / ``cls_test``: sequence classification (``text`` + ``label``):
   which word category is the majority in a sentence (3 classes, chance 1/3).
 
@@ -82,6 +85,8 @@ SPLIT_SIZES = {
     "cls_eval": 300,
     "cls_test": 300,
 }
+CHAT_SPLITS = ("train", "eval", "test", "unlabeled")  # each also as conversations: chat_train, ...
+SPLIT_SIZES |= {f"chat_{name}": SPLIT_SIZES[name] for name in CHAT_SPLITS}
 SPLITS = tuple(SPLIT_SIZES)
 # Different splits draw from differently seeded streams, so held-out lists never leak by seed reuse.
 _SPLIT_SEEDS = {name: 1000 + i for i, name in enumerate(SPLITS)}
@@ -161,6 +166,18 @@ def _classification_row(rng: random.Random) -> dict:
     return {"text": " ".join(words), "label": label}
 
 
+CHAT_SYSTEM = "name the kinds."
+
+
+def as_conversation(row: dict) -> dict:
+    """A task row (``prompt``, maybe ``completion``) as a conversation in the OpenAI format."""
+    question = row["prompt"].removeprefix("question: ").removesuffix("\nanswer:")
+    turns = [{"role": "system", "content": CHAT_SYSTEM}, {"role": "user", "content": question}]
+    if "completion" in row:
+        turns.append({"role": "assistant", "content": row["completion"].strip()})
+    return {"messages": turns}
+
+
 def generate_split(name: str, size: int | None = None) -> list[dict]:
     """Rows of one built-in split, identical on every call and machine.
 
@@ -170,6 +187,8 @@ def generate_split(name: str, size: int | None = None) -> list[dict]:
     """
     if name not in SPLIT_SIZES:
         raise ValueError(f"unknown built-in split {name!r}; choose one of {', '.join(SPLITS)}")
+    if name.startswith("chat_"):
+        return [as_conversation(row) for row in generate_split(name.removeprefix("chat_"), size)]
     rng = random.Random(_SPLIT_SEEDS[name])
     n = SPLIT_SIZES[name] if size is None else size
     if name == "corpus":

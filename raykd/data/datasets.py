@@ -1,4 +1,5 @@
-"""Datasets through Ray Data: built-in splits, JSONL, Parquet and CSV (local paths or pyarrow URIs).
+"""Datasets through Ray Data: built-in splits, JSONL, Parquet and CSV (local paths or pyarrow URIs), and
+Hugging Face ``datasets`` directories (``save_to_disk``).
 
 Causal LM rows hold ``text``, ``prompt`` + ``completion`` (loss on the completion only), or
 ``messages``: a conversation in the OpenAI format (loss on assistant turns, ``raykd.data.chat``).
@@ -26,6 +27,7 @@ from raykd.config import ConfigError, DataConfig, user_error
 from raykd.data.bad_rows import first_bad_row
 from raykd.data.chat import ChatError, conversation
 from raykd.data.examples import encode_lm_batch, pad_rows
+from raykd.data.saved_datasets import ArrowStreamDatasource, saved_dataset_files
 from raykd.data.tokens import classification_ids, load_tokenizer
 
 ROWS_PER_BUILTIN_BLOCK = 500
@@ -66,11 +68,18 @@ def read_json_lines(spec: str) -> ray.data.Dataset:
 def _reader(spec: str):
     if _has_nested_values(spec):
         return read_json_lines
+    try:
+        saved = saved_dataset_files(spec)
+    except ValueError as e:
+        raise DataError(f"{spec}: {e}") from None
+    if saved is not None:
+        return lambda _: ray.data.read_datasource(ArrowStreamDatasource(saved))
     suffix = next((s for s in READERS if spec.rstrip("/").endswith(s)), None)
     if suffix is None:
         if "://" not in spec and os.path.isdir(spec):
             return ray.data.read_parquet  # a directory of shards, as our own jobs write
-        raise DataError(f"{spec}: unknown format; use .jsonl, .json, .parquet or .csv (or a Parquet directory)")
+        raise DataError(f"{spec}: unknown format; use .jsonl, .json, .parquet or .csv, a Parquet directory or a "
+                        "Hugging Face datasets directory (save_to_disk)")
     return getattr(ray.data, READERS[suffix])
 
 

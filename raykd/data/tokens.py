@@ -135,14 +135,27 @@ def stop_token_ids(model, tok) -> list[int]:
     return sorted({i for i in [*ids, tok.eos_token_id, end_of_turn_id(tok)] if i is not None})
 
 
-def check_same_vocabulary(teacher_dir: str, student_dir: str, trust_remote_code: bool = False) -> None:
-    """Refuse a student whose tokenizer is not the teacher's: distillation compares the two models'
-    distributions token id by token id, so both must map every id to the same token."""
-    teacher = load_tokenizer(teacher_dir, trust_remote_code).get_vocab()
-    student = load_tokenizer(student_dir, trust_remote_code).get_vocab()
+def check_same_vocabulary(teacher_dir: str, student_dir: str, trust_remote_code: bool = False) -> str | None:
+    """Refuse a student whose tokenizer maps any of the teacher's tokens to another id: distillation
+    compares the two models' distributions token id by token id. A student tokenizer that only adds
+    special tokens at ids the teacher never produces (transformers' ``Qwen2Tokenizer`` adds
+    ``<|endoftext|>`` to the same files, for one) is accepted: training uses the teacher's tokenizer.
+    Returns a note naming such additions, None when the vocabularies are equal."""
+    teacher_tok = load_tokenizer(teacher_dir, trust_remote_code)
+    student_tok = load_tokenizer(student_dir, trust_remote_code)
+    teacher, student = teacher_tok.get_vocab(), student_tok.get_vocab()
     if teacher == student:
-        return
-    differ = sorted(set(teacher.items()) ^ set(student.items()), key=lambda item: item[1])
-    raise TokenizerError(f"the student's tokenizer ({student_dir}, {len(student)} tokens) is not the teacher's "
-                         f"({teacher_dir}, {len(teacher)} tokens): {len(differ)} (token, id) pairs differ, e.g. "
-                         f"{differ[0]!r}; give models.student a base that uses the teacher's tokenizer")
+        return None
+    differ = sorted(((t, i) for t, i in teacher.items() if student.get(t) != i), key=lambda item: item[1])
+    extra = {t: i for t, i in student.items() if t not in teacher}
+    special = set(student_tok.all_special_tokens) | {str(t) for t in student_tok.added_tokens_decoder.values()
+                                                     if t.special}
+    plain = sorted((i, t) for t, i in extra.items() if t not in special or i in set(teacher.values()))
+    if differ or plain:
+        example = differ[0] if differ else (plain[0][1], plain[0][0])
+        raise TokenizerError(f"the student's tokenizer ({student_dir}, {len(student)} tokens) is not the teacher's "
+                             f"({teacher_dir}, {len(teacher)} tokens): {len(differ) + len(plain)} (token, id) pairs "
+                             f"differ, e.g. {example!r}; give models.student a base that uses the teacher's tokenizer")
+    added = ", ".join(f"{t!r} at {i}" for t, i in sorted(extra.items(), key=lambda item: item[1]))
+    return (f"the student's tokenizer ({student_dir}) adds special tokens the teacher never produces ({added}); "
+            f"training and the saved student use the teacher's ({teacher_dir})")

@@ -38,7 +38,8 @@ def measure(cfg_dict: dict, dirs: dict[str, str], rows: list[dict], kind: str, e
     torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
     models = {arm: load_configured(d, cfg).eval() for arm, d in dirs.items()}
     tokenizer = load_tokenizer(dirs["teacher"], cfg.models.trust_remote_code)
-    out = {arm: score_model(m, tokenizer, rows, cfg.data, cfg.task, kind) | {"params": count_params(m)}
+    out = {arm: score_model(m, tokenizer, rows, cfg.data, cfg.task, kind, scorer=cfg.evaluate.scorer)
+           | {"params": count_params(m)}
            for arm, m in models.items()}
     prompt = timing_prompt(rows[0], cfg.data, kind)
     ids = (prompt_ids(tokenizer, prompt, cfg.data.max_seq_len) if cfg.task == "causal_lm"

@@ -1,4 +1,4 @@
-"""Held-out quality of a model: loss and task score (exact match of greedy completions for a causal
+"""Held-out quality of a model: loss and task score (greedy completions scored by ``evaluate.scorer`` for a causal
 LM, accuracy for a classifier). Plain functions on an unsharded model; jobs run them in Ray tasks."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from raykd.config import DataConfig, from_dict
 from raykd.data.datasets import tokenize_batch
 from raykd.data.examples import Prompt, generation_case, prompt_ids
 from raykd.data.tokens import IGNORE_INDEX, load_tokenizer, stop_token_ids
+from raykd.evaluation.scorers import load_scorer, scores
 from raykd.models.load import load_configured
 
 
@@ -54,12 +55,12 @@ def generate_completions(model, tokenizer, prompts: list[Prompt], max_new_tokens
 
 
 def score_model(model, tokenizer, rows: list[dict], data: DataConfig, task: str, kind: str,
-                batch_size: int = 64, generate: bool = True) -> dict[str, float | None]:
-    """``{"loss", "score", "hits"}`` of ``model`` on ``rows``. Score: accuracy (classification), exact
-    match of the stripped greedy completion (prompt/completion data; a conversation's last assistant turn;
-    None unless ``generate``:
-    generation is the slow part), None for plain text (loss only); ``hits``: 1/0 per row behind the
-    score (None without one), for confidence intervals."""
+                batch_size: int = 64, generate: bool = True, scorer: str = "exact") -> dict[str, float | None]:
+    """``{"loss", "score", "hits"}`` of ``model`` on ``rows``. Score: accuracy (classification), the mean
+    of ``scorer`` (``raykd.evaluation.scorers``) over greedy completions against the reference (a
+    prompt's completion, a conversation's last assistant turn; None unless ``generate``: generation is
+    the slow part), None for plain text (loss only); ``hits``: the per-row values behind the score
+    (None without one), for confidence intervals."""
     model.eval()
     cfg = dataclasses.asdict(data)
     total, count, hits = 0.0, 0, []
@@ -76,7 +77,7 @@ def score_model(model, tokenizer, rows: list[dict], data: DataConfig, task: str,
         cases = [generation_case(r, data, kind) for r in rows]
         preds = generate_completions(model, tokenizer, [prompt for prompt, _ in cases],
                                      data.max_new_tokens, data.max_seq_len, batch_size)
-        hits = [int(p.strip() == reference.strip()) for p, (_, reference) in zip(preds, cases)]
+        hits = scores(load_scorer(scorer), preds, [reference for _, reference in cases])
     score = sum(hits) / len(rows) if hits else None
     return {"loss": total / max(1, count), "score": score, "hits": hits or None}
 
@@ -88,4 +89,4 @@ def score_task(cfg_dict: dict, model_spec: str, tokenizer_path: str, rows: list[
     torch.manual_seed(cfg.seed)  # a classifier base gets the same fresh head as training starts from
     model = load_configured(model_spec, cfg)
     tokenizer = load_tokenizer(tokenizer_path, cfg.models.trust_remote_code)
-    return score_model(model, tokenizer, rows, cfg.data, cfg.task, kind)
+    return score_model(model, tokenizer, rows, cfg.data, cfg.task, kind, scorer=cfg.evaluate.scorer)

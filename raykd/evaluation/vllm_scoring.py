@@ -1,9 +1,9 @@
-"""The evaluation report's arms scored on vLLM: held-out loss from ``prompt_logprobs``, exact match of
+"""The evaluation report's arms scored on vLLM: held-out loss from ``prompt_logprobs``, ``evaluate.scorer`` on
 greedy completions, and speed, so a 70B teacher is never run through ``generate()`` in one process.
 
 The figures mean what ``raykd.evaluation.scoring`` and ``raykd.evaluation.speed`` measure with transformers:
-the loss is the mean negative log-likelihood of the target tokens, the score the share of stripped greedy completions
-equal to the reference, latency the p50 of batch-1 generation of ``new_tokens`` tokens and throughput
+the loss is the mean negative log-likelihood of the target tokens, the score the mean of ``evaluate.scorer`` over
+greedy completions against the reference, latency the p50 of batch-1 generation of ``new_tokens`` tokens and throughput
 the tokens/s of a batch of ``batch`` such requests.
 """
 
@@ -19,6 +19,7 @@ from raykd.config import RaykdConfig
 from raykd.data.datasets import tokenize_batch
 from raykd.data.examples import generation_case, prompt_ids, timing_prompt
 from raykd.data.tokens import IGNORE_INDEX, end_of_turn_id, load_tokenizer
+from raykd.evaluation.scorers import load_scorer, scores
 from raykd.vllm_support import close_llm, engine_args
 
 
@@ -34,8 +35,8 @@ def params_on_disk(model_dir: str) -> int:
 
 
 def vllm_quality(llm, tokenizer, rows: list[dict], cfg: RaykdConfig, kind: str) -> dict:
-    """``{"loss", "score", "hits"}`` of one engine on held-out rows (score: exact match, ``hits`` its 1/0
-    per row; None for plain text),
+    """``{"loss", "score", "hits"}`` of one engine on held-out rows (score: ``evaluate.scorer``'s mean,
+    ``hits`` its value per row; None for plain text),
     the rows encoded as ``raykd.evaluation.scoring.score_model`` encodes them."""
     from vllm import SamplingParams, TokensPrompt
 
@@ -58,7 +59,8 @@ def vllm_quality(llm, tokenizer, rows: list[dict], cfg: RaykdConfig, kind: str) 
         params = SamplingParams(max_tokens=d.max_new_tokens, temperature=0,
                                 stop_token_ids=[t for t in [end_of_turn_id(tokenizer)] if t is not None])
         outs = llm.generate(prompts, params, use_tqdm=False)
-        hits = [int(o.outputs[0].text.strip() == reference.strip()) for o, (_, reference) in zip(outs, cases)]
+        hits = scores(load_scorer(cfg.evaluate.scorer), [o.outputs[0].text for o in outs],
+                      [reference for _, reference in cases])
     return {"loss": nll / max(1, count), "score": sum(hits) / len(rows) if hits else None, "hits": hits}
 
 

@@ -74,7 +74,9 @@ def check_student(cfg: RaykdConfig) -> None:
         raise ConfigError(f"models.student={spec}: {str(e).splitlines()[0]}") from None
     own = student_tokenizer_dir(cfg)
     if own is not None:
-        check_same_vocabulary(teacher_tokenizer, own, cfg.models.trust_remote_code)
+        note = check_same_vocabulary(teacher_tokenizer, own, cfg.models.trust_remote_code)
+        if note:
+            print(f"[distill] note: {note}", flush=True)
     vocab = len(load_tokenizer(teacher_tokenizer, cfg.models.trust_remote_code))
     if cfg.task == "causal_lm" and config.vocab_size < vocab:
         raise ConfigError(f"models.student={spec} has vocab_size {config.vocab_size} < the teacher's tokenizer "

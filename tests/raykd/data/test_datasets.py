@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -7,6 +8,7 @@ from raykd.builtin.presets import TOKENIZER_DIR
 from raykd.config import DataConfig
 from raykd.data.datasets import DataError, check_fields, read_dataset, tokenize_batch, tokenized_dataset
 from raykd.data.examples import encode_example
+from raykd.data.saved_datasets import saved_dataset_files
 from raykd.data.tokens import IGNORE_INDEX
 from tests.raykd.data.test_chat import TALK
 
@@ -118,3 +120,35 @@ def test_conversations_read_with_string_or_part_contents_and_learn_their_assista
     assert batch["input_ids"][0][: len(ids)].tolist() == ids and batch["labels"][1][: len(labels)].tolist() == labels
     with pytest.raises(DataError, match="missing field 'prompt'"):
         check_fields(ds, spec, DataConfig(format="prompt"), "causal_lm", labeled=True)
+
+
+def save_to_disk(directory, rows, splits: tuple[str, ...] = ()) -> str:
+    """``rows`` written by Hugging Face ``datasets`` (one directory, or a DatasetDict of ``splits``)."""
+    import datasets
+
+    data = datasets.Dataset.from_list(rows)
+    (datasets.DatasetDict({s: data for s in splits}) if splits else data).save_to_disk(str(directory))
+    return str(directory)
+
+
+def test_a_saved_dataset_lists_its_arrow_files_and_a_dataset_dict_names_its_splits(tmp_path):
+    spec = save_to_disk(tmp_path / "one", ROWS)
+    assert [Path(f).suffix for f in saved_dataset_files(spec)] == [".arrow"]
+    assert saved_dataset_files(str(tmp_path)) is None and saved_dataset_files(write(tmp_path / "a.jsonl", ROWS)) is None
+    both = save_to_disk(tmp_path / "both", ROWS, ("train", "test"))
+    with pytest.raises(ValueError, match=f"splits train, test: name one, e.g. {both}/train"):
+        saved_dataset_files(both)
+
+
+@pytest.mark.slow
+def test_hugging_face_datasets_directories_read_like_any_source(local_ray, tmp_path):
+    rows = [{"messages": TALK, "source": "chat"}] * 3
+    spec = save_to_disk(tmp_path / "chat", rows)
+    ds = read_dataset(spec)
+    assert ds.count() == 3 and check_fields(ds, spec, DataConfig(), "causal_lm", labeled=True) == "messages"
+    batch = tokenized_dataset(spec, DataConfig(max_seq_len=64), "causal_lm", str(TOKENIZER_DIR)).take_batch(3)
+    assert (batch["labels"] != IGNORE_INDEX).sum(axis=1).min() > 0
+    both = save_to_disk(tmp_path / "both", ROWS, ("train", "test"))
+    with pytest.raises(DataError, match="a datasets DatasetDict with the splits train, test"):
+        read_dataset(both)
+    assert read_dataset(f"{both}/test").take(1)[0] == ROWS[0]

@@ -8,6 +8,7 @@ from raykd.builtin.presets import TOKENIZER_DIR
 from raykd.data.tokens import (
     IGNORE_INDEX,
     TokenizerError,
+    check_same_vocabulary,
     classification_ids,
     encode_lm_row,
     lm_prefix,
@@ -94,3 +95,23 @@ def test_a_templated_prompt_that_writes_its_bos_gets_no_second_one(saved):
     tok = saved["llama"]
     ids, _ = encode_lm_row(tok, tok.bos_token + "user: hi\nassistant:", None, 10**6)
     assert ids.count(tok.bos_token_id) == 1 and ids[0] == tok.bos_token_id
+
+
+def test_a_student_tokenizer_adding_only_special_tokens_is_accepted_with_a_note(tmp_path):
+    """As transformers' Qwen2Tokenizer loads a GPT-2 tokenizer's files plus ``<|endoftext|>``: the teacher's
+    tokens keep their ids, so the student is accepted; a changed or a plain added token is refused."""
+    teacher = families.tokenizer("gpt2")
+    teacher.save_pretrained(tmp_path / "teacher")
+    special = copy.deepcopy(teacher)
+    special.add_special_tokens({"additional_special_tokens": ["<|im_end|>"]})
+    special.save_pretrained(tmp_path / "special")
+    note = check_same_vocabulary(str(tmp_path / "teacher"), str(tmp_path / "special"))
+    assert f"('<|im_end|>' at {len(teacher)})" in note and "use the teacher's" in note
+    assert check_same_vocabulary(str(tmp_path / "teacher"), str(tmp_path / "teacher")) is None
+    plain = copy.deepcopy(teacher)
+    plain.add_tokens(["zebra"])
+    plain.save_pretrained(tmp_path / "plain")
+    with pytest.raises(TokenizerError, match=r"1 \(token, id\) pairs differ, e\.g\. \('zebra', "):
+        check_same_vocabulary(str(tmp_path / "teacher"), str(tmp_path / "plain"))
+    with pytest.raises(TokenizerError, match="is not the teacher's"):
+        check_same_vocabulary(str(tmp_path / "teacher"), str(TOKENIZER_DIR))
