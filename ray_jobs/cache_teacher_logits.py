@@ -42,7 +42,7 @@ def score_rows(cfg: RaykdConfig, engine: str, model_dir: str) -> tuple[ray.data.
     """One teacher pass over every source's rows, materialised; and how many rows it scored. A row that
     breaks a reader or a conversion is refused naming its file and line."""
     with bad_rows_named([spec for spec, _ in sources(cfg)] + [cfg.data.eval] * cfg.cache.include_eval):
-        rows = distillation_rows(cfg)
+        rows = distillation_rows(cfg).materialize()  # read once: counted here, scored below
         scoring = rows.count()
         tail = f"tail_samples={cfg.cache.tail_samples}" if engine == "transformers" else "no tail (vLLM: top-k only)"
         print(f"[cache] scoring {scoring} rows with {cfg.cache.actors} {engine} teacher actor(s), "

@@ -19,7 +19,9 @@ from pathlib import Path
 import httpx
 
 from raykd.config import ConfigError, RaykdConfig
-from raykd.data.datasets import read_dataset
+from raykd.data.chat import conversation, unanswered
+from raykd.data.datasets import check_fields, read_dataset
+from raykd.data.examples import REFERENCED_KINDS, Prompt
 from raykd.launch import config_parser, load_or_fail, run_stage, write_metrics
 from raykd.pipeline.console import show
 from raykd.pipeline.state import STAGES
@@ -28,12 +30,15 @@ from serving.routing import percentiles
 WARMUP = 2
 
 
-async def one_request(client: httpx.AsyncClient, url: str, model: str, prompt: str, max_tokens: int) -> dict:
-    """Stream one completion; returns latency, time to first token and completion tokens."""
-    body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True,
-            "stream_options": {"include_usage": True}}
+async def one_request(client: httpx.AsyncClient, url: str, model: str, prompt: Prompt, max_tokens: int) -> dict:
+    """Stream one completion (a text prompt to /v1/completions, a conversation to /v1/chat/completions);
+    returns latency, time to the first generated text and completion tokens."""
+    chat = isinstance(prompt, list)
+    body = {"model": model, "max_tokens": max_tokens, "temperature": 0, "stream": True,
+            "stream_options": {"include_usage": True}} | ({"messages": prompt} if chat else {"prompt": prompt})
     started, first, tokens = time.perf_counter(), None, 0
-    async with client.stream("POST", f"{url}/v1/completions", json=body) as response:
+    async with client.stream("POST", f"{url}/v1/{'chat/completions' if chat else 'completions'}",
+                             json=body) as response:
         if response.status_code != 200:
             raise RuntimeError(f"{model}: HTTP {response.status_code}: {(await response.aread())[:300]!r}")
         async for line in response.aiter_lines():
@@ -42,14 +47,15 @@ async def one_request(client: httpx.AsyncClient, url: str, model: str, prompt: s
             event = json.loads(line[6:])
             if "error" in event:
                 raise RuntimeError(f"{model}: {event['error']['message']}")
-            if event.get("choices") and first is None:
-                first = time.perf_counter()
+            choice = (event.get("choices") or [{}])[0]
+            if first is None and (choice.get("text") or (choice.get("delta") or {}).get("content")):
+                first = time.perf_counter()  # a chat stream opens with a chunk holding the role only
             tokens = event.get("usage", {}).get("completion_tokens", tokens)
     end = time.perf_counter()
     return {"latency": end - started, "ttft": (first or end) - started, "tokens": tokens}
 
 
-async def level(client, url: str, model: str, prompts: list[str], concurrency: int, max_tokens: int) -> dict:
+async def level(client, url: str, model: str, prompts: list[Prompt], concurrency: int, max_tokens: int) -> dict:
     """All ``prompts`` against one arm with ``concurrency`` clients; the level's figures."""
     queue = list(prompts)
     results: list[dict] = []
@@ -67,7 +73,7 @@ async def level(client, url: str, model: str, prompts: list[str], concurrency: i
             "latencies": [r["latency"] for r in results]}
 
 
-async def measure(url: str, arms: list[str], prompts: list[str], levels: list[int], max_tokens: int,
+async def measure(url: str, arms: list[str], prompts: list[Prompt], levels: list[int], max_tokens: int,
                   api_key: str) -> dict:
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     async with httpx.AsyncClient(timeout=120, headers=headers) as client:
@@ -117,11 +123,17 @@ def write_outputs(out: Path, report: dict) -> None:
     plt.close(fig)
 
 
-def compare_prompts(cfg: RaykdConfig) -> list[str]:
-    rows = read_dataset(cfg.data.test).take(cfg.serve.compare_requests)
-    if not rows or cfg.data.prompt_field not in rows[0]:
-        raise ConfigError(f"data.test = {cfg.data.test}: compare needs rows with a '{cfg.data.prompt_field}' field")
-    return [r[cfg.data.prompt_field] for r in rows]
+def compare_prompts(cfg: RaykdConfig) -> list[Prompt]:
+    """The first ``serve.compare_requests`` prompts of ``data.test``: texts, or conversations without
+    their final assistant turn."""
+    ds = read_dataset(cfg.data.test)
+    kind = check_fields(ds, cfg.data.test, cfg.data, cfg.task, labeled=False)
+    if kind not in REFERENCED_KINDS:
+        raise ConfigError(f"data.test = {cfg.data.test}: compare needs prompt or conversation rows, not {kind} rows")
+    rows = ds.take(cfg.serve.compare_requests)
+    if kind == "prompt":
+        return [r[cfg.data.prompt_field] for r in rows]
+    return [unanswered(conversation(r[cfg.data.messages_field])) for r in rows]
 
 
 def run(cfg: RaykdConfig, url: str | None = None) -> dict:

@@ -35,6 +35,7 @@ from raykd.cache.store import block_source, publish
 from raykd.cache.store import held_out_rows as held_out_teacher_rows
 from raykd.config import ConfigError, RaykdConfig, TuneConfig, from_dict
 from raykd.data.datasets import held_out_rows
+from raykd.data.examples import REFERENCED_KINDS
 from raykd.data.tokens import load_tokenizer
 from raykd.evaluation.scoring import score_model
 from raykd.launch import parse_stage_args, run_stage
@@ -183,9 +184,9 @@ def run(cfg: RaykdConfig) -> dict:
     data = data.materialize()  # a no-op on the cache's blocks; runs teacher_source=online's column drop now
     check_student(cfg)
     rows, kind = held_out_rows(cfg.data.eval, cfg.data, cfg.task)
-    if cfg.tune.metric == "score" and cfg.task == "causal_lm" and kind != "prompt":
-        raise ConfigError(f"tune.metric=score needs prompt/completion rows in data.eval ({cfg.data.eval} is plain "
-                          "text, which has no task score): set tune.metric=ce")
+    if cfg.tune.metric == "score" and cfg.task == "causal_lm" and kind not in REFERENCED_KINDS:
+        raise ConfigError(f"tune.metric=score needs prompt/completion or conversation rows in data.eval "
+                          f"({cfg.data.eval} is plain text, which has no task score): set tune.metric=ce")
     metric, mode = OBJECTIVES[cfg.tune.metric]
     teacher_rows = held_out_teacher_rows(cache_dir, manifest) if cfg.tune.metric == "kl" else None
     trainable = tune.with_resources(

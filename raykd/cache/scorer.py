@@ -14,6 +14,7 @@ import torch
 
 from raykd.cache.targets import compact_targets
 from raykd.config import ConfigError, DataConfig, RaykdConfig, from_dict
+from raykd.data.chat import unanswered
 from raykd.data.datasets import (
     check_fields,
     conversation_column,
@@ -51,12 +52,6 @@ def normalize(batch: dict, kind: str, labeled: bool, data: dict, spec: str, held
     else:
         rows = {"prompt": np.full(n, ""), "target": text_column(batch, cfg.text_field, spec), "label": np.full(n, -1)}
     return rows | {"messages": chats.astype(str), "held_out": np.full(n, held_out)}
-
-
-def unanswered(messages: list[dict]) -> list[dict]:
-    """An unlabeled conversation as the teacher's prompt: without a final assistant turn, which the teacher
-    writes anew (an unlabeled source's replies are not labels)."""
-    return messages[:-1] if messages[-1]["role"] == "assistant" else messages
 
 
 def sources(cfg: RaykdConfig) -> list[tuple[str, bool]]:

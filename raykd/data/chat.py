@@ -77,6 +77,12 @@ def conversation(value, labeled: bool = False) -> list[dict]:
     return out
 
 
+def unanswered(messages: list[dict]) -> list[dict]:
+    """A conversation as a prompt: without a final assistant turn, which the model writes anew (the
+    replies of an unlabeled source or a speed test are not references)."""
+    return messages[:-1] if messages[-1]["role"] == "assistant" else messages
+
+
 def split_reply(messages: list[dict]) -> tuple[list[dict], str]:
     """A labeled conversation as (the turns before its last assistant turn, that turn's content): the
     prompt and the reference of a held-out conversation."""

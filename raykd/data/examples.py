@@ -15,6 +15,7 @@ from raykd.data.tokens import IGNORE_INDEX, encode_lm_row
 
 Prompt = str | list[dict]
 Example = tuple[str, str | None] | list[dict]
+REFERENCED_KINDS = ("prompt", "messages")  # row kinds with a reference completion, so a task score
 
 
 def encode_example(tok, example: Example, max_len: int, train_on: str = "all_assistant"
@@ -60,6 +61,6 @@ def generation_case(row: dict, data: DataConfig, kind: str) -> tuple[Prompt, str
 
 def timing_prompt(row: dict, data: DataConfig, kind: str) -> Prompt:
     """The prompt speed is timed on: a held-out row's prompt (text or conversation), else its text."""
-    if kind in ("prompt", "messages"):
+    if kind in REFERENCED_KINDS:
         return generation_case(row, data, kind)[0]
     return str(row.get(data.text_field) or "")

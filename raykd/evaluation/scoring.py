@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from raykd.config import DataConfig, from_dict
 from raykd.data.datasets import tokenize_batch
-from raykd.data.examples import Prompt, generation_case, prompt_ids
+from raykd.data.examples import REFERENCED_KINDS, Prompt, generation_case, prompt_ids
 from raykd.data.tokens import IGNORE_INDEX, load_tokenizer, stop_token_ids
 from raykd.evaluation.scorers import load_scorer, scores
 from raykd.models.load import load_configured
@@ -73,7 +73,7 @@ def score_model(model, tokenizer, rows: list[dict], data: DataConfig, task: str,
         if task == "sequence_classification":
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             hits += (logits.argmax(-1) == batch["labels"]).int().tolist()
-    if task == "causal_lm" and kind in ("prompt", "messages") and generate:
+    if task == "causal_lm" and kind in REFERENCED_KINDS and generate:
         cases = [generation_case(r, data, kind) for r in rows]
         preds = generate_completions(model, tokenizer, [prompt for prompt, _ in cases],
                                      data.max_new_tokens, data.max_seq_len, batch_size)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from raykd.config import RaykdConfig
 from raykd.data.datasets import tokenize_batch
-from raykd.data.examples import generation_case, prompt_ids, timing_prompt
+from raykd.data.examples import REFERENCED_KINDS, generation_case, prompt_ids, timing_prompt
 from raykd.data.tokens import IGNORE_INDEX, end_of_turn_id, load_tokenizer
 from raykd.evaluation.scorers import load_scorer, scores
 from raykd.vllm_support import close_llm, engine_args
@@ -53,7 +53,7 @@ def vllm_quality(llm, tokenizer, rows: list[dict], cfg: RaykdConfig, kind: str) 
             if ranked and labels[j] != IGNORE_INDEX:
                 nll, count = nll - ranked[int(labels[j])].logprob, count + 1
     hits = None
-    if kind in ("prompt", "messages"):
+    if kind in REFERENCED_KINDS:
         cases = [generation_case(r, d, kind) for r in rows]
         prompts = [TokensPrompt(prompt_token_ids=prompt_ids(tokenizer, prompt, d.max_seq_len)) for prompt, _ in cases]
         params = SamplingParams(max_tokens=d.max_new_tokens, temperature=0,

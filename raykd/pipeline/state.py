@@ -43,18 +43,22 @@ class StageSpec:
 
 STAGES: dict[str, StageSpec] = {
     "finetune": StageSpec("teacher", "metrics.json", ("task", "seed", "models", "-models.student", "data",
-                                                      "-data.unlabeled", "-data.test", "finetune"), (),
+                                                      "-data.unlabeled", "-data.test", "finetune",
+                                                      "evaluate.scorer"), (),
                           ("config.json",)),
     "cache": StageSpec("teacher_cache", "manifest.json", ("task", "seed", "models", "-models.student", "data",
                                                           "-data.test", "cache"), ("finetune",)),
-    "distill": StageSpec("student", "metrics.json", ("task", "seed", "models", "data", "-data.test", "distill"),
+    "distill": StageSpec("student", "metrics.json", ("task", "seed", "models", "data", "-data.test", "distill",
+                                                     "evaluate.scorer"),
                          ("cache",), ("config.json",)),
     "evaluate": StageSpec("report", "metrics.json", ("task", "seed", "models", "data", "distill", "evaluate"),
                           ("finetune", "distill"), ("report.json",)),
-    "tune": StageSpec("tune", "metrics.json", ("task", "seed", "models", "data", "-data.test", "distill", "tune"),
+    "tune": StageSpec("tune", "metrics.json", ("task", "seed", "models", "data", "-data.test", "distill", "tune",
+                                               "evaluate.scorer"),
                       ("cache",)),
-    "compare": StageSpec("serve_compare", "metrics.json", ("task", "data.test", "data.prompt_field", "models",
-                                                           "serve"), ("finetune", "distill")),
+    "compare": StageSpec("serve_compare", "metrics.json", ("task", "data.test", "data.format", "data.prompt_field",
+                                                           "data.messages_field", "models", "serve"),
+                         ("finetune", "distill")),
 }
 ORDER = tuple(STAGES)
 

@@ -12,12 +12,12 @@ from pathlib import Path
 from tests.conftest import DEMO, REPO, free_port
 
 
-def start_serve(run: Path, overrides: list[str], env: dict | None = None,
-                timeout: float = 240) -> tuple[subprocess.Popen, str]:
-    """``raykd serve --config demo.yaml run_dir=RUN OVERRIDES`` on a free port, logging to RUN/serve.log;
+def start_serve(run: Path, overrides: list[str], env: dict | None = None, timeout: float = 240,
+                config: Path = DEMO) -> tuple[subprocess.Popen, str]:
+    """``raykd serve --config CONFIG run_dir=RUN OVERRIDES`` on a free port, logging to RUN/serve.log;
     returns (its process, its URL) once it says it is up. Its own process group, for a clean kill."""
     port = free_port()
-    args = ["serve", "--config", str(DEMO), f"run_dir={run}", f"serve.port={port}", *overrides]
+    args = ["serve", "--config", str(config), f"run_dir={run}", f"serve.port={port}", *overrides]
     log = run / "serve.log"
     proc = subprocess.Popen([sys.executable, "-m", "raykd.cli", *args], cwd=REPO, stdout=open(log, "w"),
                             stderr=subprocess.STDOUT, env=dict(os.environ, **(env or {})), start_new_session=True)
