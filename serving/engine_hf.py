@@ -57,7 +57,7 @@ class TransformersEngine:
         model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
         self.model = model.to(self.device).eval()
         self.tokenizer = load_tokenizer(tokenizer_dir, trust_remote_code)
-        self.stop_ids = set(stop_token_ids(self.model, self.tokenizer))  # generation_config's list, and EOS
+        self.stop_ids = set(stop_token_ids(self.model, self.tokenizer))  # generation_config's list, EOS, end of turn
         self.max_batch_size = max_batch_size
         self.waiting: deque[Row] = deque()
         self.batch: DecodeBatch | None = None

@@ -69,7 +69,7 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: str | list[TextPart] | None
+    content: str | list[TextPart] | None  # required; null for an assistant turn of tool_calls
 
 
 class ChatRequest(_Request):

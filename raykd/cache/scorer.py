@@ -51,7 +51,7 @@ def normalize(batch: dict, kind: str, labeled: bool, data: dict, spec: str, held
         rows = {"prompt": text_column(batch, cfg.prompt_field, spec), "target": targets, "label": np.full(n, -1)}
     else:
         rows = {"prompt": np.full(n, ""), "target": text_column(batch, cfg.text_field, spec), "label": np.full(n, -1)}
-    return rows | {"messages": chats.astype(str), "held_out": np.full(n, held_out)}
+    return rows | {"messages": chats, "held_out": np.full(n, held_out)}
 
 
 def sources(cfg: RaykdConfig) -> list[tuple[str, bool]]:
@@ -171,7 +171,7 @@ class TeacherScorer(RowScorer):
             self.model.to(self.device)
 
     @torch.no_grad()
-    def complete(self, prompts: list[str]) -> list[str]:
+    def complete(self, prompts: list[Prompt]) -> list[str]:
         return generate_completions(self.model, self.tokenizer, prompts, self.cfg.data.max_new_tokens,
                                     self.cfg.data.max_seq_len, len(prompts), self.cfg.cache.do_sample,
                                     self.cfg.cache.sample_temperature)

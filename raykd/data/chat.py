@@ -2,7 +2,8 @@
 
 One function, ``render_chat``, turns a conversation into token ids and a per-token target mask; the
 fine-tune rows, the cache, on-policy prompts, evaluation and the served ``/v1/chat/completions`` all
-call it, so every stage feeds the models the tokens serving will.
+call it (through ``raykd.data.examples``), so the ids a served conversation gets are the ids training
+used for it.
 
 Targets are assistant turns (every one, or the last: ``train_on``). Their boundaries come from the
 rendered text: the span of assistant turn i runs from the end of the render of the turns before it
@@ -17,13 +18,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from raykd.config import ConfigError
 from raykd.data.tokens import IGNORE_INDEX, TokenizerError, lm_prefix
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 
 
-class ChatError(ValueError):
-    """A malformed conversation: one line naming the message and what is wrong."""
+class ChatError(ConfigError):
+    """A malformed conversation, or one the chat template refuses: one line naming the message and what
+    is wrong (a bad-input error: callers add the file and row, or the HTTP 400)."""
 
 
 def _content(message: dict, index: int) -> str:
@@ -104,12 +107,18 @@ class RenderedChat:
 
 
 def _render(tok, messages: list[dict], generation_prompt: bool) -> str:
-    return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    from jinja2 import TemplateError
+
+    try:
+        return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    except TemplateError as e:  # a template's raise_exception: roles must alternate, no system role, ...
+        raise ChatError(f"the chat template refuses the conversation: {e}") from None
 
 
 def _spans(tok, messages: list[dict], text: str, train_on: str) -> list[tuple[int, int]]:
     """Character spans of the chosen assistant turns in ``text``."""
-    turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    # OpenAI's fine-tuning format marks an assistant turn not to learn from with weight 0
+    turns = [i for i, m in enumerate(messages) if m["role"] == "assistant" and m.get("weight", 1) != 0]
     spans = []
     for i in turns if train_on == "all_assistant" else turns[-1:]:
         before, through = _render(tok, messages[:i], True), _render(tok, messages[: i + 1], False)

@@ -19,15 +19,17 @@ from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.ipc
 import ray
 import ray.data
+from ray.data.datasource import FileBasedDatasource
 
 from raykd.builtin.data import SPLITS, generate_split
 from raykd.config import ConfigError, DataConfig, user_error
 from raykd.data.bad_rows import first_bad_row
 from raykd.data.chat import ChatError, conversation
 from raykd.data.examples import encode_lm_batch, pad_rows
-from raykd.data.saved_datasets import ArrowStreamDatasource, saved_dataset_files
+from raykd.data.saved_datasets import saved_dataset_files
 from raykd.data.tokens import classification_ids, load_tokenizer
 
 ROWS_PER_BUILTIN_BLOCK = 500
@@ -38,9 +40,13 @@ class DataError(ConfigError):
     """Bad input data: the message names the file and the field."""
 
 
-def _has_nested_values(spec: str) -> bool:
-    """Whether a local JSONL file's first row holds a list or an object (a conversation, say)."""
-    if "://" in spec or not spec.endswith(".jsonl") or not os.path.isfile(spec):
+def _is_conversation(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(m, dict) for m in value)
+
+
+def _has_conversations(spec: str) -> bool:
+    """Whether a local JSONL file's first row holds a list of objects (a conversation)."""
+    if "://" in spec or not spec.endswith((".jsonl", ".json")) or not os.path.isfile(spec):
         return False
     with open(spec, "rb") as f:
         line = next((raw for raw in f if raw.strip()), b"")
@@ -48,25 +54,38 @@ def _has_nested_values(spec: str) -> bool:
         row = json.loads(line)
     except ValueError:
         return False  # the reader names the bad line
-    return isinstance(row, dict) and any(isinstance(v, (list, dict)) for v in row.values())
+    return isinstance(row, dict) and any(_is_conversation(v) for v in row.values())
 
 
 def _json_lines(batch: pa.Table) -> pa.Table:
-    """Ray Data batch fn over ``read_text`` lines: JSON objects, nested values kept as their JSON text.
-    pyarrow's JSON reader needs one type per nested field, and a message's content may be a string in
-    one row and a list of text parts in the next."""
+    """Ray Data batch fn over ``read_text`` lines: JSON objects, a conversation (a list of objects) kept
+    as its JSON text. pyarrow's JSON reader needs one type per nested field, and a message's content may
+    be a string in one row and a list of text parts in the next. Every field of the batch's rows is a
+    column (rows without it hold null)."""
     rows = [json.loads(line) for line in batch.column("text").to_pylist() if line.strip()]
-    return pa.Table.from_pylist([{k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in row.items()}
-                                 for row in rows])
+    columns = dict.fromkeys(key for row in rows for key in row)
+    return pa.table({key: [json.dumps(v) if _is_conversation(v := row.get(key)) else v for row in rows]
+                     for key in columns})
 
 
 def read_json_lines(spec: str) -> ray.data.Dataset:
-    """A JSONL file whose rows hold lists or objects, read line by line (``_json_lines``)."""
+    """A JSONL file of conversations, read line by line (``_json_lines``)."""
     return ray.data.read_text(spec).map_batches(_json_lines, batch_format="pyarrow")
 
 
+class ArrowStreamDatasource(FileBasedDatasource):
+    """Arrow IPC stream files (a ``save_to_disk`` directory's), one block per record batch: Ray Data reads
+    the Arrow file format only."""
+
+    _FILE_EXTENSIONS = ["arrow"]
+
+    def _read_stream(self, f: pa.NativeFile, path: str) -> Iterator[pa.Table]:
+        for batch in pyarrow.ipc.open_stream(f):
+            yield pa.Table.from_batches([batch])
+
+
 def _reader(spec: str):
-    if _has_nested_values(spec):
+    if _has_conversations(spec):
         return read_json_lines
     try:
         saved = saved_dataset_files(spec)
@@ -228,7 +247,7 @@ def tokenize_batch(batch: dict, tokenizer_path: str, cfg: dict, task: str, kind:
     """Ray Data batch fn: rows → right-padded ``input_ids``, ``attention_mask``, ``labels``.
 
     Returns arrays of shape ``(rows, max_seq_len)`` (``labels`` is ``(rows,)`` for classification).
-    Unlabeled conversations end with the template's generation prompt, as prompts to complete.
+    A conversation keeps its turns as they are (``raykd.data.examples.encode_example``).
     """
     data = DataConfig(**cfg)
     tok = load_tokenizer(tokenizer_path, trust_remote_code)
@@ -240,7 +259,10 @@ def tokenize_batch(batch: dict, tokenizer_path: str, cfg: dict, task: str, kind:
         return out
     if kind == "messages":
         chats = conversation_column(batch, data.messages_field, spec, labeled)
-        return encode_lm_batch(tok, chats, width, data.train_on)
+        try:
+            return encode_lm_batch(tok, chats, width, data.train_on)
+        except ChatError as e:  # the template refuses one
+            raise DataError(f"{spec}: {e}") from None
     if kind == "prompt":
         prompts = text_column(batch, data.prompt_field, spec)
         if data.completion_field in batch:
@@ -270,4 +292,8 @@ def held_out_rows(spec: str, cfg: DataConfig, task: str) -> tuple[list[dict], st
     ds = read_dataset(spec)
     kind = check_fields(ds, spec, cfg, task, labeled=True)
     with bad_rows_named([spec]):
-        return ds.take(cfg.eval_examples), kind
+        rows = ds.take(cfg.eval_examples)
+    if kind == "messages":  # scored in other processes: a broken conversation is named here, by its line
+        conversation_column({cfg.messages_field: [r.get(cfg.messages_field) for r in rows]}, cfg.messages_field,
+                            spec, labeled=True)
+    return rows, kind

@@ -11,7 +11,7 @@ import numpy as np
 
 from raykd.config import DataConfig
 from raykd.data.chat import conversation, render_chat, split_reply
-from raykd.data.tokens import IGNORE_INDEX, encode_lm_row
+from raykd.data.tokens import IGNORE_INDEX, encode_lm_row, lm_prefix
 
 Prompt = str | list[dict]
 Example = tuple[str, str | None] | list[dict]
@@ -21,17 +21,22 @@ REFERENCED_KINDS = ("prompt", "messages")  # row kinds with a reference completi
 def encode_example(tok, example: Example, max_len: int, train_on: str = "all_assistant"
                    ) -> tuple[list[int], list[int]]:
     """Token ids and labels (-100 where nothing is learned) of one example, truncated to ``max_len``."""
-    if isinstance(example, list):
-        rendered = render_chat(tok, example, train_on)
+    if isinstance(example, list):  # the turns as they are: a final user turn is context, never a prompt
+        rendered = render_chat(tok, example, train_on, generation_prompt=False)
         return rendered.ids[:max_len], rendered.labels[:max_len]
     return encode_lm_row(tok, example[0], example[1], max_len)
 
 
 def prompt_ids(tok, prompt: Prompt, max_len: int) -> list[int]:
-    """The ids a model continues from: a text prompt, or a conversation up to the assistant's header."""
-    if isinstance(prompt, list):
-        return render_chat(tok, prompt, generation_prompt=True).ids[:max_len]
-    return encode_lm_row(tok, prompt, None, max_len)[0]
+    """The ids a model continues from: a text prompt (cut at ``max_len``), or a conversation up to the
+    assistant's header (its earliest turns cut, after the BOS, so the header the reply follows stays)."""
+    if not isinstance(prompt, list):
+        return encode_lm_row(tok, prompt, None, max_len)[0]
+    ids = render_chat(tok, prompt, generation_prompt=True).ids
+    if len(ids) <= max_len:
+        return ids
+    keep = len(lm_prefix(tok)) if ids[: len(lm_prefix(tok))] == lm_prefix(tok) else 0
+    return ids[:keep] + ids[len(ids) - (max_len - keep):]
 
 
 def pad_rows(rows: list[list[int]], value: int, width: int) -> np.ndarray:

@@ -1,5 +1,6 @@
-"""Directories written by Hugging Face ``datasets`` (``Dataset.save_to_disk``), read through Ray Data
-without the ``datasets`` package: ``state.json`` lists the data files, each an Arrow IPC stream.
+"""Directories written by Hugging Face ``datasets`` (``Dataset.save_to_disk``), found without the
+``datasets`` package: ``state.json`` lists the data files, each an Arrow IPC stream
+(``raykd.data.datasets`` reads them through Ray Data).
 
 A ``DatasetDict`` directory (``dataset_dict.json``) holds one such directory per split; the user names
 the split's directory.
@@ -8,22 +9,7 @@ the split's directory.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
-
-import pyarrow as pa
-import pyarrow.ipc
-from ray.data.datasource import FileBasedDatasource
-
-
-class ArrowStreamDatasource(FileBasedDatasource):
-    """Arrow IPC stream files, one block per record batch (Ray Data has a reader for the file format only)."""
-
-    _FILE_EXTENSIONS = ["arrow"]
-
-    def _read_stream(self, f: pa.NativeFile, path: str) -> Iterator[pa.Table]:
-        for batch in pyarrow.ipc.open_stream(f):
-            yield pa.Table.from_batches([batch])
 
 
 def saved_dataset_files(spec: str) -> list[str] | None:

@@ -122,7 +122,10 @@ def end_of_turn_id(tok) -> int | None:
     if not getattr(tok, "chat_template", None):
         return None
     user, reply = {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}
-    text = tok.apply_chat_template([user, reply], tokenize=False).rstrip()
+    try:
+        text = tok.apply_chat_template([user, reply], tokenize=False).rstrip()
+    except Exception:  # a template that refuses this conversation names its problem where data meets it
+        return None
     ids = tok(text, add_special_tokens=False).input_ids
     return ids[-1] if ids and ids[-1] in set(tok.all_special_ids) | set(tok.added_tokens_decoder) else None
 

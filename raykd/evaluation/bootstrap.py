@@ -26,7 +26,7 @@ def _resampled_rows(n: int, resamples: int, seed: int) -> np.ndarray:
 
 
 def score_interval(hits: list[int], resamples: int = RESAMPLES, seed: int = 0) -> list[float]:
-    """``[low, high]`` of the mean of ``hits`` (one 0/1 per test example)."""
+    """``[low, high]`` of the mean of ``hits`` (one value in [0, 1] per test example)."""
     values = np.asarray(hits, dtype=np.float64)
     return _interval(values[_resampled_rows(len(values), resamples, seed)].mean(axis=1))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import importlib
+import numbers
 from collections.abc import Callable
 
 from raykd.config import ConfigError
@@ -58,7 +59,7 @@ def scores(scorer: Scorer, predictions: list[str], references: list[str]) -> lis
     out = []
     for prediction, reference in zip(predictions, references):
         value = scorer(prediction, reference)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
             raise ConfigError(f"evaluate.scorer {getattr(scorer, '__name__', scorer)} returned {value!r} for "
                               f"({prediction!r}, {reference!r}); it must return a number in [0, 1]")
         out.append(float(value))

@@ -6,11 +6,13 @@ import json
 import os
 
 from raykd.config import RaykdConfig
+from raykd.data.saved_datasets import saved_dataset_files
 
 
 def count_rows(spec: str) -> int | None:
-    """Rows of ``builtin:SPLIT`` or a local JSONL / JSON / CSV / Parquet file or Parquet directory, without
-    Ray; None for a URI or anything else that would need reading remote data."""
+    """Rows of ``builtin:SPLIT`` or a local JSONL / JSON / CSV / Parquet file, Parquet directory or Hugging
+    Face ``datasets`` directory, without Ray; None for a URI or anything else that would need reading
+    remote data (or a DatasetDict directory, whose split the user must name)."""
     if spec.startswith("builtin:"):
         from raykd.builtin.data import SPLITS, generate_split
 
@@ -18,6 +20,14 @@ def count_rows(spec: str) -> int | None:
         return len(generate_split(name)) if name in SPLITS else None
     if "://" in spec or not os.path.exists(spec):
         return None
+    try:
+        saved = saved_dataset_files(spec)
+    except ValueError:
+        return None
+    if saved is not None:
+        import pyarrow.ipc
+
+        return sum(batch.num_rows for path in saved for batch in pyarrow.ipc.open_stream(path))
     if os.path.isdir(spec) or spec.endswith(".parquet"):
         import pyarrow.parquet as pq
 

@@ -76,3 +76,18 @@ def test_a_malformed_conversation_is_one_line_naming_the_message(value, message)
 
 def test_absent_keys_filled_with_none_are_dropped():
     assert conversation([{"role": "user", "content": "hi", "tool_calls": None}]) == [{"role": "user", "content": "hi"}]
+
+
+def test_an_assistant_turn_of_weight_0_is_context_not_a_target(chat_tokenizers):
+    tok = chat_tokenizers["qwen2"]
+    weighted = copy.deepcopy(TALK)
+    weighted[2]["weight"] = 0  # OpenAI's fine-tuning format: do not learn this turn
+    assert decoded_targets(tok, render_chat(tok, weighted)) == ["a bird<|im_end|>"]
+
+
+def test_a_template_that_refuses_a_conversation_is_a_chat_error(chat_tokenizers):
+    tok = copy.deepcopy(chat_tokenizers["qwen2"])
+    tok.chat_template = ("{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+                         "{% endif %}" + tok.chat_template)
+    with pytest.raises(ChatError, match="the chat template refuses the conversation: System role not supported"):
+        render_chat(tok, TALK)

@@ -152,3 +152,17 @@ def test_hugging_face_datasets_directories_read_like_any_source(local_ray, tmp_p
     with pytest.raises(DataError, match="a datasets DatasetDict with the splits train, test"):
         read_dataset(both)
     assert read_dataset(f"{both}/test").take(1)[0] == ROWS[0]
+
+
+def test_jsonl_lines_keep_conversations_as_json_text_and_every_field_of_the_batch():
+    import pyarrow as pa
+
+    from raykd.data.datasets import _json_lines
+
+    lines = [json.dumps({"messages": TALK[:2], "id": 1}), "",
+             json.dumps({"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}], "note": "n",
+                         "completion": ["a"]})]
+    rows = _json_lines(pa.table({"text": lines})).to_pylist()
+    assert [json.loads(r["messages"]) for r in rows] == [TALK[:2], [{"role": "user", "content": [{"type": "text",
+                                                                                                  "text": "hi"}]}]]
+    assert rows[0]["note"] is None and rows[1]["id"] is None and rows[1]["completion"] == ["a"]  # lists stay lists

@@ -39,3 +39,18 @@ def test_truncation_keeps_the_start(chat_tokenizers):
     tok = chat_tokenizers["qwen2"]
     ids, labels = encode_example(tok, TALK, 12)
     assert ids == encode_example(tok, TALK, 10**6)[0][:12] and len(labels) == 12
+
+
+def test_a_labeled_conversation_ending_in_a_user_turn_learns_its_earlier_replies(chat_tokenizers):
+    tok = chat_tokenizers["qwen2"]
+    ids, labels = encode_example(tok, TALK[:-1], 10**6)
+    learned = tok.decode([i for i, label in zip(ids, labels) if label != IGNORE_INDEX])
+    assert learned == "an animal and a color<|im_end|>" and not tok.decode(ids).endswith("assistant\n")
+
+
+@pytest.mark.parametrize("family", ["llama", "builtin"])
+def test_a_long_conversation_prompt_loses_its_earliest_turns_not_its_bos_or_header(chat_tokenizers, family):
+    tok = chat_tokenizers[family]
+    whole = prompt_ids(tok, TALK[:-1], 10**6)
+    cut = prompt_ids(tok, TALK[:-1], 12)
+    assert len(cut) == 12 and cut[0] == whole[0] == tok.bos_token_id and cut[1:] == whole[-11:]

@@ -262,3 +262,12 @@ def test_gpu_memory_comes_from_the_cluster_labels_or_the_flag():
     assert build_plan(cfg, CLUSTER, 10, None)["gpu_memory_gib"] == 80
     assert build_plan(cfg, CLUSTER, 10, 40.0)["gpu_memory_gib"] == 40
     assert GIB == 1 << 30
+
+
+def test_a_hugging_face_datasets_directory_is_counted(tmp_path):
+    import datasets
+
+    datasets.Dataset.from_list([{"text": str(i)} for i in range(7)]).save_to_disk(str(tmp_path / "saved"))
+    datasets.DatasetDict({"train": datasets.Dataset.from_list([{"text": "x"}])}).save_to_disk(str(tmp_path / "dict"))
+    assert count_rows(str(tmp_path / "saved")) == 7 and count_rows(str(tmp_path / "dict")) is None
+    assert count_rows(str(tmp_path / "dict" / "train")) == 1
