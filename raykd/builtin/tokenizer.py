@@ -9,15 +9,15 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 PAD, BOS, EOS = "<pad>", "<s>", "</s>"
-# A minimal chat template: a "role:" line, then the content; an assistant turn closed by EOS (the token a
-# chat model learns to stop with). The generation prompt ends with the newline, a token of its own for
-# a byte-level BPE, so the served prompt's ids are a prefix of the trained conversation's and a decoded
-# reply renders back to the ids it was generated as. The newlines are expressions: transformers renders
-# templates with trim_blocks, which drops a newline written after a block tag.
+# A minimal chat template: "role: content" lines, an assistant turn closed by EOS (the token a chat model
+# learns to stop with). The generation prompt ends before the space, which a byte-level BPE keeps with
+# the reply's first word (" an", as the corpus writes answers), so the served prompt's ids are a prefix
+# of the trained conversation's. The newline is an expression: transformers renders templates with
+# trim_blocks, which drops a newline written after a block tag.
 CHAT_TEMPLATE = (
-    "{% for m in messages %}{{ m['role'] + ':' }}{{ '\\n' }}{{ m['content'] }}"
+    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}"
     "{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}{{ '\\n' }}{% endfor %}"
-    "{% if add_generation_prompt %}{{ 'assistant:' }}{{ '\\n' }}{% endif %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}"
 )
 
 

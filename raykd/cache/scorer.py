@@ -103,9 +103,11 @@ def needs_reply(example: Example) -> bool:
 
 
 def with_reply(example: Example, reply: str) -> Example:
-    """``example`` completed by the teacher's ``reply``: a new assistant turn, or the pair's target."""
+    """``example`` completed by the teacher's ``reply``: a new assistant turn, or the pair's target. A
+    turn's content is stripped, as chat content is written: the template puts its own space or newline
+    before it (a reply decoded after a header that ends before a space starts with that space)."""
     if isinstance(example, list):
-        return [*example, {"role": "assistant", "content": reply}]
+        return [*example, {"role": "assistant", "content": reply.strip()}]
     return example[0], reply
 
 

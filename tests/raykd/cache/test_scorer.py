@@ -4,11 +4,12 @@ answering one that ends before its reply."""
 import json
 
 import numpy as np
+import torch
 
 from raykd.cache.scorer import TeacherScorer, normalize
 from raykd.config import DataConfig, load_config
 from raykd.data.examples import prompt_ids
-from raykd.data.tokens import IGNORE_INDEX
+from raykd.data.tokens import IGNORE_INDEX, stop_token_ids
 from raykd.models.load import resolve_model
 from tests.conftest import DEMO
 from tests.raykd.data.test_chat import TALK
@@ -35,4 +36,9 @@ def test_the_teacher_answers_a_conversation_and_its_reply_is_the_target():
     reply = [j for j, label in enumerate(labels) if label != IGNORE_INDEX and j >= len(prompt)]
     assert reply and reply[0] == len(prompt) and reply == list(range(reply[0], reply[-1] + 1))
     assert labels[len(prompt) - 1] == IGNORE_INDEX  # the assistant's header is context, not a target
+    generated = scorer.model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=int),
+                                      max_new_tokens=cfg.data.max_new_tokens, do_sample=False,
+                                      eos_token_id=stop_token_ids(scorer.model, scorer.tokenizer),
+                                      pad_token_id=scorer.tokenizer.pad_token_id)[0, len(prompt):].tolist()
+    assert answered[len(prompt) : len(prompt) + len(generated)] == generated  # the reply renders back to its ids
     assert (out["labels"][1] != IGNORE_INDEX).sum() > 0  # a labeled conversation keeps its own turns as targets
