@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import torch
 
-from raykd.data.tokens import encode_lm_row, stop_token_ids
+from raykd.data.examples import Prompt, prompt_ids
+from raykd.data.tokens import stop_token_ids
 
 NEAR_TIE = 1e-3  # logits (nats)
 
 
-def has_near_tie(model, tokenizer, prompt: str, max_new_tokens: int, max_len: int) -> bool:
-    """Whether any step of ``model``'s own greedy continuation of ``prompt`` (encoded as
-    ``raykd.evaluation.scoring.generate_completions`` encodes it) has its top two logits within ``NEAR_TIE``."""
-    ids = torch.tensor([encode_lm_row(tokenizer, prompt, None, max_len)[0]])
+def has_near_tie(model, tokenizer, prompt: Prompt, max_new_tokens: int, max_len: int) -> bool:
+    """Whether any step of ``model``'s own greedy continuation of ``prompt`` (a text or a conversation,
+    encoded as ``raykd.evaluation.scoring.generate_completions`` encodes it) has its top two logits within
+    ``NEAR_TIE``."""
+    ids = torch.tensor([prompt_ids(tokenizer, prompt, max_len)])
     with torch.no_grad():
         out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                              do_sample=False, pad_token_id=tokenizer.pad_token_id,

@@ -89,7 +89,17 @@ def test_stop_seed_and_logprobs_reach_vllm(vllm_server):
     assert all(len(t.top_logprobs) <= 2 for t in chat.choices[0].logprobs.content)
 
 
+def served(url: str, arm: str, prompt) -> str:
+    """The arm's greedy answer: a text prompt's completion, or a conversation's reply."""
+    body = {"model": arm, "max_tokens": 6, "temperature": 0}
+    if isinstance(prompt, list):
+        reply = httpx.post(f"{url}/v1/chat/completions", timeout=60, json=body | {"messages": prompt}).json()
+        return reply["choices"][0]["message"]["content"]
+    return httpx.post(f"{url}/v1/completions", timeout=60, json=body | {"prompt": prompt}).json()["choices"][0]["text"]
+
+
 def test_vllm_greedy_completions_equal_the_transformers_engines(vllm_server):
+    """Conversations too: the router hands vLLM the ids training and evaluation use for them."""
     from transformers import AutoModelForCausalLM
 
     from raykd.builtin.presets import TOKENIZER_DIR
@@ -98,13 +108,12 @@ def test_vllm_greedy_completions_equal_the_transformers_engines(vllm_server):
     from raykd.models.load import resolve_model
 
     url, _ = vllm_server
-    prompts = [PROMPT, "question: what are owl and blue?\nanswer:", "the fox"]
+    chat = [{"role": "system", "content": "name the kinds."}, {"role": "user", "content": "what are fox and red?"}]
+    prompts = [PROMPT, "question: what are owl and blue?\nanswer:", "the fox", chat]  # the chat: through /v1/chat
     tokenizer = load_tokenizer(str(TOKENIZER_DIR))
     for arm in ("teacher", "student"):
         model = AutoModelForCausalLM.from_pretrained(resolve_model(f"builtin:{arm}")).eval()
         expected = generate_completions(model, tokenizer, prompts, 6, 128)
-        got = [httpx.post(f"{url}/v1/completions", timeout=60, json={
-            "model": arm, "prompt": p, "max_tokens": 6, "temperature": 0}).json()["choices"][0]["text"]
-            for p in prompts]
+        got = [served(url, arm, p) for p in prompts]
         ties = [has_near_tie(model, tokenizer, p, 6, 128) for p in prompts]
         assert decisive(got, ties) == decisive(expected, ties) and not all(ties), (arm, got, expected, ties)
