@@ -60,7 +60,7 @@ def test_missing_empty_and_non_text_values_are_refused_not_trained_as_text(batch
 @pytest.mark.slow
 @pytest.mark.parametrize("rows, labeled, task, message", [
     ([{"prompt": "x"}], True, "causal_lm", "missing field 'completion'"),
-    ([{"body": "x"}], False, "causal_lm", "missing field 'text' or 'prompt'"),
+    ([{"body": "x"}], False, "causal_lm", "missing field 'messages', 'prompt' or 'text'"),
     ([{"text": "x", "label": 7}], True, "sequence_classification", "outside [0, 2]"),
     ([{"text": "x", "label": -1}], True, "sequence_classification", "outside [0, 2]"),
     ([{"text": "x", "label": "good"}], True, "sequence_classification", "must hold integers"),
