@@ -117,7 +117,7 @@ def trainee(cfg, vocab: int, source: str, steps: int, teachers: list | None = No
         else:
             if source == "online":
                 batch = {k: v for k, v in batch.items() if k not in TEACHER_COLUMNS}
-            summed, count = loss_fn(student, batch)
+            summed, count, _ = loss_fn(student, batch)
             (summed / count).backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)  # as the distil job does
         opt.step(), sched.step(), opt.zero_grad()

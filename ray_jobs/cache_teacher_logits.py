@@ -35,6 +35,7 @@ from raykd.losses import TAIL_TEMPERATURES
 from raykd.models.hashes import model_hash, tokenizer_hash
 from raykd.models.teacher import teacher_dir
 from raykd.pipeline.state import STAGES
+from raykd.tracking.stage import record, stage_run, tracked
 from raykd.vllm_support import resolve_engine
 
 
@@ -97,6 +98,8 @@ def run(cfg: RaykdConfig) -> dict:
         "wall_s": time.time() - started,
     }
     write_metrics(out, metrics)
+    with tracked(cfg, stage_run(cfg, "cache")) as tracker:
+        record(tracker, metrics, 0, files=(out / MANIFEST_FILE, out / "metrics.json"))
     print(f"[cache] {total} rows (+ {manifest.held_out_rows} held out), {tokens} target tokens, "
           f"{metrics['bytes_per_token']:.1f} bytes/token (full fp32 logits: {metrics['full_fp32_bytes_per_token']}), "
           f"{metrics['rows_per_s']:.1f} rows/s; "

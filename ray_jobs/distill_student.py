@@ -32,12 +32,13 @@ from raykd.models.sharded_load import training_model
 from raykd.models.student import build_student, check_student
 from raykd.pipeline.runs import distill_inputs
 from raykd.pipeline.state import STAGES
+from raykd.tracking.stage import record, stage_run, tracked
 from raykd.training.checkpoints import restore_checkpoint
 from raykd.training.distill import DistillSetup, make_loss_fn, training_data
 from raykd.training.loop import EvalFn, make_optimizer, run_steps, use_bf16, worker_device
 from raykd.training.on_policy import OnPolicyCounts, on_policy_for, teacher_pool
 from raykd.training.session import Session, train_session
-from raykd.training.trainer import fit, trainer_for
+from raykd.training.trainer import fit, train_run_name, trainer_for
 
 
 def fit_student(cfg: RaykdConfig, setup: DistillSetup, data, session: Session, evaluate: EvalFn | None = None,
@@ -82,8 +83,8 @@ def fit_student(cfg: RaykdConfig, setup: DistillSetup, data, session: Session, e
 def train_loop(config: dict) -> dict:
     """Per-worker loop of the Train job."""
     cfg = from_dict(config["cfg"])
-    return fit_student(cfg, config["setup"], ray.train.get_dataset_shard("train"), train_session(),
-                       teachers=config.get("teachers"))
+    return fit_student(cfg, config["setup"], ray.train.get_dataset_shard("train"),
+                       train_session(cfg.tracking, config.get("tracked")), teachers=config.get("teachers"))
 
 
 def run(cfg: RaykdConfig) -> dict:
@@ -105,13 +106,25 @@ def run(cfg: RaykdConfig) -> dict:
         # read then never starts.
         ds = ds.materialize()
         pool = teacher_pool(cfg, setup.teacher)
-    trainer = trainer_for(cfg, d, f"distill-{d.output}", train_loop, {"train": ds},
-                          distill_inputs(cfg, setup.tokenizer, setup.teacher), extra={"setup": setup, "teachers": pool})
-    try:
-        result = fit(trainer)
-    finally:
-        for actor in pool:
-            ray.kill(actor)
+    name = train_run_name(cfg, d, f"distill-{d.output}", distill_inputs(cfg, setup.tokenizer, setup.teacher))
+    with tracked(cfg, stage_run(cfg, "distill", name)) as tracker:
+        trainer = trainer_for(cfg, d, name, train_loop, {"train": ds},
+                              extra={"setup": setup, "teachers": pool, "tracked": tracker.run})
+        try:
+            result = fit(trainer)
+        finally:
+            for actor in pool:
+                ray.kill(actor)
+        metrics = export_and_score(cfg, result, setup, rows, kind, started)
+        record(tracker, metrics, metrics["steps"], files=(out / "metrics.json",), model=out)
+    print(f"[distill] student eval loss {metrics['eval_loss']:.3f}, score {metrics['eval_score']}; saved to {out}")
+    return metrics
+
+
+def export_and_score(cfg: RaykdConfig, result, setup: DistillSetup, rows: list[dict], kind: str, started: float
+                     ) -> dict:
+    """Export the student to ``RUN/<distill.output>``, score it, write its ``metrics.json``; return the metrics."""
+    out, d = cfg.stage_dir(cfg.distill.output), cfg.distill
     loop = result.return_value
     params = export_checkpoint(functools.partial(build_student, cfg, None, teacher=setup.teacher), cfg.models.student,
                                result.checkpoint, setup.tokenizer, str(out), cfg.models, cfg.distill)
@@ -128,7 +141,6 @@ def run(cfg: RaykdConfig) -> dict:
         "wall_s": time.time() - started,
     }
     write_metrics(out, metrics)
-    print(f"[distill] student eval loss {final['loss']:.3f}, score {final['score']}; saved to {out}")
     return metrics
 
 

@@ -23,6 +23,7 @@ from raykd.evaluation.report import ARMS, baseline_config, build_report, headlin
 from raykd.evaluation.scorers import load_scorer
 from raykd.launch import parse_stage_args, run_stage, write_metrics
 from raykd.pipeline.state import STAGES
+from raykd.tracking.stage import record, stage_run, tracked
 from raykd.vllm_support import resolve_engine
 
 
@@ -44,6 +45,9 @@ def run(cfg: RaykdConfig) -> dict:
     out = cfg.stage_dir("report")
     write_report(out, report)
     write_metrics(out, {k: v for k, v in report.items() if not isinstance(v, dict)})
+    with tracked(cfg, stage_run(cfg, "evaluate")) as tracker:  # the table: scores with intervals, sizes, speeds
+        record(tracker, {k: v for k, v in report.items() if k != "distill"}, 0,
+               files=tuple(out / f"report.{suffix}" for suffix in ("md", "png", "json")))
     print(f"[evaluate] {headline(report)}\n[evaluate] report: {out / 'report.md'}")
     return report
 

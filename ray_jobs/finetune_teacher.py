@@ -29,25 +29,26 @@ from raykd.models.sharded_load import training_model
 from raykd.models.teacher import build_teacher, check_teacher
 from raykd.pipeline.runs import finetune_inputs
 from raykd.pipeline.state import STAGES
+from raykd.tracking.stage import record, stage_run, tracked
 from raykd.training.checkpoints import restore_checkpoint
 from raykd.training.loop import make_optimizer, run_steps, use_bf16, worker_device
 from raykd.training.session import train_session
-from raykd.training.trainer import fit, trainer_for
+from raykd.training.trainer import fit, train_run_name, trainer_for
 
 
-def task_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(summed CE, target count) of a batch: over label tokens (causal LM, shifted) or examples
+def task_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """(summed CE, target count, no parts) of a batch: over label tokens (causal LM, shifted) or examples
     (classification). HF's loss is the mean over exactly those targets."""
     labels = batch["labels"]
     count = labels.numel() if labels.dim() == 1 else (labels[:, 1:] != IGNORE_INDEX).sum()
     loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).loss
-    return loss * count, count
+    return loss * count, count, {}
 
 
 def train_loop(config: dict) -> dict:
     """Per-worker loop: build, restore, shard, train to ``finetune.steps``, checkpointing."""
     cfg = from_dict(config["cfg"])
-    session = train_session()
+    session = train_session(cfg.tracking, config.get("tracked"))
     device = worker_device(cfg.finetune, session)
     model, trainable = training_model(functools.partial(build_teacher, cfg, None), cfg.models.teacher, cfg.finetune,
                                       device, session.rank, session.world, use_bf16(cfg.finetune, device), cfg.seed)
@@ -70,13 +71,25 @@ def run(cfg: RaykdConfig) -> dict:
     rows, kind = held_out_rows(cfg.data.eval, cfg.data, cfg.task)
     cfg_dict = cfg.to_dict()
     base = score_task.remote(cfg_dict, cfg.models.teacher, tokenizer, rows, kind)
-    result = fit(trainer_for(cfg, cfg.finetune, "finetune", train_loop, {"train": train},
-                             finetune_inputs(cfg, tokenizer)))
+    name = train_run_name(cfg, cfg.finetune, "finetune", finetune_inputs(cfg, tokenizer))
+    with tracked(cfg, stage_run(cfg, "finetune", name)) as tracker:
+        result = fit(trainer_for(cfg, cfg.finetune, name, train_loop, {"train": train},
+                                 extra={"tracked": tracker.run}))
+        metrics = export_and_score(cfg, result, tokenizer, ray.get(base), rows, kind, started)
+        record(tracker, metrics, metrics["steps"], files=(out / "metrics.json",), model=out)
+    print(f"[finetune] eval loss {metrics['base_eval_loss']:.3f} -> {metrics['eval_loss']:.3f}, "
+          f"score {metrics['base_eval_score']} -> {metrics['eval_score']}; teacher saved to {out}")
+    return metrics
+
+
+def export_and_score(cfg: RaykdConfig, result, tokenizer: str, base: dict, rows: list[dict], kind: str, started: float
+           ) -> dict:
+    """Export the trained teacher to ``RUN/teacher``, score it, write its ``metrics.json``; return the metrics."""
+    out = cfg.stage_dir("teacher")
     loop = result.return_value
     params = export_checkpoint(functools.partial(build_teacher, cfg, None), cfg.models.teacher, result.checkpoint,
                                tokenizer, str(out), cfg.models, cfg.finetune)
-    final = ray.get(score_task.remote(cfg_dict, str(out), str(out), rows, kind))
-    base = ray.get(base)
+    final = ray.get(score_task.remote(cfg.to_dict(), str(out), str(out), rows, kind))
     losses = loop["losses"]
     metrics = {
         "steps": loop["step"], "resumed_from_step": loop["resumed_from"],
@@ -88,8 +101,6 @@ def run(cfg: RaykdConfig) -> dict:
         "wall_s": time.time() - started,
     }
     write_metrics(out, metrics)
-    print(f"[finetune] eval loss {base['loss']:.3f} -> {final['loss']:.3f}, "
-          f"score {base['score']} -> {final['score']}; teacher saved to {out}")
     return metrics
 
 

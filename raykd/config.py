@@ -303,6 +303,28 @@ class ServeConfig:
         return key
 
 
+TRACKERS = ("tensorboard", "mlflow", "wandb")  # tracking.backends
+WANDB_MODES = ("online", "offline")
+
+
+@dataclass
+class TrackingConfig:
+    """Experiment tracking: every stage's curves, figures, config and artifacts in TensorBoard, MLflow or
+    W&B (``raykd.tracking``). Credentials come from the environment only (MLFLOW_TRACKING_USERNAME /
+    MLFLOW_TRACKING_PASSWORD / MLFLOW_TRACKING_TOKEN, WANDB_API_KEY), never from the config."""
+
+    backends: list[str] = knob(["tensorboard"], "trackers every stage logs to: any of tensorboard (event files in "
+                               "RUN/<stage>/tensorboard; `tensorboard --logdir RUN`), mlflow (pip install -e "
+                               "'.[mlflow]') and wandb (pip install -e '.[wandb]'); [] logs nowhere")
+    experiment: str = knob("raykd", "MLflow experiment / W&B project the runs are grouped under")
+    mlflow_uri: str = knob("", "MLflow tracking URI: a server URL (http://host:5000), sqlite:///path.db, or a "
+                           "local directory; empty = sqlite:///RUN/mlflow.db")
+    wandb_mode: str = knob("online", "W&B: online, or offline (files under RUN/<stage>/wandb to `wandb sync` "
+                           "later)", choices=WANDB_MODES)
+    tags: list[str] = knob([], "tags added to every run, as key=value")
+    log_models: bool = knob(False, "MLflow: also log the exported teacher and student directories as artifacts")
+
+
 @dataclass
 class RaykdConfig:
     run_dir: str = knob("runs/demo", "where every stage writes RUN/<stage>/ (made absolute)")
@@ -317,6 +339,7 @@ class RaykdConfig:
     tune: TuneConfig = field(default_factory=TuneConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def stage_dir(self, stage: str) -> Path:
         """``RUN/<stage>`` (absolute)."""
@@ -461,6 +484,7 @@ def _cross_check(cfg: RaykdConfig) -> None:
     for key in ("temperature", "alpha"):
         if not getattr(t, key):
             raise ConfigError(f"'tune.{key}' needs [low, high] (equal bounds fix the value)")
+    _check_tracking(cfg.tracking)
     s = cfg.serve
     if s.min_replicas > s.max_replicas:
         raise ConfigError(f"'serve.min_replicas' = {s.min_replicas} exceeds serve.max_replicas = {s.max_replicas}")
@@ -468,6 +492,18 @@ def _cross_check(cfg: RaykdConfig) -> None:
         raise ConfigError("serve.teacher_name, serve.student_name and serve.ab_alias must differ")
     if not s.compare_concurrency or any(c < 1 for c in s.compare_concurrency):
         raise ConfigError(f"'serve.compare_concurrency' = {s.compare_concurrency}: give levels >= 1")
+
+
+def _check_tracking(t: TrackingConfig) -> None:
+    unknown = [name for name in t.backends if name not in TRACKERS]
+    if unknown:
+        raise ConfigError(f"'tracking.backends' = {t.backends}: {unknown} not among {list(TRACKERS)}")
+    bad = [tag for tag in t.tags if "=" not in tag or not tag.split("=", 1)[0].strip()]
+    if bad:
+        raise ConfigError(f"'tracking.tags' = {t.tags}: {bad} must be key=value")
+    if "@" in t.mlflow_uri.split("://", 1)[-1].split("/", 1)[0]:
+        raise ConfigError("'tracking.mlflow_uri' holds credentials: set MLFLOW_TRACKING_USERNAME and "
+                          "MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) in the environment instead")
 
 
 def section(cls: type, data: dict) -> Any:

@@ -15,6 +15,7 @@ from raykd.config import ConfigError, RaykdConfig, load_config, user_error
 from raykd.config_reference import help_text
 from raykd.pipeline.console import QuietConsole, show
 from raykd.ray_auth import check_cluster_auth
+from raykd.tracking.tracker import check_clients
 
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 BOOTSTRAP_FILE = "/tmp/ray/ray_current_cluster"  # where `ray start` records the cluster it started
@@ -95,15 +96,17 @@ def warn_if_stale_bootstrap_file(path: str = BOOTSTRAP_FILE) -> None:
 
 def run_stage(name: str, stage: Callable[[RaykdConfig], dict], cfg: RaykdConfig,
               precheck: Callable[[RaykdConfig], None] | None = None) -> dict:
-    """Run one command under Ray; ``precheck(cfg)`` first, before any Ray work. The terminal shows raykd's
-    lines only; everything the driver and Ray print goes to ``RUN/logs/<name>.log``. Bad input (config,
-    data, models, tokenizers) exits 2 with one line, Ctrl-C exits 130 with one line, any other failure
-    exits 1 with one line naming its cause and the log (which holds the traceback)."""
+    """Run one command under Ray; the tracking clients' presence and ``precheck(cfg)`` are checked first,
+    before any Ray work. The terminal shows raykd's lines only; everything the driver and Ray print goes
+    to ``RUN/logs/<name>.log``. Bad input (config, data, models, tokenizers) exits 2 with one line,
+    Ctrl-C exits 130 with one line, any other failure exits 1 with one line naming its cause and the log
+    (which holds the traceback)."""
     log = Path(cfg.run_dir) / "logs" / f"{name}.log"
     with QuietConsole(log):
         print(f"[{name}] full output, Ray's included: {log}; Ray's own logs: /tmp/ray/session_latest/logs",
               flush=True)
         try:
+            check_clients(cfg.tracking)
             if precheck is not None:
                 precheck(cfg)
             init_ray()

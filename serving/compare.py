@@ -25,6 +25,7 @@ from raykd.data.examples import REFERENCED_KINDS, Prompt
 from raykd.launch import config_parser, load_or_fail, run_stage, write_metrics
 from raykd.pipeline.console import show
 from raykd.pipeline.state import STAGES
+from raykd.tracking.stage import record, stage_run, tracked
 from serving.routing import percentiles
 
 WARMUP = 2
@@ -162,6 +163,8 @@ def run(cfg: RaykdConfig, url: str | None = None) -> dict:
     print(f"[compare] table: {out / 'compare.md'}", flush=True)
     metrics = {"speedup_p50": speedup, "report": str(out / "compare.json"), "wall_s": round(time.time() - started, 1)}
     write_metrics(out, metrics)
+    with tracked(cfg, stage_run(cfg, "compare")) as tracker:
+        record(tracker, report, 0, files=tuple(out / f"compare.{suffix}" for suffix in ("md", "png", "json")))
     return metrics
 
 

@@ -207,6 +207,58 @@ def forget_head(port: int) -> None:
 
 
 @pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory) -> Iterator[str]:
+    """A real ``mlflow server`` (SQLite store, artifacts served by it) on loopback, stopped by its own pid;
+    yields its URL."""
+    root = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    proc = subprocess.Popen(["mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+                             "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1",
+                             "--port", str(port), "--workers", "1"],
+                            stdout=open(root / "server.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                assert time.time() < deadline and proc.poll() is None, (root / "server.log").read_text()[-2000:]
+                time.sleep(1)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def mlflow_runs(url: str, experiment: str) -> dict:
+    """``{run name: Run}`` of an MLflow experiment."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(url)
+    found = client.get_experiment_by_name(experiment)
+    return {r.info.run_name: r for r in client.search_runs([found.experiment_id])} if found else {}
+
+
+def metric_steps(url: str, run, key: str) -> list[int]:
+    """The steps of a metric's points in an MLflow run, in the order they were logged."""
+    from mlflow.tracking import MlflowClient
+
+    return [m.step for m in MlflowClient(url).get_metric_history(run.info.run_id, key)]
+
+
+def tensorboard_steps(directory: Path, tag: str) -> list[int]:
+    """The steps of a scalar in a TensorBoard run directory, read by TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    return [e.step for e in EventAccumulator(str(directory)).Reload().Scalars(tag)]
+
+
+@pytest.fixture(scope="session")
 def head_env(ray_head) -> dict[str, str]:
     """The environment of a driver that joins the shared head (``ray job submit`` sets the same): a
     stage run with it connects to a running cluster instead of starting and stopping a local Ray."""

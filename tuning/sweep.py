@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import time
-from pathlib import Path
 
 import ray.data
 import ray.train
@@ -42,13 +41,15 @@ from raykd.launch import parse_stage_args, run_stage
 from raykd.models.student import check_student
 from raykd.pipeline.runs import distill_inputs, fingerprint, run_name
 from raykd.pipeline.state import STAGES
+from raykd.tracking.stage import record, stage_run, tracked
 from raykd.training.distill import DistillSetup, held_out_kl, training_data
 from raykd.training.loop import EvalFn
 from raykd.training.session import train_session, tune_session
 from raykd.training.sweep_trial import trial_config
-from raykd.training.trainer import trainer_for
+from raykd.training.trainer import train_run_name, trainer_for
 from tuning.results import summarize, unfinished
 from tuning.space import finite_loss, search_space
+from tuning.tracking import TrialTracking
 
 # tune.metric -> (the reported column trials are ranked by, Tune's mode)
 OBJECTIVES = {"score": ("eval_score", "max"), "kl": ("eval_kl", "min"), "ce": ("eval_loss", "min")}
@@ -92,8 +93,8 @@ def trial(sampled: dict, base: dict, data, setup: DistillSetup, rows: list[dict]
     from ray.tune.integration.ray_train import TuneReportCallback
 
     name = f"trial-{tune.get_context().get_trial_id()}"
-    trainer_for(cfg, cfg.distill, name, trial_worker, {"train": data}, {"trial": cfg.to_dict()}, extra=context,
-                callbacks=[TuneReportCallback()]).fit()
+    trainer_for(cfg, cfg.distill, train_run_name(cfg, cfg.distill, name, {"trial": cfg.to_dict()}), trial_worker,
+                {"train": data}, extra=context, callbacks=[TuneReportCallback()]).fit()
 
 
 def trial_worker(config: dict) -> None:
@@ -128,7 +129,7 @@ def sweep_inputs(cfg: RaykdConfig, setup: DistillSetup) -> dict:
     return inputs
 
 
-def make_tuner(cfg: RaykdConfig, trainable, name: str) -> tune.Tuner:
+def make_tuner(cfg: RaykdConfig, trainable, name: str, callbacks: list) -> tune.Tuner:
     t = cfg.tune
     metric, mode = OBJECTIVES[t.metric]
     scheduler = ASHAScheduler(time_attr="step", max_t=t.steps, grace_period=min(t.grace_period, t.steps),
@@ -140,24 +141,29 @@ def make_tuner(cfg: RaykdConfig, trainable, name: str) -> tune.Tuner:
                                     search_alg=searcher(cfg)),
         run_config=tune.RunConfig(name=name, storage_path=str(cfg.stage_dir("tune")),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                                  failure_config=tune.FailureConfig(max_failures=1)),
+                                  failure_config=tune.FailureConfig(max_failures=1), callbacks=callbacks),
     )
 
 
-def tuner_for(cfg: RaykdConfig, setup: DistillSetup, trainable) -> tune.Tuner:
-    """A restored Tuner when an interrupted sweep with the same inputs exists (and ``tune.resume``),
-    else a new one in ``RUN/tune/sweep-<fingerprint>``."""
+def sweep_name(cfg: RaykdConfig, setup: DistillSetup) -> str:
+    """``sweep-<fingerprint of its inputs>``, the sweep's folder in ``RUN/tune``; ``tune.resume=false``
+    deletes an earlier sweep of that name."""
     inputs = sweep_inputs(cfg, setup)
     path = cfg.stage_dir("tune") / f"sweep-{fingerprint(inputs)}"
     if not cfg.tune.resume and path.exists():
         print(f"[tune] tune.resume=false: deleting the previous sweep in {path}")
         shutil.rmtree(path)
-    name = run_name("sweep", inputs, cfg.stage_dir("tune"), "tune")
+    return run_name("sweep", inputs, cfg.stage_dir("tune"), "tune")
+
+
+def tuner_for(cfg: RaykdConfig, name: str, trainable, callbacks: list) -> tune.Tuner:
+    """A restored Tuner when an interrupted sweep ``name`` exists, else a new one in ``RUN/tune/<name>``."""
+    path = cfg.stage_dir("tune") / name
     if path.exists() and tune.Tuner.can_restore(str(path)):
         print(f"[tune] resuming the sweep in {path}: finished trials are kept, its saved search space is used "
               "(tune.resume=false starts over)", flush=True)
         return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
-    return make_tuner(cfg, trainable, name)
+    return make_tuner(cfg, trainable, name, callbacks)
 
 
 def trial_resources(t: TuneConfig) -> dict:
@@ -195,12 +201,16 @@ def run(cfg: RaykdConfig) -> dict:
         trial_resources(cfg.tune))
     print(f"[tune] {cfg.tune.num_samples} trials of {cfg.tune.steps} steps, {cfg.tune.max_concurrent_trials} at "
           f"a time, {cfg.tune.search} search, ASHA on {metric} ({mode}) every {cfg.tune.eval_every} steps", flush=True)
-    grid = tuner_for(cfg, setup, trainable).fit()
-    missing = unfinished(grid, cfg.tune.num_samples)
-    if missing:  # Ctrl-C: Tune saved the experiment and returned early
-        raise KeyboardInterrupt(f"sweep interrupted with {missing} trials unfinished; run the same command again "
-                                "to resume it (or set tune.resume=false to start over)")
-    metrics = summarize(grid, cfg, metric, mode, Path(cfg.stage_dir("tune")), time.time() - started)
+    name = sweep_name(cfg, setup)
+    with tracked(cfg, stage_run(cfg, "tune", name)) as tracker:
+        grid = tuner_for(cfg, name, trainable, [TrialTracking(cfg.to_dict(), tracker.run)]).fit()
+        missing = unfinished(grid, cfg.tune.num_samples)
+        if missing:  # Ctrl-C: Tune saved the experiment and returned early
+            raise KeyboardInterrupt(f"sweep interrupted with {missing} trials unfinished; run the same command "
+                                    "again to resume it (or set tune.resume=false to start over)")
+        out = cfg.stage_dir("tune")
+        metrics = summarize(grid, cfg, metric, mode, out, time.time() - started)
+        record(tracker, metrics, 0, files=(out / "sweep.png", out / "results.csv", out / "best_config.yaml"))
     print(f"[tune] best of {metrics['trials']} trials: temperature {metrics['best_temperature']:.3g}, "
           f"alpha {metrics['best_alpha']:.3g}, loss {metrics['best_loss']}, held-out loss "
           f"{metrics['best_eval_loss']:.4f}, score "

@@ -53,7 +53,8 @@ def student_positions(logits: torch.Tensor, batch: dict, task: str) -> tuple[tor
 
 def make_loss_fn(d: DistillConfig, task: str, vocab: int, teacher: ForwardCounter | None,
                  on_policy: OnPolicy | None = None):
-    """``loss_fn(model, batch) -> (summed loss, target count)`` for the configured teacher source; with
+    """``loss_fn(model, batch) -> (summed loss, target count, summed soft and hard parts)`` (``LossFn``) for
+    the configured teacher source; with
     ``distill.fused_loss`` (causal LMs whose logits are a plain linear head of their hidden states,
     checked on the first batch) the student's LM head runs inside the chunked loss. With ``on_policy``,
     its share of batches is replaced by the student's own samples, scored by the teacher, on which the
@@ -94,7 +95,8 @@ def make_loss_fn(d: DistillConfig, task: str, vocab: int, teacher: ForwardCounte
             signal = teacher_signal(batch, flat)
             out = distillation_loss(flat_logits, flat["labels"], signal, alpha(signal, sampled), d.temperature,
                                     d.chunk_tokens, d.loss, d.jsd_beta)
-        return out["loss"] * out["tokens"], out["tokens"]
+        tokens = out["tokens"]
+        return out["loss"] * tokens, tokens, {"soft_loss": out["soft"] * tokens, "hard_loss": out["hard"] * tokens}
 
     return loss_fn
 

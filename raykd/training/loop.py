@@ -101,26 +101,38 @@ def global_sums(values: list[float], world: int) -> list[float]:
     return tensor.tolist()
 
 
-LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]]
+# (model, batch) -> (summed loss, target count, {part: summed value}) (parts: distillation's soft and hard terms)
+LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]]
 EvalFn = Callable[[nn.Module, bool], dict]  # (model, final) -> held-out metrics added to a report
 
 
-def accumulate_gradients(model: nn.Module, batches: list[dict], loss_fn: LossFn, world: int, bf16: bool) -> float:
+def accumulate_gradients(model: nn.Module, batches: list[dict], loss_fn: LossFn, world: int, bf16: bool
+                         ) -> tuple[float, dict[str, float]]:
     """Leave in ``.grad`` the gradient of the per-target mean loss over ``batches`` on every rank (one
-    optimizer step's micro-batches); gradients are synchronised once, after the last. Returns that mean."""
-    loss_sum, targets = 0.0, 0.0
+    optimizer step's micro-batches); gradients are synchronised once, after the last. Returns that mean
+    and the per-target mean of each part the loss function reports."""
+    loss_sum, targets, parts = 0.0, 0.0, {}
     for i, batch in enumerate(batches):
         device = next(iter(batch.values())).device.type
         with gradient_sync(model, i == len(batches) - 1), torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
-            summed, count = loss_fn(model, batch)
+            summed, count, summed_parts = loss_fn(model, batch)
             summed.backward()
         loss_sum, targets = loss_sum + summed.item(), targets + float(count)
-    loss_sum, targets = global_sums([loss_sum, targets], world)
+        for name, value in summed_parts.items():
+            parts[name] = parts.get(name, 0.0) + float(value)
+    names = sorted(parts)
+    loss_sum, targets, *part_sums = global_sums([loss_sum, targets, *(parts[n] for n in names)], world)
     # DDP/FSDP averaged the summed gradients over ranks: times world / global count = per-target mean.
     for p in model.parameters():
         if p.grad is not None:
             p.grad.mul_(world / max(targets, 1.0))
-    return loss_sum / max(targets, 1.0)
+    return loss_sum / max(targets, 1.0), {n: v / max(targets, 1.0) for n, v in zip(names, part_sums)}
+
+
+def grad_norm(model: nn.Module) -> float:
+    """Clip the gradient to norm 1 and return its norm before clipping (a whole tensor under FSDP2 too)."""
+    norm = nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
 
 
 def run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, data, loss_fn: LossFn,
@@ -129,11 +141,11 @@ def run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, dat
     """Train from ``state.step`` to ``cfg.steps`` on ``data`` (see ``micro_batches``): accumulation,
     per-token averaging over the global batch, clipping, progress, checkpoints.
 
-    ``loss_fn(model, batch) -> (summed loss, target count)``; throughput counts non-padding input
-    tokens. Every
-    ``cfg.checkpoint_every`` steps (and at the end) the loop checkpoints and reports ``step``,
-    ``loss`` and, when given, ``evaluate(model, final)``'s held-out metrics. Every rank runs the same
-    number of steps, so collectives (FSDP, DDP, checkpoint gathers) line up.
+    ``loss_fn``: see ``LossFn``; throughput counts non-padding input tokens. Every ``cfg.log_every``
+    steps rank 0 prints a progress line and logs the step's loss, its parts, learning rate, tokens/s and
+    gradient norm to the session's tracker. Every ``cfg.checkpoint_every`` steps (and at the end) the
+    loop checkpoints and reports ``step``, ``loss`` and, when given, ``evaluate(model, final)``'s held-out
+    metrics. Every rank runs the same number of steps, so collectives (FSDP, DDP, checkpoint gathers) line up.
     """
     rank, world = session.rank, session.world
     for _ in range(state.step):
@@ -146,9 +158,10 @@ def run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, dat
         model.train()
         torch.manual_seed((seed * 1_000_003 + state.step) * 4099 + rank)
         step_batches = [{k: v.to(device) for k, v in next(batches).items()} for _ in range(cfg.grad_accum)]
-        total = accumulate_gradients(model, step_batches, loss_fn, world, bf16)
+        total, parts = accumulate_gradients(model, step_batches, loss_fn, world, bf16)
         window_tokens += sum(int(b["attention_mask"].sum()) for b in step_batches) * world
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        norm = grad_norm(model)
+        lr = scheduler.get_last_lr()[0]
         optimizer.step(), scheduler.step(), optimizer.zero_grad(set_to_none=True)
         state.step += 1
         if state.step % cfg.log_every == 0 or state.step == 1 or state.step == cfg.steps:
@@ -159,11 +172,15 @@ def run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, dat
             if rank == 0:
                 eta = (time.time() - started) / (state.step - first_step) * (cfg.steps - state.step)
                 print(f"[{tag}] step {state.step}/{cfg.steps} loss {total:.4f} tokens/s {rate:.0f} "
-                      f"lr {scheduler.get_last_lr()[0]:.2e} eta {eta:.0f}s", flush=True)
+                      f"lr {lr:.2e} eta {eta:.0f}s", flush=True)
+            session.log({"loss": total, **parts, "lr": lr, "tokens_per_s": rate, "grad_norm": norm}, state.step,
+                        "train/")
             window_tokens, window_start = 0, time.time()
         if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
             metrics = {"step": state.step, "loss": total}
             if evaluate is not None:
                 metrics |= evaluate(model, state.step == cfg.steps)
             save_checkpoint(model, optimizer, trainable, state, metrics, session)
+            session.log({k: v for k, v in metrics.items() if k not in ("step", "loss")}, state.step, "train/")
+    session.close()
     return state

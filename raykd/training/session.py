@@ -10,6 +10,10 @@ import ray
 import ray.train
 import torch
 
+from raykd.config import TrackingConfig
+from raykd.tracking.runs import TrackedRun, numeric
+from raykd.tracking.tracker import Tracker
+
 
 @dataclass(frozen=True)
 class Session:
@@ -25,19 +29,33 @@ class Session:
     report_fn: Callable[..., None]
     checkpoint_cls: type
     latest: Any  # the checkpoint to resume from, or None
+    tracker: Tracker | None = None  # rank 0's tracker run (a Tune trial's is logged by the sweep's callback)
 
     def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
         checkpoint = self.checkpoint_cls.from_directory(checkpoint_dir) if checkpoint_dir else None
         self.report_fn(metrics, checkpoint=checkpoint)
 
+    def log(self, metrics: dict, step: int, prefix: str = "") -> None:
+        """Log the numbers in ``metrics`` at ``step`` to the tracker (rank 0 holds it)."""
+        if self.tracker is not None:
+            self.tracker.log_metrics(numeric(metrics, prefix), step)
 
-def train_session() -> Session:
-    """The session of a Ray Train worker (inside a ``TorchTrainer`` loop)."""
+    def close(self) -> None:
+        """Flush and close the tracker; the driver marks the run finished."""
+        if self.tracker is not None:
+            self.tracker.finish(failed=None)
+
+
+def train_session(tracking: TrackingConfig | None = None, run: TrackedRun | None = None) -> Session:
+    """The session of a Ray Train worker (inside a ``TorchTrainer`` loop); with ``run``, rank 0 logs its
+    curves to that tracker run."""
     from ray.train.torch import get_device
 
     ctx = ray.train.get_context()
-    return Session(ctx.get_world_rank(), ctx.get_world_size(), get_device(), ray.train.report, ray.train.Checkpoint,
-                   ray.train.get_checkpoint())
+    rank = ctx.get_world_rank()
+    tracker = Tracker(tracking, run) if tracking is not None and run is not None and rank == 0 else None
+    return Session(rank, ctx.get_world_size(), get_device(), ray.train.report, ray.train.Checkpoint,
+                   ray.train.get_checkpoint(), tracker)
 
 
 def tune_session() -> Session:

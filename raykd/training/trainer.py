@@ -12,12 +12,17 @@ from raykd.config import RaykdConfig, TrainConfig
 from raykd.pipeline.runs import run_name
 
 
-def trainer_for(cfg: RaykdConfig, stage: TrainConfig, base: str, loop, datasets: dict, inputs: dict,
-                extra: dict | None = None, callbacks: list | None = None) -> TorchTrainer:
-    """A TorchTrainer sized by the stage's config, checkpointing under ``RUN/checkpoints/<name>``: the
-    name is ``<run_name or base>-<fingerprint of inputs>`` (``raykd.pipeline.runs``), so only a run with the same
-    inputs resumes. ``callbacks``: Ray Train ``UserCallback``s (a Tune trial's ``TuneReportCallback``)."""
-    storage = cfg.stage_dir("checkpoints")
+def train_run_name(cfg: RaykdConfig, stage: TrainConfig, base: str, inputs: dict) -> str:
+    """The Ray Train run name: ``<run_name or base>-<fingerprint of inputs>`` (``raykd.pipeline.runs``), so
+    only a run with the same inputs resumes its checkpoints under ``RUN/checkpoints/<name>``."""
+    return run_name(stage.run_name or base, inputs, cfg.stage_dir("checkpoints"), base.split("-")[0])
+
+
+def trainer_for(cfg: RaykdConfig, stage: TrainConfig, name: str, loop, datasets: dict, extra: dict | None = None,
+                callbacks: list | None = None) -> TorchTrainer:
+    """A TorchTrainer sized by the stage's config, checkpointing under ``RUN/checkpoints/<name>``
+    (``train_run_name``); its loop config is ``{"cfg": the config dict} | extra``. ``callbacks``: Ray
+    Train ``UserCallback``s (a Tune trial's ``TuneReportCallback``)."""
     use_gpu = stage.gpus_per_worker > 0
     resources = {"CPU": stage.cpus_per_worker} | ({"GPU": stage.gpus_per_worker} if use_gpu else {})
     return TorchTrainer(
@@ -25,8 +30,8 @@ def trainer_for(cfg: RaykdConfig, stage: TrainConfig, base: str, loop, datasets:
         train_loop_config={"cfg": cfg.to_dict()} | (extra or {}),
         scaling_config=ScalingConfig(num_workers=stage.workers, use_gpu=use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
-            name=run_name(stage.run_name or base, inputs, storage, base.split("-")[0]),
-            storage_path=str(storage),
+            name=name,
+            storage_path=str(cfg.stage_dir("checkpoints")),
             failure_config=FailureConfig(max_failures=stage.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             callbacks=callbacks,

@@ -1,5 +1,6 @@
 """The distillation job on a real cache: cached and online teacher sources, outputs, bad input."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -9,10 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from raykd.training.checkpoints import TMP_PREFIX
-from tests.conftest import DEMO, REPO, raykd, read_metrics
+from tests.conftest import DEMO, REPO, metric_steps, mlflow_runs, raykd, read_metrics, tensorboard_steps
 from tests.ray_jobs.train_faults import attempts, registered, run_storage, train_worker_pids, wait_for
 
 pytestmark = pytest.mark.slow
@@ -111,16 +113,18 @@ def kill_during_checkpoint_write(run: Path, prefix: str, worker: int) -> tuple[s
 
 
 def test_distill_workers_killed_mid_epoch_and_mid_checkpoint_write_lose_only_steps_since_a_whole_checkpoint(
-        tmp_path, teacher_run):
+        tmp_path, teacher_run, mlflow_server):
     """A distillation worker SIGKILLed between checkpoints, then its successor SIGKILLed while a
     checkpoint is being copied to storage. Each restart resumes from the last checkpoint the controller
     registered (never the half-copied one), no step before it is trained again, and the run ends at
     exactly the configured step; the half-written checkpoint is deleted at the end. The step log (rank
-    0, every step) gives the steps lost."""
+    0, every step) gives the steps lost. The run's curve is in TensorBoard and in a real MLflow server,
+    one run, every step once."""
     run, overrides = teacher_run
     args = ["distill", "--config", str(DEMO), *overrides, "distill.steps=40", "distill.checkpoint_every=5",
             "distill.log_every=1", "distill.max_failures=3", "distill.run_name=faults", "distill.output=student_faults",
-            "data.eval_examples=16"]
+            "data.eval_examples=16", "tracking.backends=[tensorboard,mlflow]", f"tracking.mlflow_uri={mlflow_server}",
+            "tracking.experiment=faults", "tracking.log_models=true"]
     log, driver_log = tmp_path / "distill.log", run / "logs" / "distill.log"  # the terminal's lines; everything
     before = driver_log.stat().st_size if driver_log.exists() else 0  # the shared run's earlier distil runs
     env = dict(os.environ, RAY_DEDUP_LOGS="0")  # each attempt's "resumed" line, even when the same
@@ -134,7 +138,8 @@ def test_distill_workers_killed_mid_epoch_and_mid_checkpoint_write_lose_only_ste
         stray, files, step_at_kill, kept = kill_during_checkpoint_write(run, "faults", second)
         assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # the group may have exited whole already
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
     tried = attempts(driver_log.read_bytes()[before:].decode(errors="replace"), "distill")
     print(f"attempts (resumed from, steps trained): {tried}; half-written checkpoint held {files} at the kill")
@@ -155,3 +160,12 @@ def test_distill_workers_killed_mid_epoch_and_mid_checkpoint_write_lose_only_ste
     assert stray not in left and left == registered(run, "faults")[1]
     # and the killed workers' local copies of their shards were deleted by the next checkpoint's writer
     assert not [p for pid in (first, second) for p in Path(tempfile.gettempdir()).glob(f"{TMP_PREFIX}{pid}-*")]
+    name = run_storage(run, "faults").name
+    assert tensorboard_steps(run / "student_faults" / "tensorboard" / name, "train/loss") == list(range(1, 41))
+    [tracked] = mlflow_runs(mlflow_server, "faults").values()  # three attempts, one run
+    assert tracked.info.run_name == name and tracked.info.status == "FINISHED"
+    assert metric_steps(mlflow_server, tracked, "train/loss") == list(range(1, 41))
+    assert metric_steps(mlflow_server, tracked, "eval_score") == [40]
+    assert tracked.data.params["distill.steps"] == "40" and tracked.data.tags["raykd.stage"] == "distill"
+    artifacts = {a.path for a in MlflowClient(mlflow_server).list_artifacts(tracked.info.run_id, "model")}
+    assert "model/config.json" in artifacts and "model/model.safetensors" in artifacts

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from raykd.config import load_config
-from tests.conftest import DEMO, REPO, raykd, read_metrics
+from tests.conftest import DEMO, REPO, metric_steps, mlflow_runs, raykd, read_metrics, tensorboard_steps
 
 pytestmark = pytest.mark.slow
 
@@ -40,12 +40,14 @@ def finished_trials(experiment) -> list[str]:
 
 
 def test_sweep_stops_bad_trials_never_runs_the_teacher_and_resumes_after_a_killed_driver(
-        teacher_run, on_ray_head, tmp_path):
+        teacher_run, on_ray_head, tmp_path, mlflow_server):
     run, overrides = teacher_run
     copy = tmp_path / "run"
     for stage in ("teacher", "teacher_cache"):
         shutil.copytree(run / stage, copy / stage)
-    args = ["tune", "--config", str(DEMO), *overrides, f"run_dir={copy}", *SWEEP]
+    args = ["tune", "--config", str(DEMO), *overrides, f"run_dir={copy}", *SWEEP,
+            "tracking.backends=[tensorboard,mlflow]", f"tracking.mlflow_uri={mlflow_server}",
+            "tracking.experiment=sweep"]
     driver = subprocess.Popen([sys.executable, "-m", "raykd.cli", *args], cwd=REPO, start_new_session=True,
                               stdout=open(tmp_path / "first.log", "w"), stderr=subprocess.STDOUT)
     deadline = time.time() + 300
@@ -75,6 +77,18 @@ def test_sweep_stops_bad_trials_never_runs_the_teacher_and_resumes_after_a_kille
     best = load_config(metrics["best_config"])
     assert best.distill.temperature == metrics["best_temperature"] and best.distill.steps == 60
     assert (copy / "tune" / "sweep.png").stat().st_size > 0 and (copy / "tune" / "results.parquet").exists()
+    # the tracker: the sweep's run, and each trial's run under it, every reported step once
+    runs = mlflow_runs(mlflow_server, "sweep")
+    sweep = runs.pop(experiment.name)
+    assert sweep.info.status == "FINISHED" and sweep.data.metrics["trials"] == 4
+    assert {f"trial-{t}" for t in frame["trial_id"]} == set(runs)
+    for name, trial in runs.items():
+        assert trial.data.tags["mlflow.parentRunId"] == sweep.info.run_id and trial.info.status == "FINISHED"
+        steps = metric_steps(mlflow_server, trial, "eval_kl")
+        assert steps == sorted(set(steps)) and steps[0] == 10, (name, steps)
+        assert float(trial.data.params["distill.temperature"]) == pytest.approx(
+            frame.set_index("trial_id").loc[name.removeprefix("trial-"), "temperature"])
+        assert tensorboard_steps(copy / "tune" / "tensorboard" / experiment.name / name, "eval_kl") == steps
 
 
 def test_a_sweep_of_two_worker_trials_finishes_on_two_cpus(teacher_run, on_ray_head, tmp_path):

@@ -49,7 +49,7 @@ def batch(rows=4, width=12, seed=1):
 
 def loss_and_grads(model, data, fused: bool):
     cfg = load_config(DEMO, [f"distill.fused_loss={str(fused).lower()}", "distill.chunk_tokens=5"])
-    total, count = make_loss_fn(cfg.distill, cfg.task, VOCAB, None)(model, data)
+    total, count, _ = make_loss_fn(cfg.distill, cfg.task, VOCAB, None)(model, data)
     model.zero_grad()
     (total / count).backward()
     return total.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}

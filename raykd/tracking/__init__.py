@@ -1,0 +1,1 @@
+"""Experiment tracking: stages log their curves, figures, config and artifacts to TensorBoard, MLflow or W&B."""
