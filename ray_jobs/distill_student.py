@@ -84,7 +84,7 @@ def train_loop(config: dict) -> dict:
     """Per-worker loop of the Train job."""
     cfg = from_dict(config["cfg"])
     return fit_student(cfg, config["setup"], ray.train.get_dataset_shard("train"),
-                       train_session(cfg.tracking, config.get("tracked")), teachers=config.get("teachers"))
+                       train_session(config.get("tracker")), teachers=config.get("teachers"))
 
 
 def run(cfg: RaykdConfig) -> dict:
@@ -109,7 +109,7 @@ def run(cfg: RaykdConfig) -> dict:
     name = train_run_name(cfg, d, f"distill-{d.output}", distill_inputs(cfg, setup.tokenizer, setup.teacher))
     with tracked(cfg, stage_run(cfg, "distill", name)) as tracker:
         trainer = trainer_for(cfg, d, name, train_loop, {"train": ds},
-                              extra={"setup": setup, "teachers": pool, "tracked": tracker.run})
+                              extra={"setup": setup, "teachers": pool, "tracker": tracker.for_workers()})
         try:
             result = fit(trainer)
         finally:

@@ -48,7 +48,7 @@ def task_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[t
 def train_loop(config: dict) -> dict:
     """Per-worker loop: build, restore, shard, train to ``finetune.steps``, checkpointing."""
     cfg = from_dict(config["cfg"])
-    session = train_session(cfg.tracking, config.get("tracked"))
+    session = train_session(config.get("tracker"))
     device = worker_device(cfg.finetune, session)
     model, trainable = training_model(functools.partial(build_teacher, cfg, None), cfg.models.teacher, cfg.finetune,
                                       device, session.rank, session.world, use_bf16(cfg.finetune, device), cfg.seed)
@@ -74,7 +74,7 @@ def run(cfg: RaykdConfig) -> dict:
     name = train_run_name(cfg, cfg.finetune, "finetune", finetune_inputs(cfg, tokenizer))
     with tracked(cfg, stage_run(cfg, "finetune", name)) as tracker:
         result = fit(trainer_for(cfg, cfg.finetune, name, train_loop, {"train": train},
-                                 extra={"tracked": tracker.run}))
+                                 extra={"tracker": tracker.for_workers()}))
         metrics = export_and_score(cfg, result, tokenizer, ray.get(base), rows, kind, started)
         record(tracker, metrics, metrics["steps"], files=(out / "metrics.json",), model=out)
     print(f"[finetune] eval loss {metrics['base_eval_loss']:.3f} -> {metrics['eval_loss']:.3f}, "
@@ -82,8 +82,8 @@ def run(cfg: RaykdConfig) -> dict:
     return metrics
 
 
-def export_and_score(cfg: RaykdConfig, result, tokenizer: str, base: dict, rows: list[dict], kind: str, started: float
-           ) -> dict:
+def export_and_score(cfg: RaykdConfig, result, tokenizer: str, base: dict, rows: list[dict], kind: str,
+                     started: float) -> dict:
     """Export the trained teacher to ``RUN/teacher``, score it, write its ``metrics.json``; return the metrics."""
     out = cfg.stage_dir("teacher")
     loop = result.return_value

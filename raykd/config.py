@@ -322,7 +322,8 @@ class TrackingConfig:
     wandb_mode: str = knob("online", "W&B: online, or offline (files under RUN/<stage>/wandb to `wandb sync` "
                            "later)", choices=WANDB_MODES)
     tags: list[str] = knob([], "tags added to every run, as key=value")
-    log_models: bool = knob(False, "MLflow: also log the exported teacher and student directories as artifacts")
+    log_models: bool = knob(False, "also log the files of the exported teacher, student and baseline (MLflow: as "
+                            "the run's model/ artifacts; W&B: among the run's files)")
 
 
 @dataclass
@@ -517,6 +518,9 @@ def from_dict(data: dict) -> RaykdConfig:
     validate(cfg)
     _cross_check(cfg)
     cfg.run_dir = os.path.abspath(os.path.expanduser(cfg.run_dir))
+    uri = cfg.tracking.mlflow_uri
+    if uri and ":" not in uri and uri != "databricks":  # a local path: the same store from every process
+        cfg.tracking.mlflow_uri = os.path.abspath(os.path.expanduser(uri))
     return cfg
 
 

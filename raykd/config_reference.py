@@ -70,10 +70,10 @@ def _shown(value: typing.Any) -> str:
 
 
 def help_text(reads: Iterable[str] | None = None) -> str:
-    """The keys a command reads (None: every key), one per line with its default, range and help:
-    ``--help``'s epilog."""
+    """The keys a command reads (None: every key), and where it tracks its runs (``tracking``), one per
+    line with its default, range and help: ``--help``'s epilog."""
     lines = ["config keys (set in the YAML file, or as key=value after it):"]
-    for k in knobs() if reads is None else selected(knobs(), ("run_dir", *reads)):
+    for k in knobs() if reads is None else selected(knobs(), ("run_dir", *reads, "tracking")):
         allowed = f"; {k.allowed}" if k.allowed else ""
         lines.append(f"  {k.key} = {_shown(k.default)}  ({k.type}{allowed})\n      {k.help}")
     return "\n".join(lines)

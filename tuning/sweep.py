@@ -19,12 +19,14 @@ best_config.yaml, sweep.png, metrics.json); re-running after an interruption res
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import time
 
 import ray.data
 import ray.train
 from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -93,8 +95,13 @@ def trial(sampled: dict, base: dict, data, setup: DistillSetup, rows: list[dict]
     from ray.tune.integration.ray_train import TuneReportCallback
 
     name = f"trial-{tune.get_context().get_trial_id()}"
-    trainer_for(cfg, cfg.distill, train_run_name(cfg, cfg.distill, name, {"trial": cfg.to_dict()}), trial_worker,
+    trainer_for(cfg, cfg.distill, train_run_name(cfg, cfg.distill, name, {"trial": trial_inputs(cfg)}), trial_worker,
                 {"train": data}, extra=context, callbacks=[TuneReportCallback()]).fit()
+
+
+def trial_inputs(cfg: RaykdConfig) -> dict:
+    """What a multi-worker trial's TorchTrainer run is named by: its config, less where it is tracked."""
+    return {k: v for k, v in cfg.to_dict().items() if k != "tracking"}
 
 
 def trial_worker(config: dict) -> None:
@@ -141,7 +148,8 @@ def make_tuner(cfg: RaykdConfig, trainable, name: str, callbacks: list) -> tune.
                                     search_alg=searcher(cfg)),
         run_config=tune.RunConfig(name=name, storage_path=str(cfg.stage_dir("tune")),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                                  failure_config=tune.FailureConfig(max_failures=1), callbacks=callbacks),
+                                  failure_config=tune.FailureConfig(max_failures=1),
+                                  callbacks=[*callbacks, CSVLoggerCallback(), JsonLoggerCallback()]),
     )
 
 
@@ -202,6 +210,9 @@ def run(cfg: RaykdConfig) -> dict:
     print(f"[tune] {cfg.tune.num_samples} trials of {cfg.tune.steps} steps, {cfg.tune.max_concurrent_trials} at "
           f"a time, {cfg.tune.search} search, ASHA on {metric} ({mode}) every {cfg.tune.eval_every} steps", flush=True)
     name = sweep_name(cfg, setup)
+    # Tune's own TensorBoard logger would write each trial's curves a second time, beside raykd's; its
+    # CSV and JSON loggers are passed explicitly (the trials' result.json files)
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     with tracked(cfg, stage_run(cfg, "tune", name)) as tracker:
         grid = tuner_for(cfg, name, trainable, [TrialTracking(cfg.to_dict(), tracker.run)]).fit()
         missing = unfinished(grid, cfg.tune.num_samples)

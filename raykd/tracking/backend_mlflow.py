@@ -15,14 +15,24 @@ KEY_TAG, PARENT_TAG = "raykd.key", "mlflow.parentRunId"
 
 
 def tracking_uri(uri: str, run_dir: str) -> str:
-    """``tracking.mlflow_uri`` as MLflow takes it: empty is ``sqlite:///RUN/mlflow.db``; a local path
-    ending in ``.db`` is a SQLite file; another local path is a file store directory."""
+    """``tracking.mlflow_uri`` as MLflow takes it: empty is ``sqlite:///RUN/mlflow.db``; a local path (made
+    absolute when the config loads) ending in ``.db`` is a SQLite file, another a file store directory;
+    anything with a scheme (``http://``, ``databricks``) is MLflow's to read."""
     if not uri:
         return f"sqlite:///{Path(run_dir) / 'mlflow.db'}"
-    if "://" in uri:
+    if not uri.startswith("/"):
         return uri
-    path = Path(uri).expanduser().absolute()
-    return f"sqlite:///{path}" if path.suffix == ".db" else path.as_uri()
+    return f"sqlite:///{uri}" if uri.endswith(".db") else Path(uri).as_uri()
+
+
+def artifact_root(uri: str) -> str | None:
+    """Where a local store keeps artifacts: ``mlartifacts/`` beside its database or in its directory
+    (MLflow's default is ``./mlruns`` of whichever process made the experiment); a server's are its own."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+    if uri.startswith("file://"):
+        return uri.rstrip("/") + "/mlartifacts"
+    return None
 
 
 def check_server(uri: str) -> None:
@@ -49,7 +59,7 @@ class MlflowBackend:
         from mlflow.tracking import MlflowClient
 
         self._client = client = MlflowClient(tracking_uri=uri)
-        experiment = self._experiment_id(settings.experiment)
+        experiment = self._experiment_id(settings.experiment, artifact_root(uri))
         found = self._find(experiment, run.key)
         if found is None:
             tags = run.tags(settings.tags)
@@ -64,14 +74,14 @@ class MlflowBackend:
         self.logged = {key: max(m.step for m in client.get_metric_history(self.run_id, key))
                        for key in found.data.metrics}
 
-    def _experiment_id(self, name: str) -> str:
+    def _experiment_id(self, name: str, artifacts: str | None) -> str:
         from mlflow.exceptions import MlflowException
 
         experiment = self._client.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
         try:
-            return self._client.create_experiment(name)
+            return self._client.create_experiment(name, artifact_location=artifacts)
         except MlflowException:  # made meanwhile by another process (a trial, a worker)
             return self._client.get_experiment_by_name(name).experiment_id
 
@@ -95,10 +105,7 @@ class MlflowBackend:
             self._client.log_batch(self.run_id, metrics=items[start:start + BATCH])
 
     def log_artifact(self, path: Path, folder: str) -> None:
-        if path.is_dir():
-            self._client.log_artifacts(self.run_id, str(path), folder or path.name)
-        else:
-            self._client.log_artifact(self.run_id, str(path), folder or None)
+        self._client.log_artifact(self.run_id, str(path), folder or None)
 
     def finish(self, failed: bool | None) -> None:
         if failed is not None:

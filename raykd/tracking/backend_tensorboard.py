@@ -14,8 +14,10 @@ TEXT_CONFIG = "config/text_summary"  # the tag tensorboardX gives the config's t
 
 
 def event_steps(directory: Path) -> dict[str, int]:
-    """``{tag: last step}`` of the scalars in a TensorBoard run directory's event files (TFRecord frames:
-    length, its CRC, an ``Event`` proto, its CRC). A frame cut short by a killed writer ends the file."""
+    """``{tag: last step}`` of the summaries (scalars, text, images) in a TensorBoard run directory's event
+    files (TFRecord frames: length, its CRC, an ``Event`` proto, its CRC). A frame cut short by a killed
+    writer ends the file."""
+    from google.protobuf.message import DecodeError
     from tensorboardX.proto.event_pb2 import Event
 
     steps: dict[str, int] = {}
@@ -26,10 +28,12 @@ def event_steps(directory: Path) -> dict[str, int]:
             start, offset = offset + 12, offset + 12 + length + 4
             if offset > len(data):
                 break
-            event = Event.FromString(data[start:start + length])
+            try:
+                event = Event.FromString(data[start:start + length])
+            except DecodeError:  # a damaged frame: what follows it cannot be trusted either
+                break
             for value in event.summary.value:
-                if value.HasField("simple_value") or value.HasField("tensor"):
-                    steps[value.tag] = max(steps.get(value.tag, -1), event.step)
+                steps[value.tag] = max(steps.get(value.tag, -1), event.step)
     return steps
 
 
@@ -48,7 +52,7 @@ class TensorBoardBackend:
         self.where = str(run.tensorboard_dir)
         run.tensorboard_dir.mkdir(parents=True, exist_ok=True)
         self.logged = event_steps(run.tensorboard_dir)
-        self.params: set[str] = {"config"} if TEXT_CONFIG in self.logged else set()
+        self.params: set[str] = set()
         # tensorboardX names a file by the second and the host: two writers in one second would share one
         self._writer = EventsWriter(str(run.tensorboard_dir / "events"), f".{time.time_ns()}.{os.getpid()}")
 
@@ -59,8 +63,12 @@ class TensorBoardBackend:
         self._writer.flush()
 
     def log_params(self, params: dict[str, str]) -> None:
+        """The config as one text table, once per run (a resumed run's config is the same run's)."""
         from tensorboardX.summary import text
 
+        if TEXT_CONFIG in self.logged:
+            return
+        self.logged[TEXT_CONFIG] = 0
         table = "\n".join(["| key | value |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in sorted(params.items())])
         self._write(text("config", table), 0)
 
@@ -74,11 +82,13 @@ class TensorBoardBackend:
         from tensorboardX.summary import image, text
 
         tag = f"{folder}/{path.name}" if folder else path.name
-        if path.suffix == ".md":
+        if path.suffix == ".md" and f"{tag}/text_summary" not in self.logged:
+            self.logged[f"{tag}/text_summary"] = 0
             self._write(text(tag, path.read_text()), 0)
-        elif path.suffix == ".png":
+        elif path.suffix == ".png" and tag not in self.logged:
             import matplotlib.image
 
+            self.logged[tag] = 0
             self._write(image(tag, matplotlib.image.imread(str(path))[..., :3], dataformats="HWC"), 0)
 
     def finish(self, failed: bool | None) -> None:

@@ -29,6 +29,8 @@ def records(path: Path) -> Iterator:
             offset += rest
             continue
         _, length, kind = struct.unpack_from("<IHB", data, offset)
+        if offset + HEADER + length > len(data):  # cut short by a killed writer
+            break
         chunk, offset = data[offset + HEADER:offset + HEADER + length], offset + HEADER + length
         if kind in (FULL, FIRST):
             parts = chunk
@@ -66,26 +68,25 @@ class WandbBackend:
         self.where = f"{settings.wandb_mode} ({directory})"
         self._run = wandb.init(
             project=settings.experiment, id=run.key, name=run.name, group=run.parent or run.stage,
-            job_type=run.stage, tags=[run.stage], resume="allow", mode=settings.wandb_mode, dir=str(directory),
-            reinit="create_new", settings=wandb.Settings(silent=True, console="off"),
-            config={"raykd." + k: v for k, v in run.tags(settings.tags).items()},
+            job_type=run.stage, tags=[f"{k}={v}"[:64] for k, v in run.tags(settings.tags).items()], resume="allow",
+            mode=settings.wandb_mode, dir=str(directory), reinit="create_new",
+            settings=wandb.Settings(silent=True, console="off"),
         )
         self._run.define_metric("*", step_metric=STEP)
         earlier = offline_steps(directory, run.key) if settings.wandb_mode == "offline" else {}
         self.logged: dict[str, int] = earlier | dict(self._run.summary.get(STEPS) or {})
-        self.params = {k for k in self._run.config.keys() if not k.startswith("raykd.")}
+        self.params = set(self._run.config.keys())
 
     def log_params(self, params: dict[str, str]) -> None:
         self._run.config.update(params, allow_val_change=True)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         self._run.log(metrics | {STEP: step})
-        self.logged |= dict.fromkeys(metrics, step)
-        self._run.summary[STEPS] = self.logged
+        self._run.summary[STEPS] = self.logged | dict.fromkeys(metrics, step)
 
     def log_artifact(self, path: Path, folder: str) -> None:
-        pattern = path / "*" if path.is_dir() else path
-        self._run.save(str(pattern), base_path=str(path.parent), policy="now")
+        """The file, among the run's files (by its name; W&B's files have no folders here)."""
+        self._run.save(str(path), base_path=str(path.parent), policy="now")
 
     def finish(self, failed: bool | None) -> None:
         self._run.finish(exit_code=1 if failed else 0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from pathlib import Path
 
 from raykd.pipeline.runs import fingerprint
@@ -62,13 +61,13 @@ def flat_params(config: dict, prefix: str = "") -> dict[str, str]:
 
 
 def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def numeric(metrics: dict, prefix: str = "") -> dict[str, float]:
-    """The finite numbers in a (nested) metrics dict, as ``{prefix + key/sub: float}``; a pair of numbers
-    (raykd's intervals, ``[low, high]``) as ``key_low`` and ``key_high``. Booleans, text, other lists and
-    non-finite values are left out (a tracker plots numbers)."""
+    """The numbers in a (nested) metrics dict, as ``{prefix + key/sub: float}`` (NaN and infinities kept:
+    a diverging loss shows); an interval (a ``*_ci`` key: ``[low, high]``) as ``key_low`` and
+    ``key_high``. Booleans, text and other lists are left out (a tracker plots numbers)."""
     out = {}
     for key, value in metrics.items():
         name = f"{prefix}{key}"
@@ -76,6 +75,6 @@ def numeric(metrics: dict, prefix: str = "") -> dict[str, float]:
             out |= numeric(value, name + "/")
         elif _number(value):
             out[name] = float(value)
-        elif isinstance(value, (list, tuple)) and len(value) == 2 and all(map(_number, value)):
+        elif str(key).endswith("_ci") and isinstance(value, (list, tuple)) and len(value) == 2:
             out[name + "_low"], out[name + "_high"] = map(float, value)
     return out

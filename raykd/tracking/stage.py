@@ -4,6 +4,7 @@ and artifacts; marked failed when the stage raises."""
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,10 +15,12 @@ from raykd.tracking.tracker import Tracker
 
 
 def stage_run(cfg: RaykdConfig, stage: str, name: str | None = None, parent: str | None = None) -> TrackedRun:
-    """The tracker run of ``stage`` (a key of ``raykd.pipeline.state.STAGES``): named ``name`` (a training
-    run's Ray Train name), else by the stage's fingerprint, so the same inputs find the same run."""
-    return TrackedRun(stage, name or f"{stage}-{stage_fingerprint(cfg, stage)}", cfg.run_dir,
-                      str(output_dir(cfg, stage)), parent)
+    """The tracker run of ``stage`` (a key of ``raykd.pipeline.state.STAGES``). A training run is named
+    ``name`` (its Ray Train name), so a resumed run continues its tracker run. A stage that logs its
+    figures once, at its end (cache, evaluate, compare), is named by its fingerprint and the time: each
+    completed run is a new measurement."""
+    name = name or f"{stage}-{stage_fingerprint(cfg, stage)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return TrackedRun(stage, name, cfg.run_dir, str(output_dir(cfg, stage)), parent)
 
 
 @contextlib.contextmanager
@@ -26,6 +29,7 @@ def tracked(cfg: RaykdConfig, run: TrackedRun) -> Iterator[Tracker]:
     it raises."""
     tracker = Tracker(cfg.tracking, run)
     tracker.log_params(flat_params(cfg.to_dict()))
+    tracker.close()  # open again for the figures: meanwhile the stage's training workers write to the run
     try:
         yield tracker
     except BaseException:
@@ -34,11 +38,11 @@ def tracked(cfg: RaykdConfig, run: TrackedRun) -> Iterator[Tracker]:
     tracker.finish()
 
 
-def record(tracker: Tracker, metrics: dict, step: int, files: tuple[Path, ...] = (), model: Path | None = None,
-           prefix: str = "") -> None:
+def record(tracker: Tracker, metrics: dict, step: int, files: tuple[Path, ...] = (), model: Path | None = None
+           ) -> None:
     """A stage's final figures (the numbers in ``metrics``, nested keys joined by /) at ``step``, its
     ``files``, and with ``tracking.log_models`` the ``model`` directory it exported (as ``model/``)."""
-    tracker.log_metrics(numeric(metrics, prefix), step)
+    tracker.log_metrics(numeric(metrics), step)
     for path in files:
         tracker.log_artifact(Path(path))
     if model is not None and tracker.settings.log_models:  # its files: not the trackers' folders in it

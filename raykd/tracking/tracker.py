@@ -8,6 +8,7 @@ refuses to change one)."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -39,8 +40,11 @@ def open_backend(name: str, run: TrackedRun, settings: TrackingConfig):
     return cls(run, settings)
 
 
+FAILED: set[str] = set()  # backends that failed in this process: warned about once, not tried again
+
+
 class Tracker:
-    """The run ``run`` in every backend of ``settings``, opened on first use."""
+    """The run ``run`` in every backend of ``settings``, opened on first use and again after ``close``."""
 
     def __init__(self, settings: TrackingConfig, run: TrackedRun) -> None:
         self.settings, self.run = settings, run
@@ -51,13 +55,23 @@ class Tracker:
         if self._backends is None:
             self._backends = []
             for name in self.settings.backends:
+                if name in FAILED:
+                    continue
                 try:
                     self._backends.append(open_backend(name, self.run, self.settings))
                 except Exception as e:  # noqa: BLE001 - any failure of a tracker is a warning, never the stage's
-                    self._warn(name, self.settings.mlflow_uri if name == "mlflow" else "", e)
+                    self._drop(name, e)
         return self._backends
 
-    def _warn(self, name: str, where: str, error: BaseException) -> None:
+    def for_workers(self) -> Tracker:
+        """This run's tracker for its training workers, less the backends that failed here: a tracker that
+        failed once is one warning, not one per process."""
+        working = [b for b in self.settings.backends if b not in FAILED]
+        return Tracker(dataclasses.replace(self.settings, backends=working), self.run)
+
+    def _drop(self, name: str, error: BaseException) -> None:
+        FAILED.add(name)
+        where = {"mlflow": self.settings.mlflow_uri or "RUN/mlflow.db", "wandb": self.settings.wandb_mode}.get(name)
         lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()] or [""]
         print(f"raykd: warning: tracking: {name}{f' ({where})' if where else ''} failed: {type(error).__name__}: "
               f"{lines[0][:200]}; the {self.run.stage} stage goes on without it (its figures are in metrics.json)",
@@ -68,7 +82,7 @@ class Tracker:
             try:
                 action(backend)
             except Exception as e:  # noqa: BLE001
-                self._warn(backend.name, backend.where, e)
+                self._drop(backend.name, e)
                 self._backends.remove(backend)
 
     def log_params(self, params: dict[str, str]) -> None:
@@ -92,13 +106,19 @@ class Tracker:
         self._each(log)
 
     def log_artifact(self, path: Path, folder: str = "") -> None:
-        """A file or a folder (MLflow, W&B); ``.md`` and ``.png`` files also as TensorBoard text and images."""
+        """A file (MLflow, W&B), in ``folder`` of the run's artifacts; ``.md`` and ``.png`` files also as
+        TensorBoard text and images."""
         if path.exists():
             self._each(lambda backend: backend.log_artifact(path, folder))
 
-    def finish(self, failed: bool | None = False) -> None:
-        """Close every backend; MLflow and W&B mark the run finished or failed (``failed=None``: neither,
-        as a training worker leaves its run to the driver)."""
+    def close(self) -> None:
+        """Flush and close every backend without marking the run (a training worker leaves that to the
+        driver; the driver closes while its workers write); the next call opens them again."""
         if self._backends:
-            self._each(lambda backend: backend.finish(failed))
+            self._each(lambda backend: backend.finish(None))
+        self._backends = None
+
+    def finish(self, failed: bool = False) -> None:
+        """Close every backend; MLflow and W&B mark the run finished or failed."""
+        self._each(lambda backend: backend.finish(failed))
         self._backends = []

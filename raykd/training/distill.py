@@ -95,8 +95,11 @@ def make_loss_fn(d: DistillConfig, task: str, vocab: int, teacher: ForwardCounte
             signal = teacher_signal(batch, flat)
             out = distillation_loss(flat_logits, flat["labels"], signal, alpha(signal, sampled), d.temperature,
                                     d.chunk_tokens, d.loss, d.jsd_beta)
-        tokens = out["tokens"]
-        return out["loss"] * tokens, tokens, {"soft_loss": out["soft"] * tokens, "hard_loss": out["hard"] * tokens}
+        tokens, weight = out["tokens"], alpha(signal, sampled)
+        # each part over the targets it was taken on (none where its weight is 0), the same names on every rank
+        parts = {"soft_loss": (out["soft"] * tokens, tokens * (weight > 0)),
+                 "hard_loss": (out["hard"] * tokens, tokens * (weight < 1))}
+        return out["loss"] * tokens, tokens, parts
 
     return loss_fn
 

@@ -101,8 +101,10 @@ def global_sums(values: list[float], world: int) -> list[float]:
     return tensor.tolist()
 
 
-# (model, batch) -> (summed loss, target count, {part: summed value}) (parts: distillation's soft and hard terms)
-LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]]
+# (model, batch) -> (summed loss, target count, {part: (summed value, targets it was taken on)}): the parts are
+# distillation's soft and hard terms; every rank must report the same part names (they are all-reduced).
+Parts = dict[str, tuple[torch.Tensor, torch.Tensor]]
+LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor, Parts]]
 EvalFn = Callable[[nn.Module, bool], dict]  # (model, final) -> held-out metrics added to a report
 
 
@@ -110,7 +112,7 @@ def accumulate_gradients(model: nn.Module, batches: list[dict], loss_fn: LossFn,
                          ) -> tuple[float, dict[str, float]]:
     """Leave in ``.grad`` the gradient of the per-target mean loss over ``batches`` on every rank (one
     optimizer step's micro-batches); gradients are synchronised once, after the last. Returns that mean
-    and the per-target mean of each part the loss function reports."""
+    and each reported part's mean over the targets it was taken on (a part taken on none is left out)."""
     loss_sum, targets, parts = 0.0, 0.0, {}
     for i, batch in enumerate(batches):
         device = next(iter(batch.values())).device.type
@@ -118,15 +120,17 @@ def accumulate_gradients(model: nn.Module, batches: list[dict], loss_fn: LossFn,
             summed, count, summed_parts = loss_fn(model, batch)
             summed.backward()
         loss_sum, targets = loss_sum + summed.item(), targets + float(count)
-        for name, value in summed_parts.items():
-            parts[name] = parts.get(name, 0.0) + float(value)
+        for name, (value, taken_on) in summed_parts.items():
+            total, n = parts.get(name, (0.0, 0.0))
+            parts[name] = (total + float(value), n + float(taken_on))
     names = sorted(parts)
-    loss_sum, targets, *part_sums = global_sums([loss_sum, targets, *(parts[n] for n in names)], world)
+    loss_sum, targets, *part_sums = global_sums([loss_sum, targets, *(x for n in names for x in parts[n])], world)
     # DDP/FSDP averaged the summed gradients over ranks: times world / global count = per-target mean.
     for p in model.parameters():
         if p.grad is not None:
             p.grad.mul_(world / max(targets, 1.0))
-    return loss_sum / max(targets, 1.0), {n: v / max(targets, 1.0) for n, v in zip(names, part_sums)}
+    means = {n: part_sums[2 * i] / part_sums[2 * i + 1] for i, n in enumerate(names) if part_sums[2 * i + 1]}
+    return loss_sum / max(targets, 1.0), means
 
 
 def grad_norm(model: nn.Module) -> float:

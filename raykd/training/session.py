@@ -10,8 +10,7 @@ import ray
 import ray.train
 import torch
 
-from raykd.config import TrackingConfig
-from raykd.tracking.runs import TrackedRun, numeric
+from raykd.tracking.runs import numeric
 from raykd.tracking.tracker import Tracker
 
 
@@ -43,19 +42,18 @@ class Session:
     def close(self) -> None:
         """Flush and close the tracker; the driver marks the run finished."""
         if self.tracker is not None:
-            self.tracker.finish(failed=None)
+            self.tracker.close()
 
 
-def train_session(tracking: TrackingConfig | None = None, run: TrackedRun | None = None) -> Session:
-    """The session of a Ray Train worker (inside a ``TorchTrainer`` loop); with ``run``, rank 0 logs its
-    curves to that tracker run."""
+def train_session(tracker: Tracker | None = None) -> Session:
+    """The session of a Ray Train worker (inside a ``TorchTrainer`` loop); rank 0 logs its curves to
+    ``tracker`` (``Tracker.for_workers`` of the driver's)."""
     from ray.train.torch import get_device
 
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
-    tracker = Tracker(tracking, run) if tracking is not None and run is not None and rank == 0 else None
     return Session(rank, ctx.get_world_size(), get_device(), ray.train.report, ray.train.Checkpoint,
-                   ray.train.get_checkpoint(), tracker)
+                   ray.train.get_checkpoint(), tracker if rank == 0 else None)
 
 
 def tune_session() -> Session:

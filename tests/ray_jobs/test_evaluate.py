@@ -4,6 +4,7 @@ import json
 import math
 
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from raykd.builtin.data import generate_split
 from tests.conftest import DEMO, raykd
@@ -29,6 +30,11 @@ def test_report_compares_teacher_student_and_baseline(student_run, head_env):
         assert low <= report[f"{arm}_score"] <= high and "hits" not in report["arms"][arm]
     low, high = report["gain_over_baseline_ci"]
     assert low <= report["gain_over_baseline"] <= high and "95% CI" in (run / "report" / "report.md").read_text()
+    [board] = (run / "report" / "tensorboard").iterdir()  # the default tracker: the table, the plot, the text
+    events = EventAccumulator(str(board)).Reload()
+    student_low = report["arms"]["student"]["score_ci"][0]
+    assert events.Scalars("arms/student/score_ci_low")[0].value == pytest.approx(student_low)
+    assert events.Tags()["images"] == ["report.png"] and "report.md/text_summary" in events.Tags()["tensors"]
 
 
 def test_evaluate_without_a_student_says_what_to_run(head_env, tmp_path):

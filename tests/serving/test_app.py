@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from serving.router import api
-from tests.conftest import DEMO, raykd
+from tests.conftest import DEMO, mlflow_runs, raykd
 from tests.serving import hostile
 from tests.serving.servers import start_serve, stop_serve
 
@@ -211,6 +211,7 @@ def test_compare_against_the_running_server_shows_the_student_faster(server, mon
     url, run = server
     monkeypatch.setenv("RAYKD_TEST_KEY", KEY)
     raykd("compare", "--config", str(DEMO), "--url", url, f"run_dir={run}", "serve.api_key_env=RAYKD_TEST_KEY",
+          "tracking.backends=[tensorboard,mlflow]",  # RUN/mlflow.db: the server fixture's key scan reads it too
           "serve.compare_concurrency=[1,4]", "serve.compare_requests=12", "serve.compare_max_tokens=8")
     report = json.loads((run / "serve_compare" / "compare.json").read_text())
     assert set(report["arms"]) == {"teacher", "student"} and set(report["speedup_p50"]) == {"1", "4"}
@@ -219,6 +220,9 @@ def test_compare_against_the_running_server_shows_the_student_faster(server, mon
     assert report["speedup_p50"]["1"] > 1.0
     assert (run / "serve_compare" / "compare.png").stat().st_size > 0
     assert "| student | 4 |" in (run / "serve_compare" / "compare.md").read_text()
+    [tracked] = mlflow_runs(f"sqlite:///{run / 'mlflow.db'}", "raykd").values()  # the table in the tracker
+    assert tracked.data.metrics["arms/student/4/latency_s/p50"] == report["arms"]["student"]["4"]["latency_s"]["p50"]
+    assert tracked.data.tags["raykd.stage"] == "compare"
 
 
 def test_a_flood_past_the_queue_gets_fast_503s_and_the_server_recovers(server):

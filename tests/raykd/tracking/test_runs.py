@@ -7,10 +7,11 @@ from raykd.tracking.runs import TrackedRun, flat_params, numeric
 
 
 def test_numbers_are_flattened_with_intervals_as_low_and_high():
-    metrics = {"score": 0.5, "ci": [0.25, 0.75], "ok": True, "engine": "vllm", "bad": math.nan, "steps": 3,
-               "arms": {"student": {"score": 0.4, "score_ci": [0.3, 0.5]}}, "levels": [1, 4, 16]}
+    metrics = {"score": 0.5, "gain_ci": [0.25, 0.75], "ok": True, "engine": "vllm", "loss": math.inf, "steps": 3,
+               "arms": {"student": {"score": 0.4, "score_ci": [0.3, 0.5]}}, "levels": [1, 4], "latencies": [1, 2]}
     assert numeric(metrics, "final/") == {
-        "final/score": 0.5, "final/ci_low": 0.25, "final/ci_high": 0.75, "final/steps": 3.0,
+        "final/score": 0.5, "final/gain_ci_low": 0.25, "final/gain_ci_high": 0.75, "final/steps": 3.0,
+        "final/loss": math.inf,
         "final/arms/student/score": 0.4, "final/arms/student/score_ci_low": 0.3,
         "final/arms/student/score_ci_high": 0.5}
 

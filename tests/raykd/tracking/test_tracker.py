@@ -4,6 +4,7 @@ point twice; a tracker that fails is one warning line."""
 
 import os
 import socket
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pytest
@@ -16,6 +17,14 @@ from raykd.tracking.backend_mlflow import tracking_uri
 from raykd.tracking.backend_wandb import history
 from raykd.tracking.runs import TrackedRun, flat_params
 from raykd.tracking.tracker import Tracker, check_clients
+
+
+@pytest.fixture(autouse=True)
+def no_failed_backends():
+    """Each test starts with no backend remembered as failed (``tracker.FAILED`` lasts a process)."""
+    tracker_module.FAILED.clear()
+    yield
+    tracker_module.FAILED.clear()
 
 
 def a_run(tmp_path, name="distill-student-abc", parent=None) -> TrackedRun:
@@ -68,6 +77,11 @@ def test_mlflow_holds_each_point_once_params_and_a_trial_under_its_sweep(tmp_pat
     assert distilled.data.tags["team"] == "kd" and distilled.data.tags["raykd.run_dir"] == str(tmp_path)
     assert runs["trial-1"].data.tags["mlflow.parentRunId"] == runs["sweep-x"].info.run_id
     assert runs["trial-1"].info.status == "FAILED"
+    # artifacts go beside the run directory's store, not into ./mlruns of whichever process made the experiment
+    (tmp_path / "report.md").write_text("| arm |\n")
+    Tracker(settings, run).log_artifact(tmp_path / "report.md", "files")
+    assert (tmp_path / "mlartifacts").is_dir() and not Path("mlruns").exists()
+    assert [a.path for a in client.list_artifacts(distilled.info.run_id, "files")] == ["files/report.md"]
 
 
 @pytest.mark.slow  # W&B's client starts its own service process
@@ -81,7 +95,7 @@ def test_wandb_offline_files_hold_each_point_once_after_a_resume(tmp_path):
     assert [r["raykd/step"] for r in rows if "eval_score" in r] == [6, 10]
 
 
-def test_an_unreachable_tracker_is_one_warning_and_the_others_go_on(tmp_path, capsys):
+def test_an_unreachable_tracker_is_one_warning_for_the_process_and_the_others_go_on(tmp_path, capsys):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed once the block ends: nothing listens there
@@ -89,6 +103,8 @@ def test_an_unreachable_tracker_is_one_warning_and_the_others_go_on(tmp_path, ca
     run = a_run(tmp_path)
     tracker = Tracker(settings, run)
     tracker.log_params({"distill.alpha": "0.5"})
+    tracker.close()  # the driver's tracker reopens after its workers trained; they skip the failed backend
+    assert tracker.for_workers().settings.backends == ["tensorboard"]
     tracker.log_metrics({"train/loss": 1.0}, 1)
     tracker.finish()
     err = capsys.readouterr().err.strip().splitlines()
