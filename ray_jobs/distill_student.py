@@ -32,13 +32,12 @@ from raykd.models.sharded_load import training_model
 from raykd.models.student import build_student, check_student
 from raykd.pipeline.runs import distill_inputs
 from raykd.pipeline.state import STAGES
-from raykd.tracking.stage import record, stage_run, tracked
 from raykd.training.checkpoints import restore_checkpoint
 from raykd.training.distill import DistillSetup, make_loss_fn, training_data
 from raykd.training.loop import EvalFn, make_optimizer, run_steps, use_bf16, worker_device
 from raykd.training.on_policy import OnPolicyCounts, on_policy_for, teacher_pool
 from raykd.training.session import Session, train_session
-from raykd.training.trainer import fit, train_run_name, trainer_for
+from raykd.training.trainer import tracked_fit, train_run_name
 
 
 def fit_student(cfg: RaykdConfig, setup: DistillSetup, data, session: Session, evaluate: EvalFn | None = None,
@@ -107,16 +106,12 @@ def run(cfg: RaykdConfig) -> dict:
         ds = ds.materialize()
         pool = teacher_pool(cfg, setup.teacher)
     name = train_run_name(cfg, d, f"distill-{d.output}", distill_inputs(cfg, setup.tokenizer, setup.teacher))
-    with tracked(cfg, stage_run(cfg, "distill", name)) as tracker:
-        trainer = trainer_for(cfg, d, name, train_loop, {"train": ds},
-                              extra={"setup": setup, "teachers": pool, "tracker": tracker.for_workers()})
-        try:
-            result = fit(trainer)
-        finally:
-            for actor in pool:
-                ray.kill(actor)
-        metrics = export_and_score(cfg, result, setup, rows, kind, started)
-        record(tracker, metrics, metrics["steps"], files=(out / "metrics.json",), model=out)
+    try:
+        metrics = tracked_fit(cfg, "distill", d, name, train_loop, {"train": ds}, {"setup": setup, "teachers": pool},
+                              lambda result: export_and_score(cfg, result, setup, rows, kind, started), out)
+    finally:
+        for actor in pool:
+            ray.kill(actor)
     print(f"[distill] student eval loss {metrics['eval_loss']:.3f}, score {metrics['eval_score']}; saved to {out}")
     return metrics
 

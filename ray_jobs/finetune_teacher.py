@@ -29,11 +29,10 @@ from raykd.models.sharded_load import training_model
 from raykd.models.teacher import build_teacher, check_teacher
 from raykd.pipeline.runs import finetune_inputs
 from raykd.pipeline.state import STAGES
-from raykd.tracking.stage import record, stage_run, tracked
 from raykd.training.checkpoints import restore_checkpoint
 from raykd.training.loop import make_optimizer, run_steps, use_bf16, worker_device
 from raykd.training.session import train_session
-from raykd.training.trainer import fit, train_run_name, trainer_for
+from raykd.training.trainer import tracked_fit, train_run_name
 
 
 def task_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, dict]:
@@ -67,16 +66,14 @@ def run(cfg: RaykdConfig) -> dict:
     out = cfg.stage_dir("teacher")
     tokenizer = resolve_tokenizer(cfg.models)
     train = tokenized_dataset(cfg.data.train, cfg.data, cfg.task, tokenizer,
-                              trust_remote_code=cfg.models.trust_remote_code)
+                              trust_remote_code=cfg.models.trust_remote_code, rows=cfg.data.train_rows)
     rows, kind = held_out_rows(cfg.data.eval, cfg.data, cfg.task)
     cfg_dict = cfg.to_dict()
     base = score_task.remote(cfg_dict, cfg.models.teacher, tokenizer, rows, kind)
     name = train_run_name(cfg, cfg.finetune, "finetune", finetune_inputs(cfg, tokenizer))
-    with tracked(cfg, stage_run(cfg, "finetune", name)) as tracker:
-        result = fit(trainer_for(cfg, cfg.finetune, name, train_loop, {"train": train},
-                                 extra={"tracker": tracker.for_workers()}))
-        metrics = export_and_score(cfg, result, tokenizer, ray.get(base), rows, kind, started)
-        record(tracker, metrics, metrics["steps"], files=(out / "metrics.json",), model=out)
+    metrics = tracked_fit(cfg, "finetune", cfg.finetune, name, train_loop, {"train": train}, {},
+                          lambda result: export_and_score(cfg, result, tokenizer, ray.get(base), rows, kind, started),
+                          out)
     print(f"[finetune] eval loss {metrics['base_eval_loss']:.3f} -> {metrics['eval_loss']:.3f}, "
           f"score {metrics['base_eval_score']} -> {metrics['eval_score']}; teacher saved to {out}")
     return metrics

@@ -48,11 +48,11 @@ def redo_config(cfg: RaykdConfig, stage: str) -> RaykdConfig:
     return from_dict(data)
 
 
-def run(cfg: RaykdConfig, force: str | None = None) -> dict:
-    """Run every stage not done (and ``force`` onwards), in order; returns ``{stage: headline}`` and
-    writes ``RUN/summary.md``."""
+def run(cfg: RaykdConfig, force: str | None = None, stages: tuple[str, ...] = ORDER) -> dict:
+    """Run every one of ``stages`` not done (and ``force`` onwards), in order; returns
+    ``{stage: headline}`` and writes ``RUN/summary.md``."""
     rows = []
-    for name in ORDER:
+    for name in stages:
         done, why = stage_status(cfg, name)
         if done and not forced(name, force):
             print(f"[pipeline] {name}: skipped, {why}", flush=True)

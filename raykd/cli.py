@@ -19,7 +19,7 @@ COMMANDS = {
     "compare": ("serving.compare", "main"),
     "config": ("raykd.config_reference", "show"),
     "plan": ("raykd.plan.planner", "main"),
-    "recommend": ("raykd.recommend", "main"),
+    "recommend": ("ray_jobs.recommend", "main"),
 }
 USAGE = "usage: raykd {" + ",".join(COMMANDS) + "} [--config FILE] [key=value ...]   (raykd COMMAND -h for help)"
 

@@ -89,6 +89,9 @@ class DataConfig:
     max_seq_len: int = knob(32, "tokens per example after truncation", ge=4)
     max_new_tokens: int = knob(12, "tokens generated when scoring a completion", ge=1)
     eval_examples: int = knob(200, "examples scored per evaluation", ge=1)
+    train_rows: int = knob(0, "train on the first N rows of data.train only (0 = all of them): a pilot or a "
+                           "learning curve on a sample", ge=0)
+    unlabeled_rows: int = knob(0, "cache the teacher on the first N rows of data.unlabeled only (0 = all)", ge=0)
 
 
 @dataclass

@@ -10,7 +10,7 @@ import yaml
 from raykd.config import RaykdConfig, from_dict
 from raykd.launch import write_metrics
 from raykd.training.sweep_trial import KNOBS
-from tuning.space import DIVERGED_LOSS
+from tuning.space import DIVERGED_LOSS, config_point
 
 COLUMNS = ("trial_id", *KNOBS, "eval_loss", "eval_kl", "eval_score", "step", "training_iteration", "stopped_early",
            "teacher_forward_passes", "data_source", "time_total_s")
@@ -81,6 +81,35 @@ def rank(frame: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
     return frame.dropna(subset=[metric]).sort_values(keys, ascending=[mode == "min", True][: len(keys)])
 
 
+def config_trial(frame: pd.DataFrame, point: dict) -> pd.Series | None:
+    """The trial that ran the config's own point (passed to the searcher as is, so matched exactly)."""
+    match = frame
+    for key, value in point.items():
+        match = match[match[key] == value] if key in match else match.iloc[0:0]
+    return None if match.empty else match.iloc[0]
+
+
+def value_at(history: pd.DataFrame, metric: str, step: int) -> float:
+    """A trial's last reported ``metric`` at or before ``step``."""
+    reported = history[(history["step"] <= step) & history[metric].notna()]
+    return float(reported[metric].iloc[-1])
+
+
+def versus_config(histories: dict[str, pd.DataFrame], frame: pd.DataFrame, point: dict, metric: str, mode: str,
+                  best: pd.Series) -> dict:
+    """The best trial against the config's own ``point`` at the same budget: both read at the last step
+    both reached (ASHA may have stopped either), from ``histories`` (trial id -> its reports).
+    ``sweep_beat_config`` is strictly better."""
+    mine = config_trial(frame, point)
+    if mine is None:  # a sweep restored from before its first trial was the config's
+        return {}
+    step = int(min(mine["step"], best["step"]))
+    ours, theirs = (value_at(histories[t], metric, step) for t in (mine["trial_id"], best["trial_id"]))
+    better = theirs > ours if mode == "max" else theirs < ours
+    return {"config_trial": mine["trial_id"], "compared_at_step": step, "config_value": ours,
+            "best_value": theirs, "sweep_beat_config": bool(better)}
+
+
 def unfinished(grid, num_samples: int) -> int:
     """Trials an interrupted sweep still owes: never started, or cut off mid-run. A trial that ran to
     its end or that ASHA stopped has ``done`` in its last result; an errored one counts as ended."""
@@ -118,5 +147,7 @@ def summarize(grid, cfg: RaykdConfig, metric: str, mode: str, out: Path, wall_s:
         "best_config": str(out / "best_config.yaml"), "wall_s": round(wall_s, 1),
     }
     metrics |= {f"best_{k}": _plain(best[k]) for k in ("lr",) if k in best and not pd.isna(best[k])}
+    histories = {r.metrics["trial_id"]: r.metrics_dataframe for r in grid if r.metrics}
+    metrics |= versus_config(histories, frame, config_point(cfg.tune, cfg.distill), metric, mode, best)
     write_metrics(out, metrics)
     return metrics

@@ -6,7 +6,8 @@ import math
 
 from ray import tune
 
-from raykd.config import TuneConfig
+from raykd.config import DistillConfig, TuneConfig
+from raykd.training.sweep_trial import KNOBS
 
 DIVERGED_LOSS = 1e9  # reported instead of NaN/inf: ASHA compares finite numbers only
 
@@ -27,6 +28,12 @@ def search_space(t: TuneConfig) -> dict:
     if t.jsd_beta:
         space["jsd_beta"] = _between(t.jsd_beta, tune.uniform)
     return space
+
+
+def config_point(t: TuneConfig, distill: DistillConfig) -> dict:
+    """The config's own distill knobs as a point of the search space: the sweep's first trial
+    (Tune's ``points_to_evaluate``), so the sweep is measured against what it would replace."""
+    return {key: getattr(distill, KNOBS[key]) for key in search_space(t)}
 
 
 def finite_loss(loss: float) -> float:

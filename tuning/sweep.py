@@ -43,6 +43,7 @@ from raykd.launch import parse_stage_args, run_stage
 from raykd.models.student import check_student
 from raykd.pipeline.runs import distill_inputs, fingerprint, run_name
 from raykd.pipeline.state import STAGES
+from raykd.pipeline.summary import versus_sentence
 from raykd.tracking.stage import record, stage_run, tracked
 from raykd.training.distill import DistillSetup, held_out_kl, training_data
 from raykd.training.loop import EvalFn
@@ -50,7 +51,7 @@ from raykd.training.session import train_session, tune_session
 from raykd.training.sweep_trial import trial_config
 from raykd.training.trainer import train_run_name, trainer_for
 from tuning.results import summarize, unfinished
-from tuning.space import finite_loss, search_space
+from tuning.space import config_point, finite_loss, search_space
 from tuning.tracking import TrialTracking
 
 # tune.metric -> (the reported column trials are ranked by, Tune's mode)
@@ -114,17 +115,19 @@ def trial_worker(config: dict) -> None:
 
 def searcher(cfg: RaykdConfig):
     """Random search (seeded by ``cfg.seed``), or Optuna's TPE when asked and installed; either runs at
-    most ``tune.max_concurrent_trials`` at once (Tune ignores that TuneConfig knob for random search)."""
-    limit = cfg.tune.max_concurrent_trials
+    most ``tune.max_concurrent_trials`` at once (Tune ignores that TuneConfig knob for random search)
+    and starts with the config's own point (one of the ``tune.num_samples`` trials)."""
+    limit, first = cfg.tune.max_concurrent_trials, [config_point(cfg.tune, cfg.distill)]
     if cfg.tune.search == "optuna":
         try:
             from ray.tune.search import ConcurrencyLimiter
             from ray.tune.search.optuna import OptunaSearch
 
-            return ConcurrencyLimiter(OptunaSearch(seed=cfg.seed), max_concurrent=limit)
+            return ConcurrencyLimiter(OptunaSearch(points_to_evaluate=first, seed=cfg.seed),
+                                      max_concurrent=limit)
         except (ImportError, AssertionError):
             raise ConfigError("tune.search=optuna needs optuna: pip install -e '.[tune]'") from None
-    return BasicVariantGenerator(random_state=cfg.seed, max_concurrent=limit)
+    return BasicVariantGenerator(points_to_evaluate=first, random_state=cfg.seed, max_concurrent=limit)
 
 
 def sweep_inputs(cfg: RaykdConfig, setup: DistillSetup) -> dict:
@@ -226,7 +229,8 @@ def run(cfg: RaykdConfig) -> dict:
           f"alpha {metrics['best_alpha']:.3g}, loss {metrics['best_loss']}, held-out loss "
           f"{metrics['best_eval_loss']:.4f}, score "
           f"{metrics['best_score']} (ranked by {metric}); {metrics['stopped_early']} stopped early; teacher "
-          f"forward passes {metrics['teacher_forward_passes']}\n[tune] best config: {metrics['best_config']}",
+          f"forward passes {metrics['teacher_forward_passes']}\n[tune] {versus_sentence(metrics)}\n"
+          f"[tune] best config: {metrics['best_config']}",
           flush=True)
     return metrics
 

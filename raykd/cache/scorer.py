@@ -19,6 +19,7 @@ from raykd.data.datasets import (
     check_fields,
     conversation_column,
     encode_classification_batch,
+    first_rows,
     read_dataset,
     text_column,
 )
@@ -72,7 +73,8 @@ def distillation_rows(cfg: RaykdConfig) -> ray.data.Dataset:
     for spec, labeled, held_out in chosen:
         ds = read_dataset(spec)
         kind = check_fields(ds, spec, cfg.data, cfg.task, labeled)
-        ds = ds.limit(cfg.data.eval_examples) if held_out else ds
+        ds = first_rows(ds, cfg.data.eval_examples if held_out else
+                        cfg.data.train_rows if labeled else cfg.data.unlabeled_rows)
         parts.append(ds.map_batches(normalize, batch_format="numpy", fn_kwargs={
             "kind": kind, "labeled": labeled, "data": dataclasses.asdict(cfg.data), "spec": spec,
             "held_out": held_out}))

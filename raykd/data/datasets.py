@@ -274,11 +274,18 @@ def tokenize_batch(batch: dict, tokenizer_path: str, cfg: dict, task: str, kind:
     return encode_lm_batch(tok, pairs, width)
 
 
+def first_rows(ds: ray.data.Dataset, rows: int) -> ray.data.Dataset:
+    """The first ``rows`` rows of ``ds`` (``data.train_rows``, ``data.unlabeled_rows``); 0 keeps them all."""
+    return ds.limit(rows) if rows else ds
+
+
 def tokenized_dataset(spec: str, cfg: DataConfig, task: str, tokenizer_path: str, labeled: bool = True,
-                      trust_remote_code: bool = False) -> ray.data.Dataset:
-    """Read, check and tokenize a dataset; materialised so that every epoch reuses it."""
+                      trust_remote_code: bool = False, rows: int = 0) -> ray.data.Dataset:
+    """Read, check and tokenize a dataset (its first ``rows`` rows, 0 = all); materialised so that every
+    epoch reuses it."""
     ds = read_dataset(spec)
     kind = check_fields(ds, spec, cfg, task, labeled)
+    ds = first_rows(ds, rows)
     with bad_rows_named([spec]):
         return ds.map_batches(
             tokenize_batch, batch_format="numpy", batch_size=256,

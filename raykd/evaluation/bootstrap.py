@@ -39,3 +39,17 @@ def difference_interval(hits_a: list[int], hits_b: list[int], resamples: int = R
         raise ValueError(f"paired hits must cover the same examples: {a.shape} vs {b.shape}")
     rows = _resampled_rows(len(a), resamples, seed)
     return _interval(a[rows].mean(axis=1) - b[rows].mean(axis=1))
+
+
+def ratio_interval(hits_a: list[int], hits_b: list[int], resamples: int = RESAMPLES, seed: int = 0
+                   ) -> list[float] | None:
+    """``[low, high]`` of ``mean(a) / mean(b)`` (a student's retention of its teacher's score), paired
+    like ``difference_interval``; resamples where ``b`` scores 0 have no ratio and are left out
+    (``None`` when every one does)."""
+    a, b = np.asarray(hits_a, dtype=np.float64), np.asarray(hits_b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired hits must cover the same examples: {a.shape} vs {b.shape}")
+    rows = _resampled_rows(len(a), resamples, seed)
+    num, den = a[rows].mean(axis=1), b[rows].mean(axis=1)
+    ratios = num[den > 0] / den[den > 0]
+    return _interval(ratios) if len(ratios) else None

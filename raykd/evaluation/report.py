@@ -14,7 +14,7 @@ import torch
 from raykd.config import RaykdConfig, from_dict
 from raykd.data.examples import prompt_ids, timing_prompt
 from raykd.data.tokens import classification_ids, load_tokenizer
-from raykd.evaluation.bootstrap import difference_interval, score_interval
+from raykd.evaluation.bootstrap import difference_interval, ratio_interval, score_interval
 from raykd.evaluation.scoring import score_model
 from raykd.evaluation.speed import compare_speed
 from raykd.models.load import count_params, load_configured
@@ -67,6 +67,7 @@ def build_report(cfg: RaykdConfig, arms: dict[str, dict], dirs: dict[str, Path],
     t, s, b = arms["teacher"], arms["student"], arms["baseline"]
     scored = s["score"] is not None  # plain-text data has a loss and no score
     gain_ci = difference_interval(s["hits"], b["hits"], seed=cfg.seed) if scored else None
+    retention_ci = ratio_interval(s["hits"], t["hits"], seed=cfg.seed) if scored else None
     for m in arms.values():  # per-example hits become each score's 95% interval
         hits = m.pop("hits", None)
         m["score_ci"] = score_interval(hits, seed=cfg.seed) if hits else None
@@ -74,6 +75,7 @@ def build_report(cfg: RaykdConfig, arms: dict[str, dict], dirs: dict[str, Path],
         "teacher_score": t["score"], "student_score": s["score"], "baseline_score": b["score"],
         "teacher_loss": t["loss"], "student_loss": s["loss"], "baseline_loss": b["loss"],
         "retention": s["score"] / t["score"] if scored and t["score"] else None,  # None: no score, or a teacher at 0
+        "retention_ci": retention_ci,
         "gain_over_baseline": s["score"] - b["score"] if scored else None, "gain_over_baseline_ci": gain_ci,
         "params_ratio": s["params"] / t["params"], "size_ratio": s["bytes"] / t["bytes"],
         "latency_speedup": t["latency_p50_s"] / s["latency_p50_s"],

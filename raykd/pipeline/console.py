@@ -18,7 +18,7 @@ import threading
 import uuid
 from pathlib import Path
 
-TAGS = ("finetune", "cache", "distill", "evaluate", "tune", "serve", "compare", "pipeline", "raykd")
+TAGS = ("finetune", "cache", "distill", "evaluate", "tune", "serve", "compare", "pipeline", "recommend", "raykd")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colours, and the cursor moves of Ray Data's progress bars
 _REPEATED = re.compile(r"\s*\[repeated \d+x across cluster\].*$")  # and Ray's hint after it
 _WORKER_PREFIX = re.compile(r"^\(.*?\bpid=\d+[^)]*\)\s*")  # "(MapWorker(MapBatches(X)) pid=7, ip=10.0.0.2) "

@@ -21,6 +21,18 @@ def _interval(ci: list[float] | None, signed: bool = False) -> str:
     return "" if not ci else (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if signed else f" [{ci[0]:.3f}, {ci[1]:.3f}]")
 
 
+def versus_sentence(metrics: dict) -> str:
+    """The sweep's answer to "did tuning beat my config?" (``raykd tune``'s metrics), one sentence."""
+    if "config_trial" not in metrics:
+        return "the config's own point was not among the trials"
+    m = metrics
+    at = (f"{m['metric']} at step {m['compared_at_step']}: {m['best_value']:.4g} vs your config's "
+          f"{m['config_value']:.4g}")
+    if m["sweep_beat_config"]:
+        return f"the best trial beats your config ({at})"
+    return f"the sweep found nothing better than your config ({at}); keep it"
+
+
 def headline(stage: str, result: dict) -> str:
     """The figures a user looks at first, from a stage's result file (``evaluate``: report.json)."""
     r = result
@@ -40,7 +52,7 @@ def headline(stage: str, result: dict) -> str:
         return f"test {scores}{gain}; {r['params_ratio']:.1%} params, {r['latency_speedup']:.1f}x at batch 1"
     if stage == "tune":
         return (f"best of {r['trials']} trials: T {r['best_temperature']:.3g}, alpha {r['best_alpha']:.3g}, "
-                f"score {_score(r['best_score'])} (ranked by {r['metric']})")
+                f"score {_score(r['best_score'])} (ranked by {r['metric']}); {versus_sentence(r)}")
     if stage == "compare":
         levels = sorted(r["speedup_p50"].items(), key=lambda item: int(item[0]))  # JSON made the levels strings
         return "served p50 speedup " + ", ".join(f"c{c} {v:.2f}x" for c, v in levels)

@@ -128,7 +128,7 @@ def training_data(cfg: RaykdConfig) -> tuple[ray.data.Dataset, DistillSetup]:
         tokenizer = resolve_tokenizer(cfg.models)
         vocab = len(load_tokenizer(tokenizer)) if cfg.task == "causal_lm" else cfg.data.num_labels
         data = tokenized_dataset(cfg.data.train, cfg.data, cfg.task, tokenizer,
-                                 trust_remote_code=cfg.models.trust_remote_code)
+                                 trust_remote_code=cfg.models.trust_remote_code, rows=cfg.data.train_rows)
         return data, DistillSetup(teacher, tokenizer, vocab, "data.train")
     cache_dir = cfg.stage_dir("teacher_cache")
     ds, manifest, source = load(cache_dir)

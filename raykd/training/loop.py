@@ -133,9 +133,9 @@ def accumulate_gradients(model: nn.Module, batches: list[dict], loss_fn: LossFn,
     return loss_sum / max(targets, 1.0), means
 
 
-def grad_norm(model: nn.Module) -> float:
-    """Clip the gradient to norm 1 and return its norm before clipping (a whole tensor under FSDP2 too)."""
-    norm = nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+def as_float(norm: torch.Tensor) -> float:
+    """A gradient norm as a number: a DTensor (FSDP2) is made whole first, a collective every rank joins,
+    so only at the steps every rank logs (reading it forces a device sync, so not every step)."""
     return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
 
 
@@ -164,7 +164,7 @@ def run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, dat
         step_batches = [{k: v.to(device) for k, v in next(batches).items()} for _ in range(cfg.grad_accum)]
         total, parts = accumulate_gradients(model, step_batches, loss_fn, world, bf16)
         window_tokens += sum(int(b["attention_mask"].sum()) for b in step_batches) * world
-        norm = grad_norm(model)
+        norm = nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # the norm before clipping, unread here
         lr = scheduler.get_last_lr()[0]
         optimizer.step(), scheduler.step(), optimizer.zero_grad(set_to_none=True)
         state.step += 1
@@ -177,8 +177,8 @@ def run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, dat
                 eta = (time.time() - started) / (state.step - first_step) * (cfg.steps - state.step)
                 print(f"[{tag}] step {state.step}/{cfg.steps} loss {total:.4f} tokens/s {rate:.0f} "
                       f"lr {lr:.2e} eta {eta:.0f}s", flush=True)
-            session.log({"loss": total, **parts, "lr": lr, "tokens_per_s": rate, "grad_norm": norm}, state.step,
-                        "train/")
+            figures = {"loss": total, **parts, "lr": lr, "tokens_per_s": rate, "grad_norm": as_float(norm)}
+            session.log(figures, state.step, "train/")
             window_tokens, window_start = 0, time.time()
         if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
             metrics = {"step": state.step, "loss": total}

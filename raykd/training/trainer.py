@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable
+from pathlib import Path
 
 import pyarrow.fs
 from ray.train import CheckpointConfig, FailureConfig, Result, RunConfig, ScalingConfig
@@ -10,6 +12,7 @@ from ray.train.torch import TorchTrainer
 
 from raykd.config import RaykdConfig, TrainConfig
 from raykd.pipeline.runs import run_name
+from raykd.tracking.stage import record, stage_run, tracked
 
 
 def train_run_name(cfg: RaykdConfig, stage: TrainConfig, base: str, inputs: dict) -> str:
@@ -54,3 +57,15 @@ def fit(trainer: TorchTrainer) -> Result:
                 and info.base_name not in kept:
             fs.delete_dir(info.path)
     return result
+
+
+def tracked_fit(cfg: RaykdConfig, stage: str, train: TrainConfig, name: str, loop, datasets: dict, extra: dict,
+                finish: Callable[[Result], dict], out: Path) -> dict:
+    """A training stage under its tracker run ``name``: fit (the workers log their steps to the run),
+    ``finish(result)`` (export and score; returns the metrics written to ``out/metrics.json``), then the
+    metrics, that file and, with ``tracking.log_models``, the exported model recorded at the last step."""
+    with tracked(cfg, stage_run(cfg, stage, name)) as tracker:
+        result = fit(trainer_for(cfg, train, name, loop, datasets, extra={**extra, "tracker": tracker.for_workers()}))
+        metrics = finish(result)
+        record(tracker, metrics, metrics["steps"], files=(out / "metrics.json",), model=out)
+    return metrics

@@ -8,10 +8,11 @@ import yaml
 from ray import tune
 
 from raykd.config import ConfigError, TuneConfig, from_dict, load_config
+from raykd.pipeline.summary import versus_sentence
 from raykd.training.sweep_trial import trial_config
 from tests.conftest import DEMO
-from tuning.results import best_config, rank, trials_frame
-from tuning.space import DIVERGED_LOSS, finite_loss, search_space
+from tuning.results import best_config, rank, trials_frame, versus_config
+from tuning.space import DIVERGED_LOSS, config_point, finite_loss, search_space
 
 
 def test_default_space_samples_temperature_log_uniform_and_alpha_uniform():
@@ -126,3 +127,49 @@ def test_unfinished_counts_trials_never_started_and_cut_off():
     errored = Result(error=RuntimeError("x"), metrics=None)
     assert unfinished([ended, errored], 2) == 0
     assert unfinished([ended, cut_off], 4) == 3
+
+
+def test_the_configs_own_point_holds_its_distill_knobs_for_every_searched_key():
+    cfg = load_config(DEMO, ["tune.lr=[1e-4, 1e-2]", "tune.loss=[forward_kl, jsd]"])
+    assert config_point(cfg.tune, cfg.distill) == {"temperature": 2.0, "alpha": 0.5, "lr": cfg.distill.lr,
+                                                   "divergence": "forward_kl"}
+
+
+def _trials(rows: dict[str, list[tuple[int, float]]]) -> tuple[dict, pd.DataFrame]:
+    """Histories (trial -> (step, eval_score) reports) and the frame of their last reports; trial
+    "a" ran the config's point (temperature 2, alpha 0.5)."""
+    histories = {t: pd.DataFrame(r, columns=["step", "eval_score"]) for t, r in rows.items()}
+    knobs = {"a": (2.0, 0.5), "b": (1.3, 0.1), "c": (5.0, 0.9)}
+    frame = pd.DataFrame([{"trial_id": t, "temperature": knobs[t][0], "alpha": knobs[t][1], "step": r[-1][0],
+                           "eval_score": r[-1][1]} for t, r in rows.items()])
+    return histories, frame
+
+
+POINT = {"temperature": 2.0, "alpha": 0.5}
+
+
+def test_a_sweep_that_beats_the_config_says_so_at_the_step_both_reached():
+    histories, frame = _trials({"a": [(20, 0.3), (40, 0.4)], "b": [(20, 0.35), (40, 0.5), (60, 0.55)]})
+    best = rank(frame, "eval_score", "max").iloc[0]
+    out = versus_config(histories, frame, POINT, "eval_score", "max", best)
+    assert out == {"config_trial": "a", "compared_at_step": 40, "config_value": 0.4, "best_value": 0.5,
+                   "sweep_beat_config": True}
+    assert "beats your config" in versus_sentence(out | {"metric": "eval_score"})
+
+
+def test_a_best_trial_only_ahead_after_the_config_was_stopped_is_compared_where_both_were():
+    histories, frame = _trials({"a": [(20, 0.45)], "b": [(20, 0.4), (40, 0.6)]})
+    best = rank(frame, "eval_score", "max").iloc[0]
+    out = versus_config(histories, frame, POINT, "eval_score", "max", best)
+    assert (out["compared_at_step"], out["best_value"], out["sweep_beat_config"]) == (20, 0.4, False)
+    assert "found nothing better" in versus_sentence(out | {"metric": "eval_score"})
+
+
+def test_the_config_as_the_best_trial_is_nothing_better_and_a_lower_loss_wins_under_min():
+    histories, frame = _trials({"a": [(20, 0.5)], "c": [(20, 0.5)]})
+    assert not versus_config(histories, frame, POINT, "eval_score", "max", frame.iloc[1])["sweep_beat_config"]
+    assert versus_config(histories, frame, POINT, "eval_score", "min", frame.iloc[1])["sweep_beat_config"] is False
+    histories, frame = _trials({"a": [(20, 0.5)], "c": [(20, 0.2)]})
+    assert versus_config(histories, frame, POINT, "eval_score", "min", frame.iloc[1])["sweep_beat_config"]
+    assert versus_config(histories, frame, {"temperature": 3.0, "alpha": 0.5}, "eval_score", "max",
+                         frame.iloc[0]) == {}

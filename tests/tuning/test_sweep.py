@@ -22,7 +22,8 @@ from tests.conftest import DEMO, REPO, metric_steps, mlflow_runs, raykd, read_me
 pytestmark = pytest.mark.slow
 
 # Sequential trials make the run order (and so ASHA's comparisons) deterministic; lr up to 20 is a
-# clearly bad region. With seed 0 the first trial samples a sane lr and a later one a degenerate one.
+# clearly bad region. The first trial is the config's own (sane) lr; with seed 0 a later one samples a
+# degenerate one.
 # Ranked by held-out KL to the teacher (the cache's held-out rows; no teacher runs): the degenerate lr
 # is clearly worst at the first rung, where a task score can tie.
 SWEEP = ["tune.metric=kl", "tune.num_samples=4", "tune.steps=40", "tune.eval_every=10", "tune.grace_period=10",
@@ -72,6 +73,11 @@ def test_sweep_stops_bad_trials_never_runs_the_teacher_and_resumes_after_a_kille
     assert metrics["trials"] == 4 and metrics["teacher_forward_passes"] == 0 and metrics["metric"] == "eval_kl"
     assert metrics["data_sources"] == ["object_store"]
     assert metrics["stopped_early"] >= 1
+    # the config's own knobs ran as one of the trials, and the headline answers "did tuning beat it?"
+    own = frame.set_index("trial_id").loc[metrics["config_trial"]]
+    assert (own["temperature"], own["alpha"], own["lr"]) == (2.0, 0.5, load_config(DEMO).distill.lr)
+    assert isinstance(metrics["sweep_beat_config"], bool) and metrics["compared_at_step"] >= 10
+    assert ("beats your config" if metrics["sweep_beat_config"] else "found nothing better") in resumed.stdout
     worst = frame.sort_values("lr").iloc[-1]
     assert worst["lr"] > 1 and worst["stopped_early"], frame.to_string()  # the degenerate lr was stopped
     best = load_config(metrics["best_config"])

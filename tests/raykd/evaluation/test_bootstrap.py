@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from raykd.evaluation.bootstrap import difference_interval, score_interval
+from raykd.evaluation.bootstrap import difference_interval, ratio_interval, score_interval
 
 
 def test_a_score_interval_holds_the_score_and_has_the_binomial_width():
@@ -25,3 +25,15 @@ def test_paired_differences_see_a_gain_that_unpaired_noise_would_hide():
     assert difference_interval(base, base) == [0.0, 0.0]
     with pytest.raises(ValueError, match="same examples"):
         difference_interval([1, 0], [1])
+
+
+def test_a_retention_interval_holds_the_ratio_and_is_tight_when_the_student_tracks_the_teacher():
+    teacher = [1, 0] * 100  # 0.5
+    student = list(teacher)
+    student[0:40:2] = [0] * 20  # twenty of the teacher's hits missed: 80 / 100 = 0.8
+    low, high = ratio_interval(student, teacher)
+    assert low < 0.8 < high and high < 0.9  # paired: every resample keeps most of the teacher's hits
+    assert ratio_interval(teacher, teacher) == [1.0, 1.0]
+    assert ratio_interval([1, 0], [0, 0]) is None  # a teacher at 0 has no ratio
+    with pytest.raises(ValueError, match="same examples"):
+        ratio_interval([1, 0], [1])
