@@ -36,6 +36,8 @@ def main() -> None:
     wall = time.perf_counter() - started
     answer = json.loads(done.stdout.strip().splitlines()[-1])
     e = answer["evidence"]
+    if e is None:
+        raise SystemExit(f"the pilot's report has no task score: {answer}")
     report = {"wall_s": wall, "strategy": answer["strategy"], "rule": answer["rule"],
               "test_rows": e["test_examples"], "gain": e["gain"], "gain_ci": e["gain_ci"],
               "gain_ci_width": e["gain_ci"][1] - e["gain_ci"][0], "retention": e["retention"],

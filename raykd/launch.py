@@ -10,6 +10,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from raykd.config import ConfigError, RaykdConfig, load_config, user_error
 from raykd.config_reference import help_text
@@ -94,8 +95,8 @@ def warn_if_stale_bootstrap_file(path: str = BOOTSTRAP_FILE) -> None:
                   file=sys.stderr)
 
 
-def run_stage(name: str, stage: Callable[[RaykdConfig], dict], cfg: RaykdConfig,
-              precheck: Callable[[RaykdConfig], None] | None = None) -> dict:
+def run_stage(name: str, stage: Callable[[RaykdConfig], Any], cfg: RaykdConfig,
+              precheck: Callable[[RaykdConfig], None] | None = None) -> Any:
     """Run one command under Ray; the tracking clients' presence and ``precheck(cfg)`` are checked first,
     before any Ray work. The terminal shows raykd's lines only; everything the driver and Ray print goes
     to ``RUN/logs/<name>.log``. Bad input (config, data, models, tokenizers) exits 2 with one line,

@@ -19,7 +19,7 @@ from pathlib import Path
 from ray import serve
 from ray.serve import Application
 
-from raykd.config import ConfigError, RaykdConfig, load_config
+from raykd.config import SERVE_ARMS, ConfigError, RaykdConfig, load_config
 from raykd.data.tokens import has_tokenizer
 from raykd.launch import parse_stage_args, run_stage
 from raykd.models.load import resolve_model, resolve_tokenizer
@@ -33,12 +33,14 @@ BUILTIN_ARMS = ["serve.teacher_model=builtin:teacher", "serve.student_model=buil
 
 
 def arm_dirs(cfg: RaykdConfig) -> dict[str, str]:
-    """Arm name → model directory; a missing one is a config error naming the key to set."""
+    """Arm name → model directory, for the arms ``serve.arms`` deploys; a missing one is a config error
+    naming the key to set."""
     s = cfg.serve
-    wanted = {s.teacher_name: ("serve.teacher_model", s.teacher_model or str(cfg.stage_dir("teacher"))),
-              s.student_name: ("serve.student_model", s.student_model or str(cfg.stage_dir(cfg.distill.output)))}
+    roles = {"teacher": (s.teacher_name, "serve.teacher_model", s.teacher_model or str(cfg.stage_dir("teacher"))),
+             "student": (s.student_name, "serve.student_model",
+                         s.student_model or str(cfg.stage_dir(cfg.distill.output)))}
     dirs = {}
-    for name, (key, spec) in wanted.items():
+    for name, key, spec in (roles[role] for role in SERVE_ARMS if role in s.arms):
         path = resolve_model(spec)
         if not (Path(path) / "config.json").exists():
             raise ConfigError(f"'{key}' = {spec}: no HF model directory there (train it first, or point {key} "
@@ -68,10 +70,16 @@ def build_app(cfg: RaykdConfig) -> Application:
     arms = {name: ModelServer.options(**arm_options(name, s, engine)).bind(path, tokenizers[name], engine, name,
                                                                            settings, trust)
             for name, path in dirs.items()}
-    weights = {s.teacher_name: 1 - s.student_weight, s.student_name: s.student_weight}
     router = Router.options(name="router", ray_actor_options=replica_actor_options(0.1), max_ongoing_requests=256)
-    return router.bind(arms, weights, {name: engine for name in dirs}, tokenizers[s.teacher_name],
+    return router.bind(arms, arm_weights(s, dirs), {name: engine for name in dirs}, next(iter(tokenizers.values())),
                        context_length(dirs, trust), settings, trust)
+
+
+def arm_weights(s, dirs: dict[str, str]) -> dict[str, float]:
+    """Each deployed arm's share of the alias's traffic: the split, or all of it for an arm alone."""
+    if len(dirs) == 1:
+        return dict.fromkeys(dirs, 1.0)
+    return {s.teacher_name: 1 - s.student_weight, s.student_name: s.student_weight}
 
 
 def build(args: dict) -> Application:
@@ -102,9 +110,10 @@ def run(cfg: RaykdConfig) -> dict:
     """``raykd serve``: deploy, print the URL, serve until interrupted, then shut Serve down."""
     url = start(cfg)
     s = cfg.serve
-    print(f"[serve] OpenAI-compatible API at {url}/v1 (models: {s.teacher_name}, {s.student_name}, "
-          f"{s.ab_alias} = {1 - s.student_weight:.0%}/{s.student_weight:.0%}); stats at {url}/v1/ab/stats; "
-          "Ctrl-C stops", flush=True)
+    names = [s.teacher_name if role == "teacher" else s.student_name for role in s.arms]
+    split = f"{1 - s.student_weight:.0%}/{s.student_weight:.0%}" if len(names) == 2 else f"{names[0]} alone"
+    print(f"[serve] OpenAI-compatible API at {url}/v1 (models: {', '.join(names)}, {s.ab_alias} = {split}); "
+          f"stats at {url}/v1/ab/stats; Ctrl-C stops", flush=True)
     try:
         while True:
             time.sleep(3600)

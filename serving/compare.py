@@ -145,6 +145,9 @@ def run(cfg: RaykdConfig, url: str | None = None) -> dict:
 
     started = time.time()
     s = cfg.serve
+    if len(s.arms) < 2:
+        raise ConfigError(f"raykd compare measures the teacher against the student: serve.arms = {s.arms} deploys "
+                          "one; set serve.arms=[teacher,student]")
     prompts = compare_prompts(cfg)
     own = url is None
     url = start(cfg) if own else url.rstrip("/")

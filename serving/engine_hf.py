@@ -24,8 +24,10 @@ from serving.sampling import next_tokens, visible_text
 
 @dataclass
 class GenerationRequest:
-    """What an arm is asked to generate. ``seed`` and ``logprobs`` (top-N alternatives per generated
-    token) are vLLM's; the router refuses them for a transformers arm."""
+    """What an arm is asked to generate. ``seed``, ``logprobs`` (top-N alternatives per generated token)
+    and ``vllm_sampling`` (``serving.protocol.VLLM_ONLY``) are vLLM's; the router refuses them for a
+    transformers arm. ``ignore_eos``: the model's stop ids end nothing (``stop_token_ids`` still do);
+    ``min_tokens``: no stop id is drawn before that many tokens."""
 
     prompt_ids: list[int]
     max_tokens: int
@@ -34,6 +36,10 @@ class GenerationRequest:
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
     logprobs: int | None = None
+    ignore_eos: bool = False
+    min_tokens: int = 0
+    stop_token_ids: list[int] = field(default_factory=list)
+    vllm_sampling: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -43,10 +49,22 @@ class Row:
 
     request: GenerationRequest
     out: asyncio.Queue
+    stop_ids: frozenset[int] = frozenset()  # the ids that end this request
     generated: list[int] = field(default_factory=list)
     text: str = ""
     done: bool = False
     abandoned: bool = False
+
+
+def held_back(logits: torch.Tensor, rows: list[Row]) -> torch.Tensor:
+    """``(B, V)`` next-token logits with each row's stop ids ruled out while it has fewer than its
+    ``min_tokens`` (vLLM's ``min_tokens``); the same tensor when no row asks for it."""
+    vocab = logits.shape[-1]  # a stop id past the vocabulary is never drawn anyway
+    early = [(i, [t for t in sorted(row.stop_ids) if t < vocab]) for i, row in enumerate(rows)
+             if len(row.generated) < row.request.min_tokens and row.stop_ids]
+    for i, ids in early:
+        logits[i, ids] = float("-inf")
+    return logits
 
 
 class TransformersEngine:
@@ -77,7 +95,8 @@ class TransformersEngine:
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[dict]:
         """Chunks of ``request``'s completion as the decoding loop makes them."""
-        row = Row(request, asyncio.Queue())
+        stops = set(request.stop_token_ids) | (set() if request.ignore_eos else self.stop_ids)
+        row = Row(request, asyncio.Queue(), frozenset(stops))
         self.waiting.append(row)
         if self.loop is None or self.loop.done():
             self.loop = asyncio.create_task(self._decode_loop())
@@ -152,7 +171,7 @@ class TransformersEngine:
         temperature = torch.tensor([r.request.temperature for r in rows], device=self.device)
         top_p = torch.tensor([r.request.top_p for r in rows], device=self.device)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-        first = next_tokens(out.logits[:, -1], temperature, top_p)
+        first = next_tokens(held_back(out.logits[:, -1], rows), temperature, top_p)
         return DecodeBatch(out.past_key_values, mask, positions[:, -1:] + 1, first[:, None], temperature, top_p,
                            rows), first
 
@@ -161,7 +180,7 @@ class TransformersEngine:
         batch.mask = torch.cat([batch.mask, torch.ones_like(batch.last)], dim=1)
         out = self.model(input_ids=batch.last, attention_mask=batch.mask, position_ids=batch.positions,
                          past_key_values=batch.cache, use_cache=True)
-        tokens = next_tokens(out.logits[:, -1], batch.temperature, batch.top_p)
+        tokens = next_tokens(held_back(out.logits[:, -1], batch.rows), batch.temperature, batch.top_p)
         batch.last, batch.positions = tokens[:, None], batch.positions + 1
         return tokens
 
@@ -170,7 +189,7 @@ class TransformersEngine:
         row.generated.append(token)
         request = row.request
         full = len(row.generated) >= request.max_tokens
-        finish = "stop" if token in self.stop_ids else ("length" if full else None)
+        finish = "stop" if token in row.stop_ids else ("length" if full else None)
         text, stopped = visible_text(self.tokenizer.decode(row.generated, skip_special_tokens=True),
                                      request.stop, finish is not None)
         finish = "stop" if stopped else finish

@@ -43,9 +43,13 @@ class VLLMEngine:
         from vllm import SamplingParams, TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
+        # ignore_eos: no end-of-sequence stop at all, the model's own stop ids included; a request's ids stop it
+        stops = request.stop_token_ids + ([] if request.ignore_eos else self.stop_ids)
         params = SamplingParams(max_tokens=request.max_tokens, temperature=request.temperature, top_p=request.top_p,
-                                stop=list(request.stop) or None, stop_token_ids=self.stop_ids, seed=request.seed,
-                                logprobs=request.logprobs, output_kind=RequestOutputKind.DELTA)
+                                stop=list(request.stop) or None, stop_token_ids=stops, seed=request.seed,
+                                logprobs=request.logprobs, ignore_eos=request.ignore_eos,
+                                min_tokens=request.min_tokens, output_kind=RequestOutputKind.DELTA,
+                                **request.vllm_sampling)
         prompt = TokensPrompt(prompt_token_ids=request.prompt_ids)
         async for out in self.engine.generate(prompt, params, request_id=uuid.uuid4().hex):
             completion = out.outputs[0]

@@ -16,6 +16,10 @@ from raykd.data.examples import prompt_ids as example_prompt_ids
 
 MAX_LOGPROBS = 20  # alternatives per generated token a request may ask for (vLLM's max_logprobs)
 MAX_STOPS = 4
+# Sampling fields only vLLM's sampler implements, with their no-op values: a transformers arm refuses any
+# other value rather than ignore it.
+VLLM_ONLY = {"top_k": -1, "min_p": 0.0, "repetition_penalty": 1.0, "presence_penalty": 0.0,
+             "frequency_penalty": 0.0}
 
 class ApiError(Exception):
     """An error answered as ``{"error": {...}}`` with an HTTP status; never a stack trace."""
@@ -42,6 +46,16 @@ class _Request(BaseModel):
     stream_options: dict | None = None
     stop: str | list[str] | None = None
     seed: int | None = None
+    # vLLM's sampling extensions, as its OpenAI server takes them (``VLLM_ONLY``: a transformers arm refuses
+    # them; the rest both engines honour)
+    ignore_eos: bool = False
+    min_tokens: int = 0
+    stop_token_ids: list[int] | None = None
+    top_k: int = -1
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
 
     def top_logprobs_asked(self) -> int | None:
         """Alternatives per generated token the client wants (None: no log-probs)."""
@@ -132,11 +146,26 @@ def check(request: _Request, limits: Limits) -> int:
         raise ApiError(400, f"stop must be at most {MAX_STOPS} non-empty strings", "stop")
     if request.seed is not None and not 0 <= request.seed < 2**63:
         raise ApiError(400, f"seed must be between 0 and 2**63 - 1, got {request.seed}", "seed")
+    check_extensions(request, max_tokens)
     top = request.top_logprobs_asked()
     if top is not None and not 0 <= top <= MAX_LOGPROBS:
         name = "top_logprobs" if isinstance(request, ChatRequest) else "logprobs"
         raise ApiError(400, f"{name} must be between 0 and {MAX_LOGPROBS}, got {top}", name)
     return max_tokens
+
+
+def check_extensions(request: _Request, max_tokens: int) -> None:
+    """vLLM's ranges for its sampling extensions, checked before any arm sees them."""
+    r = request
+    for name, ok, expected in (("min_tokens", 0 <= r.min_tokens <= max_tokens, f"between 0 and {max_tokens}"),
+                               ("top_k", r.top_k == -1 or r.top_k >= 1, "-1 (off) or >= 1"),
+                               ("min_p", 0 <= r.min_p <= 1, "between 0 and 1"),
+                               ("repetition_penalty", 0 < r.repetition_penalty <= 2, "in (0, 2]"),
+                               ("presence_penalty", -2 <= r.presence_penalty <= 2, "between -2 and 2"),
+                               ("frequency_penalty", -2 <= r.frequency_penalty <= 2, "between -2 and 2"),
+                               ("stop_token_ids", all(t >= 0 for t in r.stop_token_ids or []), "token ids >= 0")):
+        if not ok:
+            raise ApiError(400, f"{name} must be {expected}, got {getattr(r, name)}", name)
 
 
 def stop_strings(request: _Request) -> list[str]:
@@ -145,9 +174,12 @@ def stop_strings(request: _Request) -> list[str]:
 
 def generation(request: _Request, prompt_ids: list[int], max_tokens: int) -> dict:
     """The engine-neutral ``serving.engine_hf.GenerationRequest`` fields of a checked request."""
+    extensions = {name: getattr(request, name) for name, off in VLLM_ONLY.items() if getattr(request, name) != off}
     return {"prompt_ids": prompt_ids, "max_tokens": max_tokens, "temperature": request.temperature,
             "top_p": request.top_p, "stop": stop_strings(request), "seed": request.seed,
-            "logprobs": request.top_logprobs_asked()}
+            "logprobs": request.top_logprobs_asked(), "ignore_eos": request.ignore_eos,
+            "min_tokens": request.min_tokens, "stop_token_ids": list(request.stop_token_ids or []),
+            "vllm_sampling": extensions}
 
 
 def logprobs_body(chat: bool, entries: list[dict] | None, offset: int = 0) -> dict | None:

@@ -138,13 +138,14 @@ class Router:
         return answer["text"], answer["finish_reason"], answer["logprobs"], answer["new_tokens"]
 
     def _check_engine(self, arm: str, generation: dict) -> None:
-        """``seed`` and ``logprobs`` are vLLM's: a transformers arm refuses them rather than ignore them."""
+        """``seed``, ``logprobs`` and vLLM's other sampling fields (``protocol.VLLM_ONLY``) are vLLM's: a
+        transformers arm refuses them rather than ignore them."""
         if self.engines[arm] == "vllm":
             return
-        for name in ("seed", "logprobs"):
-            if generation[name] is not None:
-                raise ApiError(400, f"'{name}' needs the vLLM engine; model '{arm}' runs {self.engines[arm]} "
-                                    "(serve.engine=vllm)", name)
+        asked = [name for name in ("seed", "logprobs") if generation[name] is not None]
+        for name in [*asked, *generation["vllm_sampling"]]:
+            raise ApiError(400, f"'{name}' needs the vLLM engine; model '{arm}' runs {self.engines[arm]} "
+                                "(serve.engine=vllm)", name)
 
     def _shadow(self, arm: str, generation: dict, answer: str) -> None:
         """Send the request to the other arm in the background and record whether it agrees."""

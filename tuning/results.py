@@ -95,13 +95,13 @@ def value_at(history: pd.DataFrame, metric: str, step: int) -> float:
     return float(reported[metric].iloc[-1])
 
 
-def versus_config(histories: dict[str, pd.DataFrame], frame: pd.DataFrame, point: dict, metric: str, mode: str,
-                  best: pd.Series) -> dict:
+def versus_config(histories: dict[str, pd.DataFrame], frame: pd.DataFrame, point: dict | None, metric: str,
+                  mode: str, best: pd.Series) -> dict:
     """The best trial against the config's own ``point`` at the same budget: both read at the last step
     both reached (ASHA may have stopped either), from ``histories`` (trial id -> its reports).
-    ``sweep_beat_config`` is strictly better."""
-    mine = config_trial(frame, point)
-    if mine is None:  # a sweep restored from before its first trial was the config's
+    ``sweep_beat_config`` is strictly better. Empty when no trial ran ``point``."""
+    mine = None if point is None else config_trial(frame, point)
+    if mine is None:
         return {}
     step = int(min(mine["step"], best["step"]))
     ours, theirs = (value_at(histories[t], metric, step) for t in (mine["trial_id"], best["trial_id"]))

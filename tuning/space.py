@@ -30,10 +30,20 @@ def search_space(t: TuneConfig) -> dict:
     return space
 
 
-def config_point(t: TuneConfig, distill: DistillConfig) -> dict:
-    """The config's own distill knobs as a point of the search space: the sweep's first trial
-    (Tune's ``points_to_evaluate``), so the sweep is measured against what it would replace."""
-    return {key: getattr(distill, KNOBS[key]) for key in search_space(t)}
+def _holds(domain, value) -> bool:
+    """Whether a searched knob's ``domain`` can yield ``value`` (a searcher refuses a point outside it)."""
+    if isinstance(domain, tune.search.sample.Categorical):
+        return value in domain.categories
+    return domain.lower <= value <= domain.upper
+
+
+def config_point(t: TuneConfig, distill: DistillConfig) -> dict | None:
+    """The config's own distill knobs, as a point of the searched knobs (a fixed knob is the same in every
+    trial): the sweep's first trial (Tune's ``points_to_evaluate``), so the sweep is measured against
+    what it would replace. None when a value lies outside its search range or nothing is searched."""
+    searched = {k: d for k, d in search_space(t).items() if isinstance(d, tune.search.sample.Domain)}
+    point = {key: getattr(distill, KNOBS[key]) for key in searched}
+    return point if point and all(_holds(searched[k], v) for k, v in point.items()) else None
 
 
 def finite_loss(loss: float) -> float:

@@ -116,8 +116,13 @@ def trial_worker(config: dict) -> None:
 def searcher(cfg: RaykdConfig):
     """Random search (seeded by ``cfg.seed``), or Optuna's TPE when asked and installed; either runs at
     most ``tune.max_concurrent_trials`` at once (Tune ignores that TuneConfig knob for random search)
-    and starts with the config's own point (one of the ``tune.num_samples`` trials)."""
-    limit, first = cfg.tune.max_concurrent_trials, [config_point(cfg.tune, cfg.distill)]
+    and starts with the config's own point (one of the ``tune.num_samples`` trials) when it lies in the
+    search ranges."""
+    point = config_point(cfg.tune, cfg.distill)
+    if point is None:
+        print("[tune] the config's own distill knobs lie outside the search ranges: no trial runs them, and the "
+              "sweep is not compared with them", flush=True)
+    limit, first = cfg.tune.max_concurrent_trials, [point] if point else None
     if cfg.tune.search == "optuna":
         try:
             from ray.tune.search import ConcurrencyLimiter

@@ -31,14 +31,20 @@ def score_interval(hits: list[int], resamples: int = RESAMPLES, seed: int = 0) -
     return _interval(values[_resampled_rows(len(values), resamples, seed)].mean(axis=1))
 
 
-def difference_interval(hits_a: list[int], hits_b: list[int], resamples: int = RESAMPLES, seed: int = 0
-                        ) -> list[float]:
-    """``[low, high]`` of ``mean(a) - mean(b)``, both resampled on the same test examples."""
+def _paired_means(hits_a: list[int], hits_b: list[int], resamples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(resamples,)`` means of ``a`` and of ``b``, each resample drawing the same test examples for both."""
     a, b = np.asarray(hits_a, dtype=np.float64), np.asarray(hits_b, dtype=np.float64)
     if a.shape != b.shape:
         raise ValueError(f"paired hits must cover the same examples: {a.shape} vs {b.shape}")
     rows = _resampled_rows(len(a), resamples, seed)
-    return _interval(a[rows].mean(axis=1) - b[rows].mean(axis=1))
+    return a[rows].mean(axis=1), b[rows].mean(axis=1)
+
+
+def difference_interval(hits_a: list[int], hits_b: list[int], resamples: int = RESAMPLES, seed: int = 0
+                        ) -> list[float]:
+    """``[low, high]`` of ``mean(a) - mean(b)``, both resampled on the same test examples."""
+    a, b = _paired_means(hits_a, hits_b, resamples, seed)
+    return _interval(a - b)
 
 
 def ratio_interval(hits_a: list[int], hits_b: list[int], resamples: int = RESAMPLES, seed: int = 0
@@ -46,10 +52,6 @@ def ratio_interval(hits_a: list[int], hits_b: list[int], resamples: int = RESAMP
     """``[low, high]`` of ``mean(a) / mean(b)`` (a student's retention of its teacher's score), paired
     like ``difference_interval``; resamples where ``b`` scores 0 have no ratio and are left out
     (``None`` when every one does)."""
-    a, b = np.asarray(hits_a, dtype=np.float64), np.asarray(hits_b, dtype=np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"paired hits must cover the same examples: {a.shape} vs {b.shape}")
-    rows = _resampled_rows(len(a), resamples, seed)
-    num, den = a[rows].mean(axis=1), b[rows].mean(axis=1)
+    num, den = _paired_means(hits_a, hits_b, resamples, seed)
     ratios = num[den > 0] / den[den > 0]
     return _interval(ratios) if len(ratios) else None

@@ -63,6 +63,18 @@ def _measured(f: Facts, why: str, commands: tuple[str, ...], watch: tuple[str, .
                   _sample_warning(f.evidence, f.inputs.performance) + watch)
 
 
+def teacher_fails(f: Facts) -> Advice:
+    why = ("the fine-tuned teacher scores 0 on the test rows: there is nothing to serve or to distil yet; check "
+           "the data and the scorer (evaluate.scorer), then train the teacher longer or start from a larger model")
+    return _measured(f, why, (f"raykd finetune --config {f.config} finetune.steps=<more>",))
+
+
+def smaller_student(f: Facts) -> Advice:
+    why = (f"the student runs only {f.evidence.speedup:.1f}x faster than the teacher at batch 1 (< {MIN_SPEEDUP:g}x) "
+           "and only a small model can serve: distil into a smaller student")
+    return _measured(f, why, (f"raykd pipeline --config {f.config} models.student=<a smaller student>",))
+
+
 def not_faster(f: Facts) -> Advice:
     why = (f"the student runs only {f.evidence.speedup:.1f}x faster than the teacher at batch 1 (< {MIN_SPEEDUP:g}x): "
            "it does not buy back what it gives up; serve the fine-tuned teacher, or pick a smaller student")

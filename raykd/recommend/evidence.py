@@ -37,7 +37,7 @@ class Evidence:
     gain: float | None  # student - labels-only baseline
     gain_ci: tuple[float, float] | None  # paired 95% interval of gain
     retention: float | None  # student / teacher score
-    retention_ci: tuple[float, float] | None  # paired 95% interval (reports from before it have none)
+    retention_ci: tuple[float, float] | None  # paired 95% interval; None where the report holds none
     speedup: float  # teacher / student batch-1 p50 latency
     size_ratio: float  # student / teacher bytes
     costs_s: dict[str, float] = field(default_factory=dict)  # stage -> wall seconds measured
@@ -59,6 +59,7 @@ def keeps_bar(e: Evidence, performance: str) -> bool:
 
 
 def is_faster(e: Evidence) -> bool:
+    """The student is at least ``MIN_SPEEDUP`` times the teacher's speed at batch 1."""
     return e.speedup >= MIN_SPEEDUP
 
 
@@ -95,7 +96,9 @@ def _pair(metrics: dict, key: str, source: Path) -> tuple[float, float] | None:
     value = metrics.get(key)
     if value is None:
         return None
-    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)):
+    numbers = isinstance(value, list) and len(value) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    if not numbers:
         raise RecommendError(f"{source}: {key!r} is {value!r}, not an interval [low, high]")
     return float(value[0]), float(value[1])
 
@@ -106,15 +109,15 @@ def stage_costs(run: Path, student_output: str = "student") -> tuple[dict[str, f
     for stage, path in (("finetune", run / "teacher" / "metrics.json"),
                         ("distill", run / student_output / "metrics.json"),
                         ("baseline", run / "baseline" / "metrics.json")):
-        data = _read_json(path, required=False)
-        if data and _number(data, "wall_s", path, optional=True) is not None:
-            costs[stage] = float(data["wall_s"])
-    manifest = _read_json(run / "teacher_cache" / "manifest.json", required=False)
-    rows = None
-    if manifest:
-        costs["teacher pass"] = float(manifest.get("teacher_forward_s") or 0.0)
-        rows = int(manifest.get("rows") or 0)
-    return costs, rows
+        seconds = _number(_read_json(path, required=False) or {}, "wall_s", path, optional=True)
+        if seconds is not None:
+            costs[stage] = seconds
+    path = run / "teacher_cache" / "manifest.json"
+    manifest = _read_json(path, required=False) or {}
+    seconds, rows = (_number(manifest, key, path, optional=True) for key in ("teacher_forward_s", "rows"))
+    if seconds is not None:
+        costs["teacher pass"] = seconds
+    return costs, None if rows is None else int(rows)
 
 
 def read_evidence(run_dir: str | Path) -> Evidence:

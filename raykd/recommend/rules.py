@@ -62,7 +62,8 @@ class Facts:
                   "labeled": inputs.labeled, "transfer": inputs.transfer_set}
         scored = evidence if evidence is not None and evidence.scored else None
         if scored:
-            values |= {"faster": is_faster(scored), "pays": distillation_pays(scored),
+            values |= {"teacher scores": bool(scored.teacher_score), "faster": is_faster(scored),
+                       "pays": distillation_pays(scored),
                        "keeps bar": keeps_bar(scored, inputs.performance)}
         return cls(inputs, scored, values, config or "CONFIG.yaml")
 

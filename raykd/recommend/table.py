@@ -31,18 +31,23 @@ NOT_STRICT = ("moderate", "relaxed")
 ABOVE_LOW = ("medium", "high")
 FEW, ENOUGH = Range(0, FEW_LABELED), Range(MIN_TRANSFER_SET)
 RULES = (
-    Rule("E1", {"faster": (False,)}, FINE_TUNE, "the student is not faster: serve the fine-tuned teacher",
+    Rule("E1", {"teacher scores": (False,)}, FINE_TUNE, "the teacher scores 0: make it good at the task first",
+         a.teacher_fails, on_evidence=True),
+    Rule("E2", {"faster": (False,), "resources": ("strict",)}, FINE_TUNE_THEN_DISTIL,
+         "the student is not faster and only a small model can serve: distil into a smaller one",
+         a.smaller_student, on_evidence=True),
+    Rule("E3", {"faster": (False,)}, FINE_TUNE, "the student is not faster: serve the fine-tuned teacher",
          a.not_faster, on_evidence=True),
-    Rule("E2", {"pays": (False,), "resources": ("strict",)}, FINE_TUNE,
+    Rule("E4", {"pays": (False,), "resources": ("strict",)}, FINE_TUNE,
          "distillation adds nothing measurable: train the small model on the labels", a.labels_only_small,
          on_evidence=True),
-    Rule("E3", {"pays": (False,)}, FINE_TUNE, "distillation adds nothing measurable: serve the fine-tuned "
+    Rule("E5", {"pays": (False,)}, FINE_TUNE, "distillation adds nothing measurable: serve the fine-tuned "
          "teacher", a.labels_only_teacher, on_evidence=True),
-    Rule("E4", {"pays": (True,), "keeps bar": (True,)}, FINE_TUNE_THEN_DISTIL,
+    Rule("E6", {"pays": (True,), "keeps bar": (True,)}, FINE_TUNE_THEN_DISTIL,
          "the student beats the labels alone and keeps the bar: distil", a.distil_measured, on_evidence=True),
-    Rule("E5", {"resources": ("strict",)}, FINE_TUNE_THEN_DISTIL, "only a small model can serve and "
+    Rule("E7", {"resources": ("strict",)}, FINE_TUNE_THEN_DISTIL, "only a small model can serve and "
          "distillation pays, below the bar: distil, then close the gap", a.distil_below_bar, on_evidence=True),
-    Rule("E6", {}, FINE_TUNE, "the student misses the bar and the teacher can serve: serve it",
+    Rule("E8", {}, FINE_TUNE, "the student misses the bar and the teacher can serve: serve it",
          a.teacher_over_student, on_evidence=True),
     Rule("R1", {"resources": ("relaxed",), "performance": ("low",)}, PROMPT, "prompt the big model",
          a.prompt_low_bar),
@@ -71,15 +76,15 @@ RULES = (
 
 
 def decide(inputs: Inputs, evidence: Evidence | None = None, config: str | None = None) -> tuple[Rule, Facts]:
-    """The first rule that applies (there always is one: E6 with evidence, R12 without)."""
+    """The first rule that applies (there always is one: E8 with evidence, R12 without)."""
     facts = Facts.of(inputs, evidence, config)
     return next(r for r in RULES if r.applies(facts)), facts
 
 
 DOCS_PAGE = "docs/recommend_rules.md"
-SUBJECTS = (("resources", "resources"), ("performance", "performance"), ("labeled", "labeled"),
-            ("transfer", "labeled + unlabeled"), ("time", "time"), ("faster", f"speedup >= {MIN_SPEEDUP:g}x"),
-            ("pays", "gain CI above 0"), ("keeps bar", "retention >= bar"))
+SUBJECTS = (("teacher scores", "teacher scores > 0"), ("resources", "resources"), ("performance", "performance"),
+            ("labeled", "labeled"), ("transfer", "labeled + unlabeled"), ("time", "time"),
+            ("faster", f"speedup >= {MIN_SPEEDUP:g}x"), ("pays", "gain CI above 0"), ("keeps bar", "retention >= bar"))
 
 
 def _cell(allowed) -> str:

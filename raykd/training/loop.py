@@ -134,8 +134,8 @@ def accumulate_gradients(model: nn.Module, batches: list[dict], loss_fn: LossFn,
 
 
 def as_float(norm: torch.Tensor) -> float:
-    """A gradient norm as a number: a DTensor (FSDP2) is made whole first, a collective every rank joins,
-    so only at the steps every rank logs (reading it forces a device sync, so not every step)."""
+    """A gradient norm as a number: a DTensor (FSDP2) is made whole first, a collective every rank joins;
+    read only at the steps every rank logs, so the other steps skip that collective."""
     return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
 
 

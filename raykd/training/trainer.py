@@ -60,12 +60,17 @@ def fit(trainer: TorchTrainer) -> Result:
 
 
 def tracked_fit(cfg: RaykdConfig, stage: str, train: TrainConfig, name: str, loop, datasets: dict, extra: dict,
-                finish: Callable[[Result], dict], out: Path) -> dict:
+                finish: Callable[[Result], dict], out: Path, release: Callable[[], None] = lambda: None) -> dict:
     """A training stage under its tracker run ``name``: fit (the workers log their steps to the run),
-    ``finish(result)`` (export and score; returns the metrics written to ``out/metrics.json``), then the
-    metrics, that file and, with ``tracking.log_models``, the exported model recorded at the last step."""
+    ``release()`` (what only training needed, fit failed or not), ``finish(result)`` (export and score;
+    returns the metrics written to ``out/metrics.json``), then the metrics, that file and, with
+    ``tracking.log_models``, the exported model recorded at the last step."""
     with tracked(cfg, stage_run(cfg, stage, name)) as tracker:
-        result = fit(trainer_for(cfg, train, name, loop, datasets, extra={**extra, "tracker": tracker.for_workers()}))
+        try:
+            result = fit(trainer_for(cfg, train, name, loop, datasets,
+                                     extra={**extra, "tracker": tracker.for_workers()}))
+        finally:
+            release()
         metrics = finish(result)
         record(tracker, metrics, metrics["steps"], files=(out / "metrics.json",), model=out)
     return metrics

@@ -8,7 +8,7 @@ from ray_jobs.recommend import PILOT_TEST, main, pilot_config
 from raykd.config import load_config
 from raykd.recommend.inputs import parse_time_budget
 from tests.conftest import DEMO, raykd
-from tests.raykd.recommend.conftest import write_run
+from tests.raykd.recommend.runs import write_run
 
 COUNTS = ["--performance", "high", "--resources", "strict", "--labeled", "200", "--unlabeled", "4000"]
 
@@ -33,7 +33,7 @@ def test_the_demo_shape_answers_distil_without_a_run(capsys):
 def test_a_run_decides_and_the_levels_default_with_a_note(tmp_path, capsys):
     run = write_run(tmp_path / "run", teacher_hits=50, student_hits=48)
     code, out, _ = run_main(capsys, "--run-dir", str(run))
-    assert code == 0 and out.startswith("strategy: fine-tune then distil (rule E4")
+    assert code == 0 and out.startswith("strategy: fine-tune then distil (rule E6")
     assert "\nnext:     raykd pipeline --config CONFIG.yaml\n" in out
     assert "assumed --performance high" in out and "assumed --resources strict" in out
 
@@ -59,6 +59,14 @@ def test_bad_input_exits_2_with_one_line(capsys, argv, named):
     assert code == 2 and out == "" and len(err.splitlines()) == 1 and named in err, err
 
 
+def test_a_run_without_a_score_needs_the_counts(tmp_path, capsys):
+    run = write_run(tmp_path / "run", None, None)
+    code, out, err = run_main(capsys, "--run-dir", str(run))
+    assert code == 2 and out == "" and "has no task score" in err and "--labeled" in err
+    code, out, _ = run_main(capsys, "--run-dir", str(run), *COUNTS[4:])
+    assert code == 0 and "(rule R8" in out and "no task score" in out
+
+
 def test_bad_reports_exit_2_with_one_line(tmp_path, capsys):
     empty, broken, old = tmp_path / "empty", tmp_path / "broken", tmp_path / "old"
     empty.mkdir()
@@ -66,7 +74,10 @@ def test_bad_reports_exit_2_with_one_line(tmp_path, capsys):
     (broken / "report" / "metrics.json").write_text("{not json")
     (old / "report").mkdir(parents=True)
     (old / "report" / "metrics.json").write_text(json.dumps({"retention": 0.9, "size_ratio": 0.1}))
-    for run, named in ((empty, "no evaluation report"), (broken, "unreadable"), (old, "no 'latency_speedup'")):
+    costly = write_run(tmp_path / "costly", teacher_hits=50, student_hits=48)
+    (costly / "teacher_cache" / "manifest.json").write_text(json.dumps({"rows": 10, "teacher_forward_s": "slow"}))
+    for run, named in ((empty, "no evaluation report"), (broken, "unreadable"), (old, "no 'latency_speedup'"),
+                       (costly, "'teacher_forward_s' is 'slow', not a number")):
         code, out, err = run_main(capsys, "--run-dir", str(run))
         assert code == 2 and out == "" and len(err.splitlines()) == 1 and named in err, err
 

@@ -45,6 +45,11 @@ FIELDS = {
     "top_logprobs": field(st.integers(-2, 30)),
     "stream_options": field(st.fixed_dictionaries({"include_usage": st.booleans()})),
     "user": field(st.text(max_size=10)),
+    "ignore_eos": field(st.booleans()),
+    "min_tokens": field(st.integers(-2, 6)),
+    "stop_token_ids": field(st.lists(st.integers(-2, 2**40), max_size=3)),
+    "top_k": field(st.integers(-2, 3)),
+    "repetition_penalty": field(NUMBER),
     "logit_bias": ANY_JSON,
 }
 OBJECT_BODY = st.fixed_dictionaries({}, optional=FIELDS).map(lambda b: json.dumps(b, allow_nan=True).encode())

@@ -126,6 +126,10 @@ BAD = [
     ("POST", "/v1/completions", {"model": "gpt-4", "prompt": PROMPT}, 404),
     ("POST", "/v1/completions", {"model": "teacher", "prompt": PROMPT, "seed": 1}, 400),  # vLLM's, not ours
     ("POST", "/v1/completions", {"model": "student", "prompt": PROMPT, "logprobs": 2}, 400),
+    ("POST", "/v1/completions", {"model": "teacher", "prompt": PROMPT, "top_k": 5}, 400),  # vLLM's sampler only
+    ("POST", "/v1/chat/completions", {"model": "student", "messages": [{"role": "user", "content": "hi"}],
+                                      "presence_penalty": 0.5}, 400),
+    ("POST", "/v1/completions", {"model": "ab", "prompt": PROMPT, "min_tokens": 99}, 400),
     ("POST", "/v1/completions", {"model": "ab", "prompt": PROMPT, "stop": ["a", "b", "c", "d", "e"]}, 400),
     ("POST", "/v1/completions", {"prompt": PROMPT}, 400),
     ("POST", "/v1/chat/completions", {"model": "ab", "messages": []}, 400),

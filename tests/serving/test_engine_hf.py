@@ -84,3 +84,31 @@ def test_an_abandoned_request_leaves_the_batch_at_the_next_step():
 
     asyncio.run(run())
     assert engine.steps <= 3 and engine.batch is None
+
+
+def test_ignore_eos_min_tokens_and_stop_token_ids_decode_as_hf_generate_with_them():
+    """vLLM's sampling extensions on the transformers engine, batched together, against Hugging Face's own
+    ``min_new_tokens`` / ``eos_token_id``: the greedy answer runs past its stop id, holds it back for
+    ``min_tokens``, or ends at a stop id the request names."""
+    engine = make_engine()
+    prompt = encode_lm_row(engine.tokenizer, PROMPTS[0], None, 10**9)[0]
+    free = reference(engine, GenerationRequest(prompt, max_tokens=24, temperature=0.0))
+    assert free[-1] in engine.stop_ids and len(free) < 12  # the greedy answer ends early at a stop id
+    stop_at = free[1]  # the answer's second token, named as a stop id
+    cases = [(GenerationRequest(prompt, 24, 0.0, ignore_eos=True), dict(eos_token_id=None)),
+             (GenerationRequest(prompt, 24, 0.0, min_tokens=len(free) + 3),
+              dict(min_new_tokens=len(free) + 3, eos_token_id=sorted(engine.stop_ids))),
+             (GenerationRequest(prompt, 24, 0.0, stop_token_ids=[stop_at]),
+              dict(eos_token_id=sorted(engine.stop_ids | {stop_at})))]
+
+    async def run() -> list[dict]:
+        return await asyncio.gather(*(answer(engine, request) for request, _ in cases))
+
+    answers = asyncio.run(run())
+    for (_, hf), got in zip(cases, answers):
+        new = engine.model.generate(torch.tensor([prompt]), max_new_tokens=24, do_sample=False,
+                                    pad_token_id=engine.tokenizer.pad_token_id, **hf)[0, len(prompt):].tolist()
+        assert got["text"] == engine.tokenizer.decode(new, skip_special_tokens=True) and got["tokens"] == len(new)
+    ignored, held, named = answers
+    assert ignored["tokens"] == 24 and ignored["finish"] == "length"
+    assert held["tokens"] > len(free) and named == {"text": named["text"], "tokens": 2, "finish": "stop"}

@@ -68,6 +68,25 @@ def test_both_arms_answer_openai_clients_streaming_and_not(vllm_server):
         assert stats["arms"][arm]["requests"] >= 3
 
 
+def test_vllms_sampling_extensions_reach_it(vllm_server):
+    """Fixed-length answers as benchmark clients ask for them, and vLLM's own sampler fields."""
+    url, _ = vllm_server
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="none")
+    free = client.completions.create(model="student", prompt=PROMPT, max_tokens=24, temperature=0)
+    assert free.choices[0].finish_reason == "stop" and free.usage.completion_tokens < 24  # it ends early
+    fixed = client.completions.create(model="student", prompt=PROMPT, max_tokens=24, temperature=0,
+                                      extra_body={"ignore_eos": True})
+    assert fixed.usage.completion_tokens == 24 and fixed.choices[0].finish_reason == "length"
+    longer = client.completions.create(model="student", prompt=PROMPT, max_tokens=24, temperature=0,
+                                       extra_body={"min_tokens": free.usage.completion_tokens + 2})
+    assert longer.usage.completion_tokens >= free.usage.completion_tokens + 2
+    sampled = client.completions.create(model="teacher", prompt=PROMPT, max_tokens=4, temperature=1.0, seed=1,
+                                        extra_body={"top_k": 1, "repetition_penalty": 1.1})
+    greedy = client.completions.create(model="teacher", prompt=PROMPT, max_tokens=4, temperature=0,
+                                       extra_body={"repetition_penalty": 1.1})
+    assert sampled.choices[0].text == greedy.choices[0].text  # top_k 1 is greedy: the field reached the sampler
+
+
 def test_stop_seed_and_logprobs_reach_vllm(vllm_server):
     url, _ = vllm_server
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="none")

@@ -42,10 +42,11 @@ def never_ending_model(root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """Both arms serve the never-ending model, 2 replicas each, answers up to 4,000 tokens."""
+    """The teacher arm alone (``serve.arms=[teacher]``) serves the never-ending model, 2 replicas, answers up
+    to 4,000 tokens."""
     run = tmp_path_factory.mktemp("faults")
     model = never_ending_model(run / "model")
-    proc, url = start_serve(run, [f"serve.teacher_model={model}", f"serve.student_model={model}",
+    proc, url = start_serve(run, [f"serve.teacher_model={model}", "serve.arms=[teacher]",
                                   "serve.min_replicas=2", "serve.max_replicas=2", "serve.cpus_per_replica=0.4",
                                   "serve.max_tokens=4000"])
     try:
@@ -119,6 +120,20 @@ def teacher_replicas(url: str) -> dict[str, dict]:
     raise AssertionError(f"saw {len(seen)} teacher replica(s) in 100 calls")
 
 
+def test_an_arm_alone_answers_its_name_and_the_alias_and_no_other(server):
+    """``serve.arms=[teacher]``: the end state of a rollout, served with the same API."""
+    _, url, _ = server
+    assert [m["id"] for m in httpx.get(f"{url}/v1/models", timeout=10).json()["data"]] == ["teacher", "ab"]
+    for model in ("teacher", "ab"):
+        answer = httpx.post(f"{url}/v1/completions", json={"model": model, "prompt": PROMPT, "max_tokens": 2},
+                            timeout=60)
+        assert answer.status_code == 200 and answer.headers["x-raykd-arm"] == "teacher"
+    missing = httpx.post(f"{url}/v1/completions", json={"model": "student", "prompt": PROMPT}, timeout=60)
+    assert missing.status_code == 404 and "student" in missing.json()["error"]["message"]
+    stats = httpx.get(f"{url}/v1/ab/stats", timeout=10).json()
+    assert list(stats["arms"]) == ["teacher"] and stats["weights"] == {"teacher": 1.0} and stats["shadow"] is None
+
+
 def test_a_client_gone_mid_stream_frees_its_row_and_the_engine_stops_decoding_it(server):
     """4,000 tokens asked; the client reads for half a second, then closes the connection. 1 s later no
     teacher replica is decoding anything, and no step is taken in the second after that."""
@@ -148,7 +163,7 @@ def test_a_client_gone_mid_stream_frees_its_row_and_the_engine_stops_decoding_it
 
 def test_a_replica_sigkilled_under_load_fails_only_requests_in_flight_and_the_arm_recovers(server):
     proc, url, run = server
-    assert httpx.get(f"{url}/healthz").json()["replicas"] == {"teacher": {"RUNNING": 2}, "student": {"RUNNING": 2}}
+    assert httpx.get(f"{url}/healthz").json()["replicas"] == {"teacher": {"RUNNING": 2}}
     seen = asyncio.run(stream_and_kill(url, proc.pid))
     killed, recovered, results = seen["killed"], seen["recovered"], seen["results"]
     failed = [(sent - killed, done - killed, status) for sent, done, status in results if status != 200]

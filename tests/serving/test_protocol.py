@@ -89,8 +89,15 @@ def test_logprobs_take_openais_shapes_for_chat_and_completions():
     ("stop", ["a", ""], "stop must be at most 4 non-empty strings"),
     ("stop", list("abcde"), "stop must be at most 4"),
     ("logprobs", 21, "logprobs must be between 0 and 20"),
+    ("min_tokens", 17, "min_tokens must be between 0 and 16"),  # the default max_tokens
+    ("top_k", 0, "top_k must be -1"),
+    ("min_p", 1.5, "min_p must be between 0 and 1"),
+    ("repetition_penalty", 0.0, "repetition_penalty must be in"),
+    ("presence_penalty", -2.5, "presence_penalty must be between -2 and 2"),
+    ("frequency_penalty", 3, "frequency_penalty must be between -2 and 2"),
+    ("stop_token_ids", [3, -1], "stop_token_ids must be token ids >= 0"),
 ])
-def test_stop_and_logprobs_are_range_checked(field, value, message):
+def test_stop_logprobs_and_vllms_sampling_fields_are_range_checked(field, value, message):
     request = protocol.CompletionRequest(model="student", prompt="hi", **{field: value})
     with pytest.raises(protocol.ApiError, match=message):
         protocol.check(request, protocol.Limits(64, 4))
@@ -99,10 +106,17 @@ def test_stop_and_logprobs_are_range_checked(field, value, message):
 def test_generation_carries_vllms_sampling_parameters():
     chat = protocol.ChatRequest(model="teacher", messages=[{"role": "user", "content": "hi"}], stop="\n", seed=7,
                                 logprobs=True, top_logprobs=3)
-    assert protocol.generation(chat, [1, 2], 8) == {"prompt_ids": [1, 2], "max_tokens": 8, "temperature": 1.0,
-                                                    "top_p": 1.0, "stop": ["\n"], "seed": 7, "logprobs": 3}
+    assert protocol.generation(chat, [1, 2], 8) == {
+        "prompt_ids": [1, 2], "max_tokens": 8, "temperature": 1.0, "top_p": 1.0, "stop": ["\n"], "seed": 7,
+        "logprobs": 3, "ignore_eos": False, "min_tokens": 0, "stop_token_ids": [], "vllm_sampling": {}}
     plain = protocol.CompletionRequest(model="teacher", prompt="hi")
     assert protocol.generation(plain, [1], 4)["logprobs"] is None and protocol.generation(plain, [1], 4)["stop"] == []
+    # vLLM's own fields: those both engines honour as they are, the rest only where they are not no-ops
+    body = {"model": "teacher", "prompt": "hi", "ignore_eos": True, "min_tokens": 3, "stop_token_ids": [5],
+            "top_k": 4, "repetition_penalty": 1.0, "presence_penalty": 0.5}
+    extended = protocol.generation(protocol.parse(protocol.CompletionRequest, json.dumps(body).encode()), [1], 8)
+    assert (extended["ignore_eos"], extended["min_tokens"], extended["stop_token_ids"]) == (True, 3, [5])
+    assert extended["vllm_sampling"] == {"top_k": 4, "presence_penalty": 0.5}
 
 
 def chat(messages: list[dict]) -> ChatRequest:

@@ -13,6 +13,7 @@ from raykd.training.sweep_trial import trial_config
 from tests.conftest import DEMO
 from tuning.results import best_config, rank, trials_frame, versus_config
 from tuning.space import DIVERGED_LOSS, config_point, finite_loss, search_space
+from tuning.sweep import searcher
 
 
 def test_default_space_samples_temperature_log_uniform_and_alpha_uniform():
@@ -129,10 +130,26 @@ def test_unfinished_counts_trials_never_started_and_cut_off():
     assert unfinished([ended, cut_off], 4) == 3
 
 
-def test_the_configs_own_point_holds_its_distill_knobs_for_every_searched_key():
-    cfg = load_config(DEMO, ["tune.lr=[1e-4, 1e-2]", "tune.loss=[forward_kl, jsd]"])
-    assert config_point(cfg.tune, cfg.distill) == {"temperature": 2.0, "alpha": 0.5, "lr": cfg.distill.lr,
-                                                   "divergence": "forward_kl"}
+def test_the_configs_own_point_holds_its_distill_knobs_for_the_searched_keys_only():
+    cfg = load_config(DEMO, ["tune.lr=[1e-4, 1e-2]", "tune.loss=[forward_kl, jsd]", "tune.alpha=[0.5, 0.5]"])
+    assert config_point(cfg.tune, cfg.distill) == {"temperature": 2.0, "lr": cfg.distill.lr,
+                                                   "divergence": "forward_kl"}  # alpha is fixed: not searched
+    for outside in (["tune.temperature=[3.0, 8.0]"], ["tune.loss=[jsd, reverse_kl]"],
+                    ["tune.temperature=[2.0, 2.0]", "tune.alpha=[0.5, 0.5]"]):  # out of range, or nothing searched
+        cfg = load_config(DEMO, outside)
+        assert config_point(cfg.tune, cfg.distill) is None, outside
+
+
+@pytest.mark.parametrize("overrides", [["tune.search=optuna"], ["tune.search=optuna", "tune.loss=[jsd]"]])
+def test_both_searchers_take_the_configs_point_as_their_first_trial(overrides):
+    """Optuna refuses a warm-start point whose keys differ from the searched ones (a fixed knob)."""
+    cfg = load_config(DEMO, overrides)
+    space = search_space(cfg.tune)
+    for algorithm in (searcher(cfg), searcher(load_config(DEMO))):
+        assert algorithm.set_search_properties("eval_score", "max", space)
+    optuna = searcher(cfg)
+    optuna.set_search_properties("eval_score", "max", space)
+    assert optuna.suggest("first") == config_point(cfg.tune, cfg.distill)
 
 
 def _trials(rows: dict[str, list[tuple[int, float]]]) -> tuple[dict, pd.DataFrame]:

@@ -1,4 +1,5 @@
-"""A run directory as ``raykd evaluate`` leaves it, built with the real report code from given hits."""
+"""A run directory as ``raykd evaluate`` leaves it, built with the real report code from given hits
+(shared by the recommend tests of the library and of the command)."""
 
 from pathlib import Path
 
