@@ -4,7 +4,7 @@ to run next, and what to watch. One function per row of ``raykd.recommend.table.
 from __future__ import annotations
 
 from raykd.recommend.evidence import MIN_SPEEDUP, RETENTION_BAR, Evidence
-from raykd.recommend.rules import FEW_LABELED, MANY_LABELED, MIN_TRANSFER_SET, SMALL_LORA_RANK, Advice, Facts
+from raykd.recommend.rules import FEW_LABELED, MANY_LABELED, MIN_UNLABELED, SMALL_LORA_RANK, Advice, Facts
 
 
 def _n(count: int) -> str:
@@ -151,18 +151,18 @@ def _teacher_is_good(f: Facts) -> str:
 
 def distil_unlabeled(f: Facts) -> Advice:
     why = (f"a small model must serve and {_n(f.inputs.labeled)} labeled examples (< {FEW_LABELED}) are too few to "
-           f"fine-tune, but {_n(f.inputs.transfer_set)} inputs (>= {_n(MIN_TRANSFER_SET)}) are enough for a student "
-           "to copy a strong teacher from its soft labels")
+           f"fine-tune, but {_n(f.inputs.unlabeled)} unlabeled inputs (>= {_n(MIN_UNLABELED)}) are enough for a "
+           "student to copy a strong teacher from its soft labels")
     return Advice((why,), (f"raykd cache --config {f.config} models.teacher=<a strong teacher's HF dir>",
                            f"raykd distill --config {f.config} distill.alpha=1"), (_teacher_is_good(f),))
 
 
 def small_lora_small(f: Facts) -> Advice:
     why = (f"a small model must serve, with {_n(f.inputs.labeled)} labeled examples (< {FEW_LABELED}) and "
-           f"{_n(f.inputs.transfer_set)} inputs in all (< {_n(MIN_TRANSFER_SET)}, too few to distil)")
+           f"{_n(f.inputs.unlabeled)} unlabeled inputs (< {_n(MIN_UNLABELED)}, too few to distil)")
     return Advice((why,), (f"raykd finetune --config {f.config} models.teacher=<the small model> "
                            f"finetune.method=lora finetune.lora_r={SMALL_LORA_RANK}",),
-                  (f"collect >= {_n(MIN_TRANSFER_SET)} unlabeled inputs (e.g. production logs) to distil a strong "
+                  (f"collect >= {_n(MIN_UNLABELED)} unlabeled inputs (e.g. production logs) to distil a strong "
                    "teacher into the small model",))
 
 
@@ -177,7 +177,7 @@ def finetune_small(f: Facts) -> Advice:
         why = ("a small model must serve and the quality bar is low: the small model fine-tuned on the labels can "
                "meet it")
     else:
-        why = (f"a small model must serve, and {_n(f.inputs.transfer_set)} inputs in all (< {_n(MIN_TRANSFER_SET)}) "
+        why = (f"a small model must serve, and {_n(f.inputs.unlabeled)} unlabeled inputs (< {_n(MIN_UNLABELED)}) "
                "are too few for distillation to beat training the small model on the labels")
     return Advice((why,), (f"raykd finetune --config {f.config} models.teacher=<the small model> "
                            f"finetune.method={_method(f, big=False)}", _measure(f)))
@@ -192,13 +192,13 @@ def distil_short_time(f: Facts) -> Advice:
 
 def strict_pipeline(f: Facts) -> Advice:
     why = (f"only a small model can serve: the fine-tuned teacher sets the quality, and its soft labels on "
-           f"{_n(f.inputs.transfer_set)} inputs (>= {_n(MIN_TRANSFER_SET)}) carry more of it into the student than "
+           f"{_n(f.inputs.unlabeled)} unlabeled inputs (>= {_n(MIN_UNLABELED)}) carry more of it into the student than "
            "the labels alone")
     return Advice((why,), (_measure(f), f"{_pipeline(f)} finetune.method={_method(f, big=True)}"))
 
 
 def moderate_pipeline(f: Facts) -> Advice:
-    why = (f"serving cost counts: a fine-tuned teacher sets the quality, {_n(f.inputs.transfer_set)} inputs are "
+    why = (f"serving cost counts: a fine-tuned teacher sets the quality, {_n(f.inputs.unlabeled)} unlabeled inputs are "
            "enough to distil it into a mid-sized student, and a long time budget pays for the second stage")
     return Advice((why,), (_measure(f), f"{_pipeline(f)} models.student=<a mid-sized student>"))
 

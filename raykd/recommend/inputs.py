@@ -10,7 +10,7 @@ PERFORMANCE = ("low", "medium", "high")
 RESOURCES = ("strict", "moderate", "relaxed")
 TIME_LEVELS = ("low", "medium", "high")
 # Hours -> time level. A day fits one training run and its evaluation; the two-stage pipeline
-# (teacher fine-tune, a teacher pass over the transfer set, student training, evaluation and a retry)
+# (teacher fine-tune, a teacher pass over the inputs, student training, evaluation and a retry)
 # needs days at production scale (a 70B teacher), and a week also fits a knob sweep.
 SHORT_TIME_HOURS = 24.0
 LONG_TIME_HOURS = 168.0
@@ -40,11 +40,6 @@ class Inputs:
         for name, count in (("labeled", self.labeled), ("unlabeled", self.unlabeled)):
             if isinstance(count, bool) or not isinstance(count, int) or count < 0:
                 raise RecommendError(f"{name}: expected a whole number of examples >= 0, got {count!r}")
-
-    @property
-    def transfer_set(self) -> int:
-        """Every input the teacher can score for the student: labeled and unlabeled alike."""
-        return self.labeled + self.unlabeled
 
 
 def parse_time_budget(text: str) -> str:

@@ -23,10 +23,11 @@ FEW_LABELED = 100
 # From ~10k labeled examples a full fine-tune pulls ahead of LoRA; below that LoRA matches it and
 # overfits less.
 MANY_LABELED = 10_000
-# Inputs the teacher scores for the student (labeled and unlabeled alike) from which distillation
-# beats training the small model on the labels alone. Set from raykd's own measurement of the built-in
-# task (the demo's shape; bench/results): a user's task differs, which is what `--pilot` measures.
-MIN_TRANSFER_SET = 4_000
+# Unlabeled task inputs from which distillation beats training the small model on the labels alone:
+# the smallest amount at which bench/distill_curve.py measured the gain's interval above 0 at every
+# number of labels on the built-in task, where distilling on the labels alone (the teacher scoring only
+# them) did not beat them. A user's task differs, which is what `--pilot` measures.
+MIN_UNLABELED = 250
 # A small-rank adapter: few enough weights that tens of examples teach the format without memorising.
 SMALL_LORA_RANK = 8
 
@@ -59,7 +60,7 @@ class Facts:
     @classmethod
     def of(cls, inputs: Inputs, evidence: Evidence | None = None, config: str | None = None) -> Facts:
         values = {"resources": inputs.resources, "performance": inputs.performance, "time": inputs.time_budget,
-                  "labeled": inputs.labeled, "transfer": inputs.transfer_set}
+                  "labeled": inputs.labeled, "unlabeled": inputs.unlabeled}
         scored = evidence if evidence is not None and evidence.scored else None
         if scored:
             values |= {"teacher scores": bool(scored.teacher_score), "faster": is_faster(scored),

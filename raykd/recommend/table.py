@@ -18,7 +18,7 @@ from raykd.recommend.rules import (
     FINE_TUNE,
     FINE_TUNE_THEN_DISTIL,
     MANY_LABELED,
-    MIN_TRANSFER_SET,
+    MIN_UNLABELED,
     PROMPT,
     SMALL_LORA_RANK,
     SMALL_RANK_LORA,
@@ -29,7 +29,7 @@ from raykd.recommend.rules import (
 
 NOT_STRICT = ("moderate", "relaxed")
 ABOVE_LOW = ("medium", "high")
-FEW, ENOUGH = Range(0, FEW_LABELED), Range(MIN_TRANSFER_SET)
+FEW, ENOUGH = Range(0, FEW_LABELED), Range(MIN_UNLABELED)
 RULES = (
     Rule("E1", {"teacher scores": (False,)}, FINE_TUNE, "the teacher scores 0: make it good at the task first",
          a.teacher_fails, on_evidence=True),
@@ -55,21 +55,21 @@ RULES = (
          SMALL_RANK_LORA, f"LoRA of rank {SMALL_LORA_RANK} on the big model", a.small_lora_big),
     Rule("R3", {"resources": NOT_STRICT, "labeled": FEW}, PROMPT, "prompt; labels as demonstrations and "
          "test set", a.prompt_few_labels),
-    Rule("R4", {"resources": ("strict",), "labeled": FEW, "transfer": ENOUGH}, DISTIL_ONLY,
+    Rule("R4", {"resources": ("strict",), "labeled": FEW, "unlabeled": ENOUGH}, DISTIL_ONLY,
          "distil an existing teacher on the unlabeled inputs (alpha 1)", a.distil_unlabeled),
     Rule("R5", {"resources": ("strict",), "labeled": FEW}, SMALL_RANK_LORA, "small-rank LoRA on the small "
          "model; collect unlabeled inputs", a.small_lora_small),
     Rule("R6", {"resources": ("strict",), "performance": ("low",)}, FINE_TUNE,
          "fine-tune the small model on the labels", a.finetune_small),
-    Rule("R7", {"resources": ("strict",), "transfer": ENOUGH, "time": ("low",)}, DISTIL_ONLY,
+    Rule("R7", {"resources": ("strict",), "unlabeled": ENOUGH, "time": ("low",)}, DISTIL_ONLY,
          "distil an existing teacher (alpha 0.5): no time to fine-tune it", a.distil_short_time),
-    Rule("R8", {"resources": ("strict",), "transfer": ENOUGH}, FINE_TUNE_THEN_DISTIL,
+    Rule("R8", {"resources": ("strict",), "unlabeled": ENOUGH}, FINE_TUNE_THEN_DISTIL,
          "fine-tune the teacher, then distil", a.strict_pipeline),
     Rule("R9", {"resources": ("strict",)}, FINE_TUNE, "fine-tune the small model; too few inputs to distil",
          a.finetune_small),
     Rule("R10", {"resources": ("relaxed",), "performance": ("high",), "labeled": Range(MANY_LABELED),
                  "time": ABOVE_LOW}, FINE_TUNE, "full fine-tune of the big model", a.full_finetune),
-    Rule("R11", {"resources": ("moderate",), "performance": ABOVE_LOW, "transfer": ENOUGH, "time": ("high",)},
+    Rule("R11", {"resources": ("moderate",), "performance": ABOVE_LOW, "unlabeled": ENOUGH, "time": ("high",)},
          FINE_TUNE_THEN_DISTIL, "fine-tune, then distil to a mid-sized student", a.moderate_pipeline),
     Rule("R12", {}, FINE_TUNE, "LoRA fine-tune (rank 16)", a.lora),
 )
@@ -83,7 +83,7 @@ def decide(inputs: Inputs, evidence: Evidence | None = None, config: str | None 
 
 DOCS_PAGE = "docs/recommend_rules.md"
 SUBJECTS = (("teacher scores", "teacher scores > 0"), ("resources", "resources"), ("performance", "performance"),
-            ("labeled", "labeled"), ("transfer", "labeled + unlabeled"), ("time", "time"),
+            ("labeled", "labeled"), ("unlabeled", "unlabeled"), ("time", "time"),
             ("faster", f"speedup >= {MIN_SPEEDUP:g}x"), ("pays", "gain CI above 0"), ("keeps bar", "retention >= bar"))
 
 
@@ -109,8 +109,9 @@ def markdown() -> str:
     bars = ", ".join(f"{level} {bar:.0%}" for level, bar in RETENTION_BAR.items())
     lines += ["", "Thresholds:", "",
               f"- few labeled: < {FEW_LABELED:,}; many labeled: >= {MANY_LABELED:,};",
-              f"- enough inputs to distil (`MIN_TRANSFER_SET`): >= {MIN_TRANSFER_SET:,}, set from the built-in "
-              "task's measurement ([benchmarks.md](benchmarks.md));",
+              f"- enough unlabeled inputs to distil (`MIN_UNLABELED`): >= {MIN_UNLABELED:,}, set from "
+              "`bench/distill_curve.py` on the built-in task ([distill_curve.png](distill_curve.png), "
+              "[benchmarks.md](benchmarks.md)): a user's task differs, which `--pilot` measures;",
               f"- the retention bar by `--performance`: {bars}; a worthwhile speedup: >= {MIN_SPEEDUP:g}x at batch 1;",
               "- a gain pays when its paired 95% interval (student - labels-only student, same test rows) is above 0."]
     return "\n".join(lines) + "\n"

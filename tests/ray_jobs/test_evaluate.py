@@ -30,6 +30,8 @@ def test_report_compares_teacher_student_and_baseline(student_run, head_env):
         assert low <= report[f"{arm}_score"] <= high and "hits" not in report["arms"][arm]
     low, high = report["gain_over_baseline_ci"]
     assert low <= report["gain_over_baseline"] <= high and "95% CI" in (run / "report" / "report.md").read_text()
+    low, high = report["retention_ci"]  # the student's share of the teacher's score, paired like the gain
+    assert low <= report["retention"] <= high
     [board] = (run / "report" / "tensorboard").iterdir()  # the default tracker: the table, the plot, the text
     events = EventAccumulator(str(board)).Reload()
     student_low = report["arms"]["student"]["score_ci"][0]

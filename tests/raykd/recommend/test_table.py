@@ -12,7 +12,7 @@ from raykd.recommend.rules import (
     FINE_TUNE,
     FINE_TUNE_THEN_DISTIL,
     MANY_LABELED,
-    MIN_TRANSFER_SET,
+    MIN_UNLABELED,
     PROMPT,
     SMALL_RANK_LORA,
     STRATEGIES,
@@ -29,11 +29,12 @@ def rule_of(*args, evidence=None) -> str:
 # (performance, resources, labeled, unlabeled, time) -> the rule, on each side of each threshold
 PRIOR_CASES = [
     (("high", "strict", 200, 4000, "medium"), "R8"),  # the demo's shape: fine-tune then distil
-    (("high", "strict", 200, MIN_TRANSFER_SET - 201, "medium"), "R9"),  # 3,999 inputs in all
-    (("high", "strict", 200, MIN_TRANSFER_SET - 200, "medium"), "R8"),  # 4,000
+    (("high", "strict", 200, MIN_UNLABELED - 1, "medium"), "R9"),
+    (("high", "strict", 200, MIN_UNLABELED, "medium"), "R8"),
+    (("high", "strict", 50_000, 0, "medium"), "R9"),  # labels alone, however many: the curve's 0-unlabeled point
     (("high", "strict", 200, 4000, "low"), "R7"),  # no time to fine-tune the teacher
     (("high", "strict", FEW_LABELED - 1, 4000, "medium"), "R4"),
-    (("high", "strict", FEW_LABELED - 1, MIN_TRANSFER_SET - FEW_LABELED, "medium"), "R5"),
+    (("high", "strict", FEW_LABELED - 1, MIN_UNLABELED - 1, "medium"), "R5"),
     (("low", "strict", FEW_LABELED, 50_000, "medium"), "R6"),
     (("low", "relaxed", 0, 0, "low"), "R1"),
     (("low", "moderate", 0, 0, "low"), "R3"),
@@ -43,8 +44,8 @@ PRIOR_CASES = [
     (("high", "relaxed", MANY_LABELED - 1, 0, "medium"), "R12"),
     (("high", "relaxed", MANY_LABELED, 0, "medium"), "R10"),
     (("high", "relaxed", MANY_LABELED, 0, "low"), "R12"),
-    (("medium", "moderate", 1000, MIN_TRANSFER_SET - 1000, "high"), "R11"),
-    (("medium", "moderate", 1000, MIN_TRANSFER_SET - 1001, "high"), "R12"),
+    (("medium", "moderate", 1000, MIN_UNLABELED, "high"), "R11"),
+    (("medium", "moderate", 1000, MIN_UNLABELED - 1, "high"), "R12"),
     (("low", "moderate", 1000, 50_000, "high"), "R12"),
 ]
 
