@@ -24,7 +24,7 @@ from raykd.data.tokens import has_tokenizer
 from raykd.launch import parse_stage_args, run_stage
 from raykd.models.load import resolve_model, resolve_tokenizer
 from raykd.vllm_support import resolve_engine
-from serving.deployments import ModelServer, arm_options, replica_actor_options
+from serving.deployments import ArmSpec, arm_options, replica_actor_options
 from serving.router import Router
 
 APP_NAME = "raykd"
@@ -67,10 +67,13 @@ def build_app(cfg: RaykdConfig) -> Application:
     settings, trust = dataclasses.asdict(s), cfg.models.trust_remote_code
     engine = resolve_engine(s.engine, "serve.engine")
     print(f"[serve] engine: {engine} (serve.engine={s.engine})", flush=True)
-    arms = {name: ModelServer.options(**arm_options(name, s, engine)).bind(path, tokenizers[name], engine, name,
-                                                                           settings, trust)
-            for name, path in dirs.items()}
-    router = Router.options(name="router", ray_actor_options=replica_actor_options(0.1), max_ongoing_requests=256)
+    specs = {name: ArmSpec(path, tokenizers[name], engine, name, settings, trust) for name, path in dirs.items()}
+    if len(specs) == 1:  # an arm alone: its model in the router's replicas, which take the arm's options
+        name = next(iter(specs))
+        router, arms = Router.options(**arm_options(name, s, engine)), specs
+    else:
+        router = Router.options(name="router", ray_actor_options=replica_actor_options(0.1), max_ongoing_requests=256)
+        arms = {name: spec.deployment(arm_options(name, s, engine)) for name, spec in specs.items()}
     return router.bind(arms, arm_weights(s, dirs), {name: engine for name in dirs}, next(iter(tokenizers.values())),
                        context_length(dirs, trust), settings, trust)
 

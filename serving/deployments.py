@@ -1,11 +1,15 @@
-"""One Ray Serve deployment per model arm, running the engine the driver chose for it."""
+"""The model arms: one Ray Serve deployment per arm behind the A/B router, or, for an arm served alone,
+the arm's model inside the router's own replica (no hop between them); either runs the engine the
+driver chose for it."""
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator
+from dataclasses import astuple, dataclass
 
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 
 from raykd.config import ServeConfig, section
 from serving.chunks import coalesce, merge
@@ -42,7 +46,7 @@ class ModelServer:
         """The whole answer of a request that is not streamed: one reply instead of one per token."""
         return merge([c async for c in self.engine.stream(GenerationRequest(**request))])
 
-    def engine_stats(self) -> dict:
+    async def engine_stats(self) -> dict:
         """Which replica and engine answer, and the engine's batching so far (an arm's replicas each
         keep their own)."""
         return {"replica_id": serve.get_replica_context().replica_id.unique_id} | self.engine.stats()
@@ -51,6 +55,51 @@ class ModelServer:
         result = self.engine.check_health()
         if inspect.isawaitable(result):
             await result
+
+
+@dataclass(frozen=True)
+class ArmSpec:
+    """What an arm's ``ModelServer`` is built from (its constructor's arguments)."""
+
+    model_dir: str
+    tokenizer_dir: str
+    engine: str
+    arm: str
+    settings: dict
+    trust_remote_code: bool = False
+
+    def deployment(self, options: dict):
+        """The arm as a deployment of its own, for the router to reach through a handle."""
+        return ModelServer.options(**options).bind(*astuple(self))
+
+    def load(self) -> ModelServer:
+        """The arm's model in this process (the router's replica, when the arm is served alone)."""
+        return ModelServer.func_or_class(*astuple(self))
+
+
+class RemoteArm:
+    """An arm in its own deployment, reached through its handle with the same methods as a ``ModelServer``
+    (a handle call goes to the least busy replica; a full queue raises ``BackPressureError``)."""
+
+    def __init__(self, handle: DeploymentHandle):
+        self.handle, self.streaming = handle, handle.options(stream=True)
+
+    def stream(self, request: dict) -> AsyncIterator[dict]:
+        return self.streaming.stream.remote(request)
+
+    async def generate(self, request: dict) -> dict:
+        return await self.handle.generate.remote(request)
+
+    async def engine_stats(self) -> dict:
+        return await self.handle.engine_stats.remote()
+
+    async def check_health(self) -> None:
+        """Serve checks the arm's own replicas."""
+
+
+def arm_client(arm: DeploymentHandle | ArmSpec) -> RemoteArm | ModelServer:
+    """What the router calls an arm through: its handle, or the model itself loaded here."""
+    return arm.load() if isinstance(arm, ArmSpec) else RemoteArm(arm)
 
 
 # Ray Serve's "throughput optimised" switches that concern one replica, set in each of ours (runtime_env:

@@ -23,6 +23,7 @@ from raykd.config import ServeConfig, section
 from raykd.data.tokens import load_tokenizer
 from serving import protocol
 from serving.chunks import merge
+from serving.deployments import ArmSpec, arm_client
 from serving.protocol import ApiError, ChatRequest, CompletionRequest
 from serving.routing import ArmStats, ShadowStats, choose_arm
 
@@ -59,10 +60,15 @@ async def _unexpected(request: Request, error: Exception) -> JSONResponse:
 @serve.deployment
 @serve.ingress(api)
 class Router:
-    def __init__(self, arms: dict[str, DeploymentHandle], weights: dict[str, float], engines: dict[str, str],
-                 tokenizer_dir: str, context: int, settings: dict, trust_remote_code: bool = False):
+    """``arms``: name → the arm's deployment handle, or (an arm served alone) its ``ArmSpec``, whose model
+    this replica then loads and calls with no hop between them."""
+
+    def __init__(self, arms: dict[str, DeploymentHandle | ArmSpec], weights: dict[str, float],
+                 engines: dict[str, str], tokenizer_dir: str, context: int, settings: dict,
+                 trust_remote_code: bool = False):
         self.s = section(ServeConfig, settings)
-        self.arms, self.weights, self.engines = arms, weights, engines
+        self.arms = {name: arm_client(arm) for name, arm in arms.items()}
+        self.weights, self.engines = weights, engines
         self.tokenizer = load_tokenizer(tokenizer_dir, trust_remote_code)
         self.context = context
         self.limits = protocol.Limits(self.s.max_tokens, self.s.max_n)
@@ -109,10 +115,10 @@ class Router:
     async def _replies(self, arm: str, generation: dict, stream: bool) -> AsyncIterator[dict]:
         """The arm's chunks as it makes them, or (``stream=False``) its whole answer as one chunk."""
         if stream:
-            async for c in self.arms[arm].options(stream=True).stream.remote(generation):
+            async for c in self.arms[arm].stream(generation):
                 yield c
         else:
-            yield await self.arms[arm].generate.remote(generation)
+            yield await self.arms[arm].generate(generation)
 
     async def _generate(self, arm: str, generation: dict, stream: bool = True) -> AsyncIterator[dict]:
         """Chunks from the arm, timing the request into its statistics and metrics."""
@@ -199,6 +205,10 @@ class Router:
         if shadowing:
             self._shadow(arm, generation, text)
 
+    async def check_health(self) -> None:
+        """Serve's health check of this replica: the engines of the arms it holds itself."""
+        await asyncio.gather(*(arm.check_health() for arm in self.arms.values()))
+
     # -- routes -------------------------------------------------------------------------------------
     @api.get("/healthz")
     async def healthz(self) -> dict:
@@ -230,7 +240,7 @@ class Router:
     @api.get("/v1/ab/stats")
     async def ab_stats(self, http: Request) -> dict:
         await self._body(http)
-        engines = await asyncio.gather(*(handle.engine_stats.remote() for handle in self.arms.values()))
+        engines = await asyncio.gather(*(arm.engine_stats() for arm in self.arms.values()))
         return {"weights": self.weights,
                 "arms": {a: s.summary() | {"engine": self.engines[a], "replica": e}
                          for (a, s), e in zip(self.stats.items(), engines)},

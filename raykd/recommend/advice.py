@@ -79,7 +79,7 @@ def not_faster(f: Facts) -> Advice:
     why = (f"the student runs only {f.evidence.speedup:.1f}x faster than the teacher at batch 1 (< {MIN_SPEEDUP:g}x): "
            "it does not buy back what it gives up; serve the fine-tuned teacher, or pick a smaller student")
     return _measured(f, why, (f"raykd finetune --config {f.config}",
-                              f"raykd serve --config {f.config} serve.student_weight=0"))
+                              f"raykd serve --config {f.config} 'serve.arms=[teacher]'"))
 
 
 def labels_only_small(f: Facts) -> Advice:

@@ -1,0 +1,34 @@
+"""docs/serve.md's comparison with vLLM's own server and Ray Serve LLM is rendered from
+bench/results/serve_peers.json; the ratios are to bare ``vllm serve`` of the same run."""
+
+import importlib.util
+import json
+import sys
+
+from tests.conftest import REPO
+
+spec = importlib.util.spec_from_file_location("serve_peers", REPO / "bench" / "serve_peers.py")
+serve_peers = importlib.util.module_from_spec(spec)
+sys.modules.setdefault("serve_peers", serve_peers)
+spec.loader.exec_module(serve_peers)
+
+
+def test_the_serving_page_shows_the_table_the_results_render():
+    results = json.loads(serve_peers.OUT.read_text())
+    doc = serve_peers.DOC.read_text()
+    assert serve_peers.with_table(doc, serve_peers.table(results)) == doc, \
+        "stale: run `python bench/serve_peers.py --table`"
+
+
+def level(tokens_per_s: float, ttft_ms: float) -> dict:
+    return {"output_tokens_per_s": tokens_per_s, "ttft_p50_ms": ttft_ms}
+
+
+def test_ratios_are_to_bare_vllm_serve_per_concurrency():
+    servers = {"vllm_serve": {"levels": {"1": level(100, 20), "8": level(500, 100)}, "openai": {"ttft_p50_ms": 25}},
+               "raykd_vllm": {"levels": {"1": level(90, 28), "8": level(450, 130)}, "openai": {"ttft_p50_ms": 31}}}
+    ratios = serve_peers.ratios(servers)
+    assert list(ratios) == ["raykd_vllm"]
+    assert ratios["raykd_vllm"]["levels"] == {"1": {"tokens_per_s_ratio": 0.9, "ttft_p50_overhead_ms": 8.0},
+                                              "8": {"tokens_per_s_ratio": 0.9, "ttft_p50_overhead_ms": 30.0}}
+    assert ratios["raykd_vllm"]["openai_ttft_p50_overhead_ms"] == 6.0
