@@ -1,4 +1,5 @@
-"""Stage 6: the Serve application — teacher and student deployments behind the A/B router.
+"""Stage 6: the Serve application — teacher and student deployments behind the A/B router, or one arm
+alone inside the router's own replicas.
 
     raykd serve --config configs/demo.yaml                      # blocks; prints the URL; Ctrl-C stops
     raykd serve --config configs/demo.yaml serve.student_weight=0.3 serve.port=8001

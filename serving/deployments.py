@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass, fields
 
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -68,13 +68,17 @@ class ArmSpec:
     settings: dict
     trust_remote_code: bool = False
 
+    def arguments(self) -> dict:
+        """``ModelServer``'s keyword arguments (the fields share its parameters' names)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
     def deployment(self, options: dict):
         """The arm as a deployment of its own, for the router to reach through a handle."""
-        return ModelServer.options(**options).bind(*astuple(self))
+        return ModelServer.options(**options).bind(**self.arguments())
 
     def load(self) -> ModelServer:
         """The arm's model in this process (the router's replica, when the arm is served alone)."""
-        return ModelServer.func_or_class(*astuple(self))
+        return ModelServer.func_or_class(**self.arguments())
 
 
 class RemoteArm:
@@ -85,12 +89,15 @@ class RemoteArm:
         self.handle, self.streaming = handle, handle.options(stream=True)
 
     def stream(self, request: dict) -> AsyncIterator[dict]:
+        """``ModelServer.stream`` on a replica; a full queue raises ``BackPressureError`` here."""
         return self.streaming.stream.remote(request)
 
     async def generate(self, request: dict) -> dict:
+        """``ModelServer.generate`` on a replica."""
         return await self.handle.generate.remote(request)
 
     async def engine_stats(self) -> dict:
+        """``ModelServer.engine_stats`` of the replica the call reached."""
         return await self.handle.engine_stats.remote()
 
     async def check_health(self) -> None:
@@ -117,8 +124,9 @@ def replica_actor_options(num_cpus: float, num_gpus: float = 0) -> dict:
 
 
 def arm_options(name: str, s: ServeConfig, engine: str) -> dict:
-    """Deployment options of one arm: autoscaling, queue limits, health checks, CPU/GPU asks (with
-    tensor parallelism, a placement group: the replica's CPU bundle plus one GPU bundle per shard)."""
+    """Deployment options of one arm (its own deployment, or the ingress holding it alone): autoscaling,
+    queue limits, health checks, CPU/GPU asks (with tensor parallelism, a placement group: the replica's
+    CPU bundle plus one GPU bundle per shard)."""
     options = {
         "name": name,
         "autoscaling_config": {"min_replicas": s.min_replicas, "initial_replicas": max(1, s.min_replicas),

@@ -31,4 +31,4 @@ def test_ratios_are_to_bare_vllm_serve_per_concurrency():
     assert list(ratios) == ["raykd_vllm"]
     assert ratios["raykd_vllm"]["levels"] == {"1": {"tokens_per_s_ratio": 0.9, "ttft_p50_overhead_ms": 8.0},
                                               "8": {"tokens_per_s_ratio": 0.9, "ttft_p50_overhead_ms": 30.0}}
-    assert ratios["raykd_vllm"]["openai_ttft_p50_overhead_ms"] == 6.0
+    assert "openai" not in str(ratios)  # the baseline's openai-client TTFT is not steady: no ratio to it
