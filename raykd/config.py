@@ -281,7 +281,7 @@ class ServeConfig:
     max_replicas: int = knob(1, "autoscaling: replicas per arm at most", ge=1)
     target_ongoing_requests: float = knob(4.0, "autoscaling: ongoing requests per replica to aim for", gt=0)
     max_ongoing_requests: int = knob(16, "requests a replica works on at once", ge=1)
-    max_queued_requests: int = knob(64, "requests waiting per deployment before 503s", ge=1)
+    max_queued_requests: int = knob(64, "requests waiting per arm before 503s (an arm alone: per replica)", ge=1)
     cpus_per_replica: float = knob(0.5, "CPUs per model replica (fractions fit small machines)", gt=0)
     gpus_per_replica: float = knob(0.0, "GPUs per model replica whose tensor parallelism is 1 (1 for vLLM on GPUs)",
                                    ge=0)

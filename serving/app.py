@@ -18,14 +18,14 @@ import time
 from pathlib import Path
 
 from ray import serve
-from ray.serve import Application
+from ray.serve import Application, Deployment
 
-from raykd.config import SERVE_ARMS, ConfigError, RaykdConfig, load_config
+from raykd.config import SERVE_ARMS, ConfigError, RaykdConfig, ServeConfig, load_config
 from raykd.data.tokens import has_tokenizer
 from raykd.launch import parse_stage_args, run_stage
 from raykd.models.load import resolve_model, resolve_tokenizer
 from raykd.vllm_support import resolve_engine
-from serving.deployments import ArmSpec, arm_options, replica_actor_options
+from serving.deployments import ArmSpec, alone_options, arm_options, replica_actor_options
 from serving.router import Router
 
 APP_NAME = "raykd"
@@ -69,14 +69,21 @@ def build_app(cfg: RaykdConfig) -> Application:
     engine = resolve_engine(s.engine, "serve.engine")
     print(f"[serve] engine: {engine} (serve.engine={s.engine})", flush=True)
     specs = {name: ArmSpec(path, tokenizers[name], engine, name, settings, trust) for name, path in dirs.items()}
-    if len(specs) == 1:  # an arm alone: its model in the router's replicas, which take the arm's options
-        name = next(iter(specs))
-        router, arms = Router.options(**arm_options(name, s, engine)), specs
-    else:
-        router = Router.options(name="router", ray_actor_options=replica_actor_options(0.1), max_ongoing_requests=256)
-        arms = {name: spec.deployment(arm_options(name, s, engine)) for name, spec in specs.items()}
+    router, arms = ingress(specs, s, engine)
     return router.bind(arms, arm_weights(s, dirs), {name: engine for name in dirs}, next(iter(tokenizers.values())),
                        context_length(dirs, trust), settings, trust)
+
+
+def ingress(specs: dict[str, ArmSpec], s: ServeConfig,
+            engine: str) -> tuple[Deployment, dict[str, ArmSpec | Application]]:
+    """The Router deployment and the arms to bind it with: an arm alone is its spec, loaded in the
+    Router's own replicas (which take the arm's options); two arms are deployments of their own behind
+    a light router."""
+    if len(specs) == 1:
+        [name] = specs
+        return Router.options(**alone_options(name, s, engine)), specs
+    router = Router.options(name="router", ray_actor_options=replica_actor_options(0.1), max_ongoing_requests=256)
+    return router, {name: spec.deployment(arm_options(name, s, engine)) for name, spec in specs.items()}
 
 
 def arm_weights(s, dirs: dict[str, str]) -> dict[str, float]:

@@ -12,6 +12,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from raykd.config import ServeConfig, section
+from serving.admission import Admission
 from serving.chunks import coalesce, merge
 from serving.engine_hf import GenerationRequest
 from serving.protocol import MAX_LOGPROBS
@@ -21,6 +22,8 @@ from serving.protocol import MAX_LOGPROBS
 class ModelServer:
     """A replica holding one model; ``stream`` yields ``serving.chunks.chunk`` dicts (the steps made
     within ``serve.stream_interval_s`` merged into one), ``generate`` returns the whole answer as one.
+    Each generation holds one of the model's ``serve.max_ongoing_requests`` places while it runs, up to
+    ``serve.max_queued_requests`` wait for one, and the next raises ``QueueFull``.
 
     ``engine`` ("vllm" or "transformers") is decided on the driver (``raykd.vllm_support``): a replica
     whose GPUs live in placement-group bundles sees no CUDA itself."""
@@ -29,6 +32,7 @@ class ModelServer:
                  trust_remote_code: bool = False):
         s = section(ServeConfig, settings)
         self.stream_interval_s = s.stream_interval_s
+        self.admission = Admission(s.max_ongoing_requests, s.max_queued_requests)
         if engine == "vllm":
             from serving.engine_vllm import VLLMEngine
 
@@ -39,17 +43,20 @@ class ModelServer:
             self.engine = TransformersEngine(model_dir, tokenizer_dir, s.max_batch_size, trust_remote_code)
 
     async def stream(self, request: dict) -> AsyncIterator[dict]:
-        async for c in coalesce(self.engine.stream(GenerationRequest(**request)), self.stream_interval_s):
-            yield c
+        async with self.admission.place():
+            async for c in coalesce(self.engine.stream(GenerationRequest(**request)), self.stream_interval_s):
+                yield c
 
     async def generate(self, request: dict) -> dict:
         """The whole answer of a request that is not streamed: one reply instead of one per token."""
-        return merge([c async for c in self.engine.stream(GenerationRequest(**request))])
+        async with self.admission.place():
+            return merge([c async for c in self.engine.stream(GenerationRequest(**request))])
 
     async def engine_stats(self) -> dict:
-        """Which replica and engine answer, and the engine's batching so far (an arm's replicas each
-        keep their own)."""
-        return {"replica_id": serve.get_replica_context().replica_id.unique_id} | self.engine.stats()
+        """Which replica and engine answer, the engine's batching so far and the model's queue now (an
+        arm's replicas each keep their own)."""
+        return ({"replica_id": serve.get_replica_context().replica_id.unique_id} | self.engine.stats()
+                | {"queue": self.admission.stats()})
 
     async def check_health(self) -> None:
         result = self.engine.check_health()
@@ -140,3 +147,16 @@ def arm_options(name: str, s: ServeConfig, engine: str) -> dict:
         options["ray_actor_options"] = replica_actor_options(s.cpus_per_replica)
         options["placement_group_bundles"] = [{"CPU": s.cpus_per_replica}] + [{"GPU": 1}] * tensor_parallel
     return options
+
+
+# Requests the ingress of an arm alone lets in beyond its model's places and queue: the info routes,
+# requests refused before they reach the model, and a burst still being routed by the proxy (which Serve
+# counts as queued), so that only generations fill the model's queue and its 503s are raykd's.
+INGRESS_HEADROOM = 32
+
+
+def alone_options(name: str, s: ServeConfig, engine: str) -> dict:
+    """Deployment options of the ingress holding an arm alone: the arm's, with Serve's request limits
+    above the model's own queue (``ModelServer.admission``)."""
+    room = s.max_ongoing_requests + s.max_queued_requests + INGRESS_HEADROOM
+    return arm_options(name, s, engine) | {"max_ongoing_requests": room, "max_queued_requests": room}

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException
 from raykd.config import ServeConfig, section
 from raykd.data.tokens import load_tokenizer
 from serving import protocol
+from serving.admission import QueueFull
 from serving.chunks import merge
 from serving.deployments import ArmSpec, arm_client
 from serving.protocol import ApiError, ChatRequest, CompletionRequest
@@ -128,7 +129,7 @@ class Router:
                 first = first or time.perf_counter()
                 tokens += c["new_tokens"]
                 yield c
-        except BackPressureError:
+        except (BackPressureError, QueueFull):  # Serve's queue before an arm's deployment, or the model's own
             self.stats[arm].errors += 1
             raise ApiError(503, f"model '{arm}' is overloaded (queue full); retry later", kind="server_error") from None
         latency = time.perf_counter() - started

@@ -54,3 +54,24 @@ def test_arm_options_fit_the_config_and_tensor_parallel_arms_get_gpu_bundles():
     assert (on_cpu["num_cpus"], on_cpu["num_gpus"]) == (0.5, 0.0)
     assert on_cpu["runtime_env"]["env_vars"]["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"] == "0"
     assert "placement_group_bundles" not in arm_options("teacher", s, "transformers")  # TP is vLLM's
+
+
+def test_an_arm_alone_is_the_ingress_with_its_options_and_room_above_its_models_queue():
+    from ray.serve import Application
+
+    from raykd.config import load_config
+    from serving.deployments import INGRESS_HEADROOM, ArmSpec, alone_options, arm_options
+
+    s = load_config(REPO / "configs" / "llama70b_to_8b.yaml").serve
+    specs = {name: ArmSpec(f"/models/{name}", f"/models/{name}", "vllm", name, {}) for name in ("teacher", "student")}
+    router, arms = app.ingress({"teacher": specs["teacher"]}, s, "vllm")
+    assert router.name == "teacher" and arms == {"teacher": specs["teacher"]}  # the model loads in the ingress
+    room = s.max_ongoing_requests + s.max_queued_requests + INGRESS_HEADROOM
+    assert (router.max_ongoing_requests, router.max_queued_requests) == (room, room)
+    assert router.ray_actor_options == arm_options("teacher", s, "vllm")["ray_actor_options"]
+    alone = alone_options("teacher", s, "vllm")
+    assert alone["placement_group_bundles"] == [{"CPU": 4.0}] + [{"GPU": 1}] * 4  # TP shards beside the ingress
+    assert alone["autoscaling_config"] == arm_options("teacher", s, "vllm")["autoscaling_config"]
+    router, arms = app.ingress(specs, s, "vllm")
+    assert router.name == "router" and router.ray_actor_options["num_cpus"] == 0.1
+    assert all(isinstance(arm, Application) for arm in arms.values()) and list(arms) == ["teacher", "student"]

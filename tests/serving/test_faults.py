@@ -1,5 +1,6 @@
-"""`raykd serve` under faults, with 2 replicas per arm: a client gone mid-stream frees its engine row,
-and a replica SIGKILLed under a steady request stream fails only what it had in flight."""
+"""`raykd serve` with an arm alone, 2 replicas, under faults: a client gone mid-stream frees its engine
+row, a flood past the model's queue gets raykd's 503s while the info routes answer, and a replica
+SIGKILLed under a steady request stream fails only what it had in flight."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import re
 import signal
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -42,12 +44,13 @@ def never_ending_model(root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """The teacher arm alone (``serve.arms=[teacher]``) serves the never-ending model, 2 replicas, answers up
-    to 4,000 tokens."""
+    """The teacher arm alone (``serve.arms=[teacher]``) serves the never-ending model, 2 replicas with
+    2 working and 4 waiting places each, answers up to 4,000 tokens."""
     run = tmp_path_factory.mktemp("faults")
     model = never_ending_model(run / "model")
     proc, url = start_serve(run, [f"serve.teacher_model={model}", "serve.arms=[teacher]",
                                   "serve.min_replicas=2", "serve.max_replicas=2", "serve.cpus_per_replica=0.4",
+                                  "serve.max_ongoing_requests=2", "serve.max_queued_requests=4",
                                   "serve.max_tokens=4000"])
     try:
         yield proc, url, run
@@ -159,6 +162,32 @@ def test_a_client_gone_mid_stream_frees_its_row_and_the_engine_stops_decoding_it
     print(f"client disconnect: {figures}")
     assert figures["seconds_a_full_answer_would_take"] > 3 + streamed  # it would still be decoding now
     assert figures["running_1_s_after"] == 0 and figures["steps_in_the_next_1_s"] == 0
+
+
+def test_a_flood_past_the_models_queue_gets_json_503s_while_the_info_routes_answer(server):
+    """30 requests at once against 2 replicas × (2 working + 4 waiting) places: the rest are refused with
+    raykd's 503 error object, each counted by the replica that refused it; /healthz, /v1/models and
+    /v1/ab/stats answer during the flood; every admitted request is answered in full. (Serve's proxy may
+    send most of a burst to one replica: at least one replica's places are taken.)"""
+    _, url, _ = server
+    body = {"model": "teacher", "prompt": PROMPT, "max_tokens": 300, "temperature": 0}
+    refused_before = sum(r["queue"]["refused"] for r in teacher_replicas(url).values())
+
+    async def flood() -> tuple[list[httpx.Response], list[int]]:
+        async with httpx.AsyncClient(base_url=url, timeout=300, limits=httpx.Limits(max_connections=64)) as http:
+            generations = [asyncio.create_task(http.post("/v1/completions", json=body)) for _ in range(30)]
+            await asyncio.sleep(1)  # the flood is in: every place and queue is full
+            info = [(await http.get(path)).status_code for path in ("/healthz", "/v1/models", "/v1/ab/stats")]
+            return await asyncio.gather(*generations), info
+
+    answers, info = asyncio.run(flood())
+    statuses = Counter(a.status_code for a in answers)
+    assert info == [200, 200, 200] and set(statuses) == {200, 503} and statuses[200] >= 6, statuses
+    assert all(a.json()["error"]["type"] == "server_error" and "overloaded" in a.json()["error"]["message"]
+               for a in answers if a.status_code == 503)
+    assert all(a.json()["usage"]["completion_tokens"] == 300 for a in answers if a.status_code == 200)
+    refused = sum(r["queue"]["refused"] for r in teacher_replicas(url).values()) - refused_before
+    assert refused == statuses[503]
 
 
 def test_a_replica_sigkilled_under_load_fails_only_requests_in_flight_and_the_arm_recovers(server):
