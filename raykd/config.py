@@ -133,7 +133,7 @@ class FinetuneConfig(TrainConfig):
 
 
 ENGINES = ("auto", "vllm", "transformers")
-LOSSES = ("forward_kl", "reverse_kl", "jsd")  # distill.loss: the divergences raykd.losses computes
+LOSSES = ("forward_kl", "reverse_kl", "jsd", "tvd")  # distill.loss: the divergences raykd.losses computes
 
 
 @dataclass
@@ -190,7 +190,8 @@ class DistillConfig(TrainConfig):
     alpha: float = knob(0.5, "weight of the soft (KD) loss; 1 = unlabeled distillation", ge=0, le=1)
     temperature: float = knob(2.0, "softmax temperature of the KD loss", gt=0)
     loss: str = knob("forward_kl", "divergence of the soft loss: forward_kl KL(teacher||student), reverse_kl "
-                     "KL(student||teacher) or jsd (generalised Jensen-Shannon, see distill.jsd_beta)",
+                     "KL(student||teacher), jsd (generalised Jensen-Shannon, see distill.jsd_beta) or tvd "
+                     "(total variation; at T=1, one minus it is a speculative draft's acceptance rate)",
                      choices=LOSSES)
     jsd_beta: float = knob(0.5, "jsd: the teacher's weight in the mixture M; the loss tends to forward_kl as it "
                            "goes to 0 and to reverse_kl as it goes to 1", gt=0, lt=1)

@@ -11,7 +11,9 @@
 
 with ``b = distill.jsd_beta`` in (0, 1). The ``b * (1 - b)`` scaling makes forward KL its limit as
 b -> 0 and reverse KL its limit as b -> 1 (and keeps its size comparable to theirs, so alpha means
-the same across b); unscaled, as TRL writes it, it would vanish at both ends.
+the same across b); unscaled, as TRL writes it, it would vanish at both ends. ``tvd`` is the total
+variation ``½ sum_x |p(x) - q(x)|``: one minus it is the rate at which speculative sampling accepts
+the student's drafted tokens (DistillSpec, Zhou et al. 2024, distils drafts with it).
 
 **What the cache keeps per position** (``summarize_teacher``), all from the teacher's log-probabilities
 ``lp = t - logsumexp(t)`` at T=1 (the quantity vLLM's ``prompt_logprobs`` returns; they survive fp16,
@@ -49,7 +51,8 @@ student tail mass under-estimates it for sharp teachers and can put the loss bel
 Every divergence is built from that KL (``kl_view``): reverse KL and JSD take the same chain rule with
 the roles (or the mixture M) swapped, their tail-shape terms importance-sampled from the same cached
 samples with self-normalised weights ``q / proposal`` (or ``p / proposal``); M is known exactly on the
-top-k, the bucket and at every sample, since both p and q are.
+top-k, the bucket and at every sample, since both p and q are. Total variation takes the same views
+(``tv_view``): exact on the top-k, its tail term importance-sampled and bounded by the two tail masses.
 
 Nothing here builds a full-vocabulary teacher tensor: student log-probabilities are computed a
 chunk of tokens at a time.
@@ -142,6 +145,23 @@ def kl_view(a: View, b: View, log_proposal: torch.Tensor | None = None) -> torch
     return kl + a.tail.exp() * shape
 
 
+def tv_view(p: View, q: View, log_proposal: torch.Tensor | None = None) -> torch.Tensor:
+    """``(n,)`` total variation ``½ sum_x |p(x) - q(x)|``: exact on the top-k tokens; in the tail,
+    ``p_tail * E_{x ~ p_tail_shape} |1 - q(x) / p(x)|`` importance-sampled at the tail samples with
+    self-normalised weights ``p / proposal``, kept within what the two tail masses allow
+    (``[|p_tail - q_tail|, p_tail + q_tail]``); a bucket-only tail gives the lower end (the coarse TV)."""
+    tv = (p.top.exp() - q.top.exp()).abs().sum(-1)
+    if p.tail is None:
+        return 0.5 * tv
+    p_tail, q_tail = p.tail.exp(), q.tail.exp()
+    low = (p_tail - q_tail).abs()
+    if p.samples is None:
+        return 0.5 * (tv + low)
+    log_weights = F.log_softmax(p.samples - log_proposal, dim=-1)  # w |1 - q/p| as |w - w q/p|: no 0 * inf
+    shape = (log_weights.exp() - (log_weights + q.samples - p.samples).exp()).abs().sum(-1)
+    return 0.5 * (tv + torch.minimum(torch.maximum(p_tail * shape, low), p_tail + q_tail))
+
+
 def divergence(p: View, q: View, loss: str = "forward_kl", jsd_beta: float = 0.5,
                log_proposal: torch.Tensor | None = None) -> torch.Tensor:
     """``(n,)`` the divergence ``loss`` between teacher ``p`` and student ``q`` (see ``LOSSES``)."""
@@ -153,6 +173,8 @@ def divergence(p: View, q: View, loss: str = "forward_kl", jsd_beta: float = 0.5
         m = mixture(p, q, jsd_beta)
         joint = jsd_beta * kl_view(p, m, log_proposal) + (1 - jsd_beta) * kl_view(q, m, log_proposal)
         return joint / (jsd_beta * (1 - jsd_beta))
+    if loss == "tvd":
+        return tv_view(p, q, log_proposal)
     raise ValueError(f"unknown distillation loss {loss!r}: one of {LOSSES}")
 
 

@@ -55,3 +55,20 @@ def ratio_interval(hits_a: list[int], hits_b: list[int], resamples: int = RESAMP
     num, den = _paired_means(hits_a, hits_b, resamples, seed)
     ratios = num[den > 0] / den[den > 0]
     return _interval(ratios) if len(ratios) else None
+
+
+def weighted_interval(values: list[float], weights: list[float], resamples: int = RESAMPLES, seed: int = 0
+                      ) -> list[float]:
+    """``[low, high]`` of ``sum(w v) / sum(w)`` over resampled rows: a per-token mean from per-row means
+    ``values`` over ``weights`` tokens each (tokens of a row are resampled together)."""
+    v, w = np.asarray(values, dtype=np.float64), np.asarray(weights, dtype=np.float64)
+    rows = _resampled_rows(len(v), resamples, seed)
+    return _interval((v[rows] * w[rows]).sum(axis=1) / w[rows].sum(axis=1))
+
+
+def weighted_difference_interval(values_a: list[float], values_b: list[float], weights: list[float],
+                                 resamples: int = RESAMPLES, seed: int = 0) -> list[float]:
+    """``[low, high]`` of the difference of two per-token means over the same rows (``weighted_interval``),
+    both resampled on the same rows."""
+    difference = np.asarray(values_a, dtype=np.float64) - np.asarray(values_b, dtype=np.float64)
+    return weighted_interval(difference.tolist(), weights, resamples, seed)

@@ -58,8 +58,10 @@ def baseline_config(cfg: RaykdConfig) -> RaykdConfig:
     return from_dict(data)
 
 
-def build_report(cfg: RaykdConfig, arms: dict[str, dict], dirs: dict[str, Path], test_examples: int) -> dict:
-    """report.json's content from the measured arms (adds bytes on disk and perplexity to each)."""
+def build_report(cfg: RaykdConfig, arms: dict[str, dict], dirs: dict[str, Path], test_examples: int,
+                 draft: dict | None = None) -> dict:
+    """report.json's content from the measured arms (adds bytes on disk and perplexity to each) and, for a
+    causal LM, the drafts' quality (``raykd.evaluation.draft.measure_drafts``)."""
     for arm, m in arms.items():
         m["bytes"] = model_bytes(dirs[arm])
         if cfg.task == "causal_lm":
@@ -81,7 +83,7 @@ def build_report(cfg: RaykdConfig, arms: dict[str, dict], dirs: dict[str, Path],
         "latency_speedup": t["latency_p50_s"] / s["latency_p50_s"],
         "throughput_speedup": s["throughput_per_s"] / t["throughput_per_s"],
         "test_examples": test_examples, "arms": arms, "distill": dataclasses.asdict(cfg.distill),
-    }
+    } | ({"draft": draft} if draft else {})
 
 
 def headline(report: dict) -> str:
@@ -98,6 +100,27 @@ def headline(report: dict) -> str:
                    f"95% CI [{low:+.3f}, {high:+.3f}])")
     return (f"{quality} with {report['params_ratio']:.1%} of its parameters, "
             f"{report['size_ratio']:.1%} of its bytes, {report['latency_speedup']:.1f}x faster at batch 1")
+
+
+def draft_lines(draft: dict) -> list[str]:
+    """report.md's section on the drafts: acceptance, greedy agreement, predicted accepted length and
+    speedup at the best γ, and the student's gain in acceptance over its undistilled base."""
+    gain = draft["student_minus_base"]
+    lines = ["## As the teacher's speculative draft", "",
+             f"Teacher-forced on {draft['tokens']:,} held-out label tokens. α: the chance a drafted token is "
+             "accepted when sampling at temperature 1; greedy: the argmaxes agree (temperature 0). Predicted "
+             "from α and the measured cost ratio (Leviathan et al. 2023).", "",
+             "| draft | α [95% CI] | greedy agreement | cost ratio | best γ | tokens per teacher pass | "
+             "predicted speedup |", "|---|---|---|---|---|---|---|"]
+    for name, d in draft["drafts"].items():
+        best = max(d["predicted_speedup"], key=d["predicted_speedup"].get)
+        low, high = d["acceptance_ci"]
+        lines.append(f"| {name} | {d['acceptance']:.3f} [{low:.3f}, {high:.3f}] | {d['greedy_agreement']:.3f} | "
+                     f"{d['cost_ratio']:.2f} | {best} | {d['accepted_length'][best]:.2f} | "
+                     f"{d['predicted_speedup'][best]:.2f}x |")
+    lines += ["", f"Distillation's effect on α (student − base): {gain['difference']:+.3f}, "
+                  f"95% CI [{gain['difference_ci'][0]:+.3f}, {gain['difference_ci'][1]:+.3f}]."]
+    return lines
 
 
 def write_report(out: Path, report: dict) -> None:
@@ -117,6 +140,8 @@ def write_report(out: Path, report: dict) -> None:
         score = "n/a" if m["score"] is None else f"{m['score']:.3f} [{m['score_ci'][0]:.3f}, {m['score_ci'][1]:.3f}]"
         lines.append(f"| {arm} | {score} | {m['loss']:.3f} | {m['params']:,} | {m['bytes']:,} | "
                      f"{m.get('latency_p50_s', float('nan')):.4f} | {m.get('throughput_per_s', float('nan')):.0f} |")
+    if report.get("draft"):
+        lines += ["", *draft_lines(report["draft"])]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
     quality = ("score", "test score") if report["student_score"] is not None else ("loss", "test loss")

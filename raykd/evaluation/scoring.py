@@ -4,6 +4,7 @@ LM, accuracy for a classifier). Plain functions on an unsharded model; jobs run 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 
 import ray
 import torch
@@ -19,6 +20,16 @@ from raykd.models.load import load_configured
 
 def _columns(rows: list[dict]) -> dict[str, list]:
     return {k: [r.get(k) for r in rows] for k in rows[0]} if rows else {}
+
+
+def held_out_batches(rows: list[dict], tokenizer, data: DataConfig, task: str, kind: str,
+                     batch_size: int = 64) -> Iterator[dict[str, torch.Tensor]]:
+    """``rows`` tokenised as training tokenises them, ``batch_size`` at a time: ``input_ids``,
+    ``attention_mask``, ``labels`` ``(b, L)`` (a classifier's ``labels``: ``(b,)``)."""
+    cfg = dataclasses.asdict(data)
+    for i in range(0, len(rows), batch_size):
+        arrays = tokenize_batch(_columns(rows[i : i + batch_size]), tokenizer.name_or_path, cfg, task, kind)
+        yield {k: torch.as_tensor(v) for k, v in arrays.items()}
 
 
 @torch.no_grad()
@@ -62,12 +73,8 @@ def score_model(model, tokenizer, rows: list[dict], data: DataConfig, task: str,
     the slow part), None for plain text (loss only); ``hits``: the per-row values behind the score
     (None without one), for confidence intervals."""
     model.eval()
-    cfg = dataclasses.asdict(data)
     total, count, hits = 0.0, 0, []
-    for i in range(0, len(rows), batch_size):
-        chunk = rows[i : i + batch_size]
-        arrays = tokenize_batch(_columns(chunk), tokenizer.name_or_path, cfg, task, kind)
-        batch = {k: torch.as_tensor(v) for k, v in arrays.items()}
+    for batch in held_out_batches(rows, tokenizer, data, task, kind, batch_size):
         loss_sum, n = mean_loss(model, batch, task)
         total, count = total + loss_sum, count + n
         if task == "sequence_classification":

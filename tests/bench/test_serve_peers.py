@@ -32,3 +32,12 @@ def test_ratios_are_to_bare_vllm_serve_per_concurrency():
     assert ratios["raykd_vllm"]["levels"] == {"1": {"tokens_per_s_ratio": 0.9, "ttft_p50_overhead_ms": 8.0},
                                               "8": {"tokens_per_s_ratio": 0.9, "ttft_p50_overhead_ms": 30.0}}
     assert "openai" not in str(ratios)  # the baseline's openai-client TTFT is not steady: no ratio to it
+
+
+def test_medians_are_taken_field_by_field_and_a_role_missing_from_a_pass_counts_as_zero():
+    passes = [{"start_s": 10, "levels": {"8": {"output_tokens_per_s": 400, "cores_by_role": {"vllm worker": 0.9}}},
+               "engine": "vllm"},
+              {"start_s": 30, "levels": {"8": {"output_tokens_per_s": 500, "cores_by_role": {"ray system": 0.1}}}},
+              {"start_s": 20, "levels": {"8": {"output_tokens_per_s": 450, "cores_by_role": {"vllm worker": 0.7}}}}]
+    assert serve_peers.median_of(passes) == {"start_s": 20, "levels": {"8": {
+        "output_tokens_per_s": 450, "cores_by_role": {"vllm worker": 0.7, "ray system": 0}}}}

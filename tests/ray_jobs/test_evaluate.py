@@ -32,6 +32,13 @@ def test_report_compares_teacher_student_and_baseline(student_run, head_env):
     assert low <= report["gain_over_baseline"] <= high and "95% CI" in (run / "report" / "report.md").read_text()
     low, high = report["retention_ci"]  # the student's share of the teacher's score, paired like the gain
     assert low <= report["retention"] <= high
+    draft = report["draft"]  # the student as the teacher's speculative draft, against its undistilled base
+    student, base = draft["drafts"]["student"], draft["drafts"]["base"]
+    assert draft["tokens"] > 0 and set(draft["drafts"]) == {"student", "baseline", "base"}
+    assert 0 < base["acceptance"] < student["acceptance"] < 1 and draft["student_minus_base"]["difference_ci"][0] > 0
+    assert student["cost_ratio"] == pytest.approx(1 / report["latency_speedup"])
+    assert student["accepted_length"]["1"] < student["accepted_length"]["8"] <= 9
+    assert "As the teacher's speculative draft" in (run / "report" / "report.md").read_text()
     [board] = (run / "report" / "tensorboard").iterdir()  # the default tracker: the table, the plot, the text
     events = EventAccumulator(str(board)).Reload()
     student_low = report["arms"]["student"]["score_ci"][0]

@@ -29,7 +29,7 @@ def test_every_key_is_documented_once_with_its_help():
     assert all(page.count(f"| `{k.key}` |") == 1 and k.help.replace("|", "\\|") in page for k in knobs())
     alpha = next(k for k in knobs() if k.key == "distill.alpha")
     assert (alpha.default, alpha.type, alpha.allowed) == (0.5, "float", ">= 0 and <= 1")
-    assert next(k for k in knobs() if k.key == "distill.loss").allowed == "one of: forward_kl, reverse_kl, jsd"
+    assert next(k for k in knobs() if k.key == "distill.loss").allowed == "one of: forward_kl, reverse_kl, jsd, tvd"
 
 
 def test_a_stage_lists_the_sections_it_reads_less_what_it_drops():

@@ -193,7 +193,7 @@ def test_the_fused_head_and_loss_equal_the_unfused_in_value_and_gradients(alpha,
 
 # -- the other divergences (distill.loss) --------------------------------------------------------------
 
-LOSSES = ["forward_kl", "reverse_kl", "jsd"]
+LOSSES = ["forward_kl", "reverse_kl", "jsd", "tvd"]
 
 
 def full_vocabulary(s, t, temperature, loss, beta=0.5):
@@ -207,6 +207,8 @@ def full_vocabulary(s, t, temperature, loss, beta=0.5):
         d = kl(p, q)
     elif loss == "reverse_kl":
         d = kl(q, p)
+    elif loss == "tvd":
+        d = 0.5 * (p - q).abs().sum(-1)
     else:
         m = beta * p + (1 - beta) * q
         d = (beta * kl(p, m) + (1 - beta) * kl(q, m)) / (beta * (1 - beta))
@@ -254,9 +256,9 @@ def test_jsd_tends_to_forward_kl_as_beta_goes_to_0_and_to_reverse_kl_as_beta_goe
     assert (middle > 0).all() and not torch.allclose(middle, d("forward_kl"), rtol=0.05)
 
 
-@pytest.mark.parametrize("loss", ["reverse_kl", "jsd"])
+@pytest.mark.parametrize("loss", ["reverse_kl", "jsd", "tvd"])
 @pytest.mark.parametrize("temperature", [1.0, 2.0, 4.0])
-def test_sampled_tail_estimates_reverse_kl_and_jsd_when_the_tail_holds_much_of_the_mass(loss, temperature):
+def test_sampled_tail_estimates_the_other_divergences_when_the_tail_holds_much_of_the_mass(loss, temperature):
     n = 4000
     t, s = logits(n=n, seed=4, scale=4.0), logits(n=n, seed=5, scale=4.0)
     s = 0.7 * t + 0.5 * s
@@ -265,7 +267,7 @@ def test_sampled_tail_estimates_reverse_kl_and_jsd_when_the_tail_holds_much_of_t
     assert approx.mean().item() == pytest.approx(full_vocabulary(s, t, temperature, loss).mean().item(), rel=0.05)
 
 
-@pytest.mark.parametrize("loss", ["reverse_kl", "jsd"])
+@pytest.mark.parametrize("loss", ["reverse_kl", "jsd", "tvd"])
 @pytest.mark.parametrize("source", ["sampled", "online"])
 def test_the_fused_loss_equals_the_unfused_for_every_divergence(loss, source):
     from raykd.losses import fused_distillation_loss
@@ -282,3 +284,23 @@ def test_the_fused_loss_equals_the_unfused_for_every_divergence(loss, source):
     for a, b in zip(torch.autograd.grad(fused["loss"], (hidden, weight)),
                     torch.autograd.grad(unfused["loss"], (hidden, weight))):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 4.0])
+def test_total_variation_from_a_cache_stays_within_what_the_tail_masses_allow(temperature):
+    """Exact top-k, the tail's term between |p_tail - q_tail| (the top-k-only value) and p_tail + q_tail,
+    and one minus it the speculative acceptance rate sum_x min(p, q) of the full distributions."""
+    s, t = logits(seed=27, scale=3.0), logits(seed=28, scale=3.0)
+    full = kd_full(s, t, temperature, "tvd") / temperature**2
+    p, q = F.softmax(t / temperature, -1), F.softmax(s / temperature, -1)
+    assert torch.allclose(1 - full, torch.minimum(p, q).sum(-1), atol=1e-5)
+    summary = topk(t, 5)
+    sampled = kd_topk(s, **summary, temperature=temperature, loss="tvd") / temperature**2
+    top = torch.zeros_like(p, dtype=torch.bool).scatter(-1, summary["indices"], True)
+    exact_top = 0.5 * torch.where(top, (p - q).abs(), 0).sum(-1)
+    p_tail, q_tail = torch.where(top, 0, p).sum(-1), torch.where(top, 0, q).sum(-1)
+    assert (sampled >= exact_top + 0.5 * (p_tail - q_tail).abs() - 1e-5).all()
+    assert (sampled <= exact_top + 0.5 * (p_tail + q_tail) + 1e-5).all()
+    if temperature == 1.0:  # the top-k-only cache is exact on the top-k plus the coarse tail term
+        bucket = kd_topk(s, summary["values"], summary["indices"], temperature=1.0, loss="tvd")
+        assert torch.allclose(bucket, exact_top + 0.5 * (p_tail - q_tail).abs(), atol=1e-5)

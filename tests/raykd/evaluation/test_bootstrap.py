@@ -4,7 +4,13 @@ import math
 
 import pytest
 
-from raykd.evaluation.bootstrap import difference_interval, ratio_interval, score_interval
+from raykd.evaluation.bootstrap import (
+    difference_interval,
+    ratio_interval,
+    score_interval,
+    weighted_difference_interval,
+    weighted_interval,
+)
 
 
 def test_a_score_interval_holds_the_score_and_has_the_binomial_width():
@@ -37,3 +43,12 @@ def test_a_retention_interval_holds_the_ratio_and_is_tight_when_the_student_trac
     assert ratio_interval([1, 0], [0, 0]) is None  # a teacher at 0 has no ratio
     with pytest.raises(ValueError, match="same examples"):
         ratio_interval([1, 0], [1])
+
+
+def test_a_weighted_interval_is_of_the_per_token_mean_and_resamples_rows_whole():
+    # one row of 9 tokens at 1.0, one of 1 token at 0.0: the per-token mean is 0.9, resamples give 0, 0.9 or 1
+    low, high = weighted_interval([1.0, 0.0], [9, 1], seed=0)
+    assert (low, high) == (0.0, 1.0)
+    assert weighted_interval([0.4, 0.4, 0.4], [1, 5, 2]) == pytest.approx([0.4, 0.4])
+    low, high = weighted_difference_interval([0.6, 0.8, 0.7, 0.9], [0.5, 0.5, 0.5, 0.5], [10, 1, 3, 2], seed=1)
+    assert 0.1 <= low <= high <= 0.4
