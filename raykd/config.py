@@ -232,8 +232,10 @@ class TuneConfig:
     num_samples: int = knob(8, "trials", ge=1)
     metric: str = knob("score", "what trials are ranked by and ASHA compares: score (held-out task score by "
                        "evaluate.scorer, or accuracy; needs labeled eval rows), kl (held-out KL to the teacher at "
-                       "T=1 on its cached held-out rows; favours alpha near 1) or ce (held-out cross-entropy on the "
-                       "labels; favours alpha near 0)", choices=("score", "kl", "ce"))
+                       "T=1 on its cached held-out rows; favours alpha near 1), acceptance (on the same rows, the "
+                       "student's acceptance rate as the teacher's speculative draft: 1 - total variation at T=1) "
+                       "or ce (held-out cross-entropy on the labels; favours alpha near 0)",
+                       choices=("score", "kl", "acceptance", "ce"))
     temperature: list[float] = knob([1.0, 8.0], "temperature range [low, high], sampled log-uniformly")
     alpha: list[float] = knob([0.0, 1.0], "alpha range [low, high], sampled uniformly")
     lr: list[float] = knob([], "learning-rate range [low, high] (log-uniform); [] keeps distill.lr")

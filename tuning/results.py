@@ -12,8 +12,8 @@ from raykd.launch import write_metrics
 from raykd.training.sweep_trial import KNOBS
 from tuning.space import DIVERGED_LOSS, config_point
 
-COLUMNS = ("trial_id", *KNOBS, "eval_loss", "eval_kl", "eval_score", "step", "training_iteration", "stopped_early",
-           "teacher_forward_passes", "data_source", "time_total_s")
+COLUMNS = ("trial_id", *KNOBS, "eval_loss", "eval_kl", "eval_acceptance", "eval_score", "step", "training_iteration",
+           "stopped_early", "teacher_forward_passes", "data_source", "time_total_s")
 
 
 def trials_frame(df: pd.DataFrame, steps: int) -> pd.DataFrame:

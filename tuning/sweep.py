@@ -10,7 +10,8 @@ process, or, with ``tune.workers_per_trial`` > 1, as a TorchTrainer of that many
 trial (a student that needs several GPUs), reading the one teacher cache from the object store: the
 teacher's forward pass runs zero times (counted per trial and reported). Every ``tune.eval_every``
 steps ASHA compares the trials on ``tune.metric`` and stops the worst: the held-out task score by
-default; ``kl``, the KL to the teacher on its cached held-out rows (favours alpha near 1); ``ce``,
+default; ``kl``, the KL to the teacher on its cached held-out rows (favours alpha near 1);
+``acceptance``, the student's acceptance rate as the teacher's speculative draft on those rows; ``ce``,
 cross-entropy on the labels (favours alpha near 0). Writes ``RUN/tune/`` (results.parquet/csv,
 best_config.yaml, sweep.png, metrics.json); re-running after an interruption resumes the experiment
 (Tuner.restore).
@@ -19,6 +20,7 @@ best_config.yaml, sweep.png, metrics.json); re-running after an interruption res
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import shutil
 import time
@@ -45,7 +47,7 @@ from raykd.pipeline.runs import distill_inputs, fingerprint, run_name
 from raykd.pipeline.state import STAGES
 from raykd.pipeline.summary import versus_sentence
 from raykd.tracking.stage import record, stage_run, tracked
-from raykd.training.distill import DistillSetup, held_out_kl, training_data
+from raykd.training.distill import DistillSetup, held_out_divergence, training_data
 from raykd.training.loop import EvalFn
 from raykd.training.session import train_session, tune_session
 from raykd.training.sweep_trial import trial_config
@@ -55,7 +57,9 @@ from tuning.space import config_point, finite_loss, search_space
 from tuning.tracking import TrialTracking
 
 # tune.metric -> (the reported column trials are ranked by, Tune's mode)
-OBJECTIVES = {"score": ("eval_score", "max"), "kl": ("eval_kl", "min"), "ce": ("eval_loss", "min")}
+OBJECTIVES = {"score": ("eval_score", "max"), "kl": ("eval_kl", "min"), "ce": ("eval_loss", "min"),
+              "acceptance": ("eval_acceptance", "max")}
+TEACHER_METRICS = ("kl", "acceptance")  # measured on the cache's held-out teacher rows
 RUN_KNOBS = ("resume", "max_concurrent_trials", "cpus_per_trial", "gpus_per_trial")  # how, not what, it runs
 
 
@@ -63,18 +67,25 @@ def trial_evaluator(cfg: RaykdConfig, setup: DistillSetup, rows: list[dict], kin
                     source: str) -> EvalFn:
     """What a trial reports every eval_every steps: the held-out loss, the held-out score (every time when
     ``tune.metric`` is score, else at the end: generation is the slow part), where its cache blocks were
-    found (``raykd.cache.store.block_source``) and, with ``teacher_rows`` (tune.metric=kl), the KL to
-    the teacher on them. On several workers every rank evaluates (a sharded model's forward passes are
-    collective); rank 0's figures are reported."""
+    found (``raykd.cache.store.block_source``) and, with ``teacher_rows`` (``TEACHER_METRICS``), the KL to
+    the teacher on them or the student's acceptance rate as its draft (one minus the total variation).
+    On several workers every rank evaluates (a sharded model's forward passes are collective); rank 0's
+    figures are reported."""
     tokenizer = load_tokenizer(setup.tokenizer)
     every_time = cfg.tune.metric == "score"
+
+    def to_teacher(model) -> dict:
+        if teacher_rows is None:
+            return {}
+        if cfg.tune.metric == "kl":
+            return {"eval_kl": finite_loss(held_out_divergence(model, teacher_rows, setup.vocab, cfg.task))}
+        acceptance = 1 - held_out_divergence(model, teacher_rows, setup.vocab, cfg.task, loss="tvd")
+        return {"eval_acceptance": acceptance if math.isfinite(acceptance) else 0.0}  # diverged: never accepted
 
     def evaluate(model, final: bool) -> dict:
         held_out = score_model(model, tokenizer, rows, cfg.data, cfg.task, kind, generate=final or every_time,
                                scorer=cfg.evaluate.scorer)
-        kl = ({} if teacher_rows is None else
-              {"eval_kl": finite_loss(held_out_kl(model, teacher_rows, setup.vocab, cfg.task))})
-        return {"eval_loss": finite_loss(held_out["loss"]), "data_source": source} | kl | (
+        return {"eval_loss": finite_loss(held_out["loss"]), "data_source": source} | to_teacher(model) | (
             {"eval_score": held_out["score"]} if final or every_time else {})
 
     return evaluate
@@ -139,7 +150,7 @@ def sweep_inputs(cfg: RaykdConfig, setup: DistillSetup) -> dict:
     """What a sweep's trials depend on: the distillation inputs and the search (see ``raykd.pipeline.runs``)."""
     search = {k: v for k, v in dataclasses.asdict(cfg.tune).items() if k not in RUN_KNOBS}
     inputs = distill_inputs(cfg, setup.tokenizer, setup.teacher) | {"stage": "tune", "tune": search}
-    if cfg.tune.metric == "kl":  # what trials are ranked against
+    if cfg.tune.metric in TEACHER_METRICS:  # what trials are ranked against
         inputs["held_out"] = CacheManifest.read(cfg.stage_dir("teacher_cache")).held_out_shards
     return inputs
 
@@ -210,7 +221,7 @@ def run(cfg: RaykdConfig) -> dict:
         raise ConfigError(f"tune.metric=score needs prompt/completion or conversation rows in data.eval "
                           f"({cfg.data.eval} is plain text, which has no task score): set tune.metric=ce")
     metric, mode = OBJECTIVES[cfg.tune.metric]
-    teacher_rows = held_out_teacher_rows(cache_dir, manifest) if cfg.tune.metric == "kl" else None
+    teacher_rows = held_out_teacher_rows(cache_dir, manifest) if cfg.tune.metric in TEACHER_METRICS else None
     trainable = tune.with_resources(
         tune.with_parameters(trial, base=cfg.to_dict(), data=data, setup=setup, rows=rows, kind=kind,
                              teacher_rows=teacher_rows),

@@ -105,9 +105,11 @@ def make_loss_fn(d: DistillConfig, task: str, vocab: int, teacher: ForwardCounte
 
 
 @torch.no_grad()
-def held_out_kl(model, rows: dict[str, np.ndarray], vocab: int, task: str, batch_size: int = 64) -> float:
-    """Mean KL(teacher ‖ student) at T = 1 per target (the loss's soft term at alpha = 1) on cached
-    held-out rows (``raykd.cache.store.held_out_rows``: ``(R, S, ...)`` arrays): no teacher runs."""
+def held_out_divergence(model, rows: dict[str, np.ndarray], vocab: int, task: str, loss: str = "forward_kl",
+                        batch_size: int = 64) -> float:
+    """Mean divergence ``loss`` (``LOSSES``) of teacher and student at T = 1 per target (the loss's soft term at
+    alpha = 1) on cached held-out rows (``raykd.cache.store.held_out_rows``: ``(R, S, ...)`` arrays): no
+    teacher runs. With ``tvd``, one minus it is the student's acceptance rate as the teacher's draft."""
     model.eval()
     device = next(model.parameters()).device
     total, count = 0.0, 0
@@ -116,7 +118,7 @@ def held_out_kl(model, rows: dict[str, np.ndarray], vocab: int, task: str, batch
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[..., :vocab]
         flat_logits, flat = student_positions(logits.float(), batch, task)
         teacher = {k: flat[k] for k in TEACHER_COLUMNS if k in flat}
-        out = distillation_loss(flat_logits, flat["labels"], teacher, alpha=1.0, temperature=1.0)
+        out = distillation_loss(flat_logits, flat["labels"], teacher, alpha=1.0, temperature=1.0, loss=loss)
         total, count = total + out["loss"].item() * int(out["tokens"]), count + int(out["tokens"])
     return total / max(1, count)
 

@@ -61,12 +61,13 @@ def test_unlabeled_prompts_get_teacher_completions_as_targets(teacher_run, local
 
 def test_held_out_rows_are_kept_apart_and_measure_a_students_kl_without_the_teacher(teacher_run, local_ray):
     """The eval split's rows are scored into held_out/ (never into the training shards); the KL a sweep
-    ranks by (tune.metric=kl) is about 0 for the teacher itself and clearly above it for a student base."""
+    ranks by (tune.metric=kl) is about 0 for the teacher itself and clearly above it for a student base, and
+    the acceptance rate (tune.metric=acceptance) about 1 for the teacher and clearly below for the base."""
     from transformers import AutoModelForCausalLM
 
     from raykd.cache import store
     from raykd.models.load import load_configured
-    from raykd.training.distill import held_out_kl
+    from raykd.training.distill import held_out_divergence
 
     run, overrides = teacher_run
     cache = run / "teacher_cache"
@@ -77,8 +78,11 @@ def test_held_out_rows_are_kept_apart_and_measure_a_students_kl_without_the_teac
     assert rows["input_ids"].shape == (200, manifest.max_seq_len) and "held_out" not in rows
     teacher = AutoModelForCausalLM.from_pretrained(run / "teacher")
     student = load_configured("builtin:student", load_config(DEMO, overrides))
-    own, other = (held_out_kl(m, rows, manifest.vocab_size, "causal_lm") for m in (teacher, student))
+    own, other = (held_out_divergence(m, rows, manifest.vocab_size, "causal_lm") for m in (teacher, student))
     assert own < 0.05 and other > 20 * own, (own, other)
+    # tune.metric=acceptance: the teacher as its own draft is accepted almost always, the base far less
+    own, other = (1 - held_out_divergence(m, rows, manifest.vocab_size, "causal_lm", "tvd") for m in (teacher, student))
+    assert own > 0.97 and other < own - 0.2, (own, other)
 
 
 def test_a_cache_job_killed_while_writing_leaves_no_partial_cache(teacher_run, local_ray, head_env, tmp_path):
